@@ -1,0 +1,1 @@
+"""Engine bindings and pipeline assembly (Beam, Flink), job config and the CLI."""

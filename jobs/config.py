@@ -1,0 +1,150 @@
+"""Job configuration: one frozen pydantic model, loaded from YAML plus ``STREAMWARDEN_*`` env overrides.
+
+Environment overrides use ``__`` between levels, e.g. ``STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS``.
+Every error names the file and the dotted field path, and is raised at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from operators.errors import ConfigError
+
+ENV_PREFIX = "STREAMWARDEN_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Strict):
+    """How to reach Kafka. Security fields pass straight through to librdkafka."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="librdkafka security.protocol."
+    )
+    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512, OAUTHBEARER.")
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password; never printed.")
+    ssl_ca_location: str | None = Field(None, description="CA bundle file for TLS.")
+    ssl_certificate_location: str | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_key_location: str | None = Field(None, description="Client key for mutual TLS.")
+    session_timeout_ms: int = Field(
+        10_000, ge=1, description="Group session timeout; the embedded profile uses 2000 for a fast join."
+    )
+    heartbeat_interval_ms: int = Field(1_000, ge=1, description="Group heartbeat interval.")
+    extra: dict[str, str] = Field(
+        default_factory=dict, description="Any other librdkafka property, passed through unchanged."
+    )
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka properties shared by producers, consumers and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(self.extra)
+        return conf
+
+
+class TopicsConfig(_Strict):
+    """Topic names; every stage reads or writes exactly these."""
+
+    events: str = Field("events", description="Input: protobuf Event records.")
+    deadletter: str = Field("events.deadletter", description="Output: DeadLetter for undecodable input.")
+    actions: str = Field("actions", description="Output: Action decisions.")
+    alerts: str = Field("alerts", description="Output: AnomalyAlert FIRING/RESOLVED.")
+    features: str = Field("features", description="Output: FeatureRecord feature log (optional).")
+    labels: str = Field("labels", description="Input: reviewer decisions for training feedback.")
+
+
+class JobConfig(_Strict):
+    """Configuration of one streamwarden job run, shared by the Beam and Flink bindings."""
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Broker connection.")  # type: ignore[arg-type]
+    topics: TopicsConfig = Field(default_factory=TopicsConfig, description="Topic names.")  # type: ignore[arg-type]
+    group_id: str = Field("streamwarden", min_length=1, description="Consumer group of the job.")
+    engine: Literal["beam", "flink", "replay"] = Field("beam", description="Which engine runs the job.")
+    feature_spec: Path | None = Field(None, description="Feature spec YAML; None = the shipped default.")
+    policy: Path | None = Field(None, description="Policy YAML; None = the shipped default.")
+    model_card: Path | None = Field(None, description="Model card YAML; None = the shipped default.")
+    write_features: bool = Field(False, description="Also emit the FeatureRecord feature log.")
+    max_future_ms: int = Field(
+        300_000, ge=0, description="Events further ahead of wall clock than this are dead-lettered."
+    )
+    allowed_lateness_ms: int = Field(
+        60_000, ge=0, description="Events older than watermark minus this are counted late, not applied."
+    )
+
+
+def _env_overrides(prefix: str, environ: dict[str, str]) -> dict[str, Any]:
+    """Nested dict from ``PREFIX_A__B=value`` variables (values are parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(prefix):
+            continue
+        path = key[len(prefix) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem: ``file: field.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> JobConfig:
+    """Load a ``JobConfig`` from ``path`` (optional) with environment overrides on top."""
+    data = load_yaml_mapping(path) if path is not None else {}
+    env = _env_overrides(ENV_PREFIX, dict(os.environ if environ is None else environ))
+    source = str(path) if path is not None else "(defaults)"
+    if env:
+        source += " + STREAMWARDEN_* environment"
+    try:
+        return JobConfig.model_validate(_merge(data, env))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from exc
