@@ -10,7 +10,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-bench_app = typer.Typer(help="Benchmarks: each prints its figures and one JSON line last.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: each prints its figures and one JSON line last.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 

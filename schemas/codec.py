@@ -61,7 +61,10 @@ def validate_event(event: pb.Event, *, now_ms: int | None, max_future_ms: int) -
         return ErrorKind.NEGATIVE_EVENT_TIME, f"event_time_ms {event.event_time_ms} is negative"
     if now_ms is not None and event.event_time_ms > now_ms + max_future_ms:
         ahead = event.event_time_ms - now_ms
-        return ErrorKind.FUTURE_EVENT_TIME, f"event_time_ms is {ahead} ms ahead of now (limit {max_future_ms})"
+        return (
+            ErrorKind.FUTURE_EVENT_TIME,
+            f"event_time_ms is {ahead} ms ahead of now (limit {max_future_ms})",
+        )
     if event.type == pb.Event.TYPE_UNSPECIFIED:
         return ErrorKind.MISSING_TYPE, "type is TYPE_UNSPECIFIED"
     return None
@@ -84,7 +87,9 @@ def decode_event(
     try:
         event.ParseFromString(data)
     except DecodeError as exc:
-        return dead_letter(data, ErrorKind.UNDECODABLE, f"not a valid Event protobuf: {exc}", source, _t(now_ms))
+        return dead_letter(
+            data, ErrorKind.UNDECODABLE, f"not a valid Event protobuf: {exc}", source, _t(now_ms)
+        )
     problem = validate_event(event, now_ms=now_ms, max_future_ms=max_future_ms)
     if problem is not None:
         return dead_letter(data, problem[0], problem[1], source, _t(now_ms))
