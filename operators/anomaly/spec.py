@@ -1,0 +1,342 @@
+"""The anomaly spec: which aggregate series exist, how they are bucketed, detected and alerted on.
+
+One YAML file drives the streaming job and the offline ``anomaly score`` backtest alike. A metric's
+``detector`` and ``lifecycle`` are merged over ``defaults`` (same ``kind`` or no ``kind``: field by
+field; another ``kind``: replaced), so a metric only states what it changes.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from operators.errors import ConfigError
+from schemas import streamwarden_pb2 as pb
+
+DEFAULT_SPEC_PATH = Path(__file__).resolve().parent / "default_metrics.yaml"
+
+Direction = Literal["up", "down", "both"]
+KeyPath = Literal[
+    "actor.account_id",
+    "actor.ip",
+    "actor.device_id",
+    "actor.asn",
+    "actor.country",
+    "target.content_id",
+    "target.account_id",
+]
+GLOBAL_SERIES_KEY = "*"
+"""The series key of a metric without ``key`` (one series for the whole stream)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_THRESHOLD_DOC = "A bucket breaches when its score >= threshold. score = z/(z+4): 0.5 = 4 sigmas, 0.6 = 6."
+
+
+class _DetectorBase(_Strict):
+    direction: Direction = Field(
+        "both", description="Which deviations count: 'up' (spikes), 'down' (drops), or 'both'."
+    )
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
+    min_abs_delta: float = Field(
+        0.0, ge=0.0, description="A breach also needs |observed - expected| >= this (ignores tiny series)."
+    )
+    count_floor: bool = Field(
+        True, description="Counts are Poisson-like: the scale is never below sqrt(max(expected, 1))."
+    )
+    min_scale: float = Field(1e-6, gt=0.0, description="Absolute floor of the scale (sigma) estimate.")
+    sustain_buckets: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="Also score the sum of the last n residuals (catches sustained small drops); 0 = off.",
+    )
+
+
+class RobustZConfig(_DetectorBase):
+    """Robust z-score: distance from the rolling median in units of 1.4826 * MAD."""
+
+    kind: Literal["robust_z"] = Field("robust_z", description="Detector kind.")
+    threshold: float = Field(0.55, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
+    window_buckets: int = Field(60, ge=3, le=100_000, description="Rolling baseline length in buckets.")
+    warmup_buckets: int = Field(
+        30, ge=3, description="No score (and no alert) before this many buckets of history."
+    )
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> RobustZConfig:
+        if self.warmup_buckets > self.window_buckets:
+            raise ValueError("warmup_buckets must not exceed window_buckets")
+        return self
+
+
+class HoltConfig(_DetectorBase):
+    """EWMA level + damped trend (Holt) with an exponentially weighted residual variance."""
+
+    kind: Literal["holt"] = Field("holt", description="Detector kind.")
+    threshold: float = Field(0.45, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
+    alpha: float = Field(0.1, gt=0.0, le=1.0, description="Level smoothing per bucket.")
+    beta: float = Field(0.02, ge=0.0, le=1.0, description="Trend smoothing per bucket (0 = no trend).")
+    trend_damping: float = Field(0.9, ge=0.0, le=1.0, description="Trend multiplier per bucket (phi).")
+    variance_alpha: float = Field(0.05, gt=0.0, le=1.0, description="Residual variance smoothing.")
+    clip_sigmas: float = Field(
+        4.0, gt=0.0, description="Values feed the baseline clipped to expected +- this many sigmas."
+    )
+    warmup_buckets: int = Field(30, ge=3, description="No score (and no alert) before this many buckets.")
+
+
+class SeasonalConfig(_DetectorBase):
+    """Same time of day over recent periods: per-slot median across days, plus a robust residual scale."""
+
+    kind: Literal["seasonal"] = Field("seasonal", description="Detector kind.")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
+    period_ms: int = Field(86_400_000, gt=0, description="Season length (a day).")
+    slot_ms: int = Field(900_000, gt=0, description="Profile resolution inside the period.")
+    periods: int = Field(7, ge=1, le=64, description="How many past periods the profile remembers.")
+    min_periods: int = Field(2, ge=1, description="Past periods needed at a slot before alerting.")
+    residual_window_buckets: int = Field(
+        120, ge=3, le=100_000, description="Rolling window of residuals for the scale and level correction."
+    )
+    min_residuals: int = Field(30, ge=3, description="Residuals needed before alerting.")
+    level_correction: bool = Field(
+        True, description="Add the median recent residual to the profile (follows day-to-day level drift)."
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> SeasonalConfig:
+        if self.period_ms % self.slot_ms:
+            raise ValueError("slot_ms must divide period_ms")
+        if self.period_ms // self.slot_ms > 10_000:
+            raise ValueError("period_ms / slot_ms must be <= 10000 slots")
+        if self.min_periods > self.periods:
+            raise ValueError("min_periods must not exceed periods")
+        if self.min_residuals > self.residual_window_buckets:
+            raise ValueError("min_residuals must not exceed residual_window_buckets")
+        return self
+
+
+DetectorConfig = Annotated[RobustZConfig | HoltConfig | SeasonalConfig, Field(discriminator="kind")]
+DETECTOR_KINDS = ("robust_z", "holt", "seasonal")
+
+
+class LifecycleConfig(_Strict):
+    """When a breaching series becomes a FIRING alert and when it is RESOLVED."""
+
+    fire_m: int = Field(2, ge=1, description="FIRING when at least m of the last n buckets breach.")
+    fire_n: int = Field(3, ge=1, le=32, description="Length of the m-of-n window, in buckets.")
+    resolve_k: int = Field(3, ge=1, description="RESOLVED after k consecutive clean buckets.")
+    cooldown_buckets: int = Field(
+        10, ge=0, description="After a RESOLVED, no new FIRING for this many buckets."
+    )
+    resolve_score_ratio: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="Hysteresis: a bucket is clean only if its score < detector threshold * this.",
+    )
+    freeze_baseline_buckets: int = Field(
+        60,
+        ge=0,
+        description="While FIRING the detector stops learning for up to this many buckets (0 = never "
+        "freeze), so an attack or outage stays FIRING until it ends instead of becoming the new normal.",
+    )
+    warning_score: float = Field(0.6, gt=0.0, le=1.0, description="Severity WARNING from this score.")
+    critical_score: float = Field(0.8, gt=0.0, le=1.0, description="Severity CRITICAL from this score.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LifecycleConfig:
+        if self.fire_m > self.fire_n:
+            raise ValueError("fire_m must not exceed fire_n")
+        if self.warning_score > self.critical_score:
+            raise ValueError("warning_score must not exceed critical_score")
+        return self
+
+
+class MetricSpec(_Strict):
+    """One aggregate rate, e.g. plays per target track per minute. Fully resolved (defaults merged)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, description="Metric name in alerts.")
+    description: str = Field("", description="What the metric counts, for humans.")
+    source: Literal["events", "dead_letters"] = Field(
+        "events", description="Count decoded events, or dead letters (pipeline health)."
+    )
+    event_types: tuple[str, ...] = Field(
+        (), description="Event.Type names counted (empty = every type). Only for source 'events'."
+    )
+    key: KeyPath | None = Field(None, description="Event field that keys the series; None = one series.")
+    bucket_ms: int = Field(60_000, gt=0, description="Tumbling event-time bucket length.")
+    bucket_offset_ms: int = Field(0, ge=0, description="Bucket alignment: starts at offset + k * bucket_ms.")
+    allowed_lateness_ms: int = Field(
+        60_000, ge=0, description="A bucket closes when the watermark passes its end plus this."
+    )
+    idle_expiry_ms: int = Field(
+        3_600_000, gt=0, description="A series without events for this long emits its last zero and expires."
+    )
+    detector: DetectorConfig = Field(description="The detector scoring each closed bucket.")
+    lifecycle: LifecycleConfig = Field(description="FIRING/RESOLVED rules.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Copied into every alert's labels.")
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = set(pb.Event.Type.keys()) - {"TYPE_UNSPECIFIED"}
+        unknown = [t for t in value if t not in known]
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: {sorted(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> MetricSpec:
+        if self.source == "dead_letters" and (self.key is not None or self.event_types):
+            raise ValueError("a dead_letters metric takes neither key nor event_types")
+        if self.bucket_offset_ms >= self.bucket_ms:
+            raise ValueError("bucket_offset_ms must be smaller than bucket_ms")
+        return self
+
+    @property
+    def event_type_values(self) -> frozenset[int]:  # computed per call: hot paths use SeriesRouter
+        """The ``Event.Type`` numbers counted (empty = all)."""
+        return frozenset(pb.Event.Type.Value(t) for t in self.event_types)
+
+
+class Defaults(_Strict):
+    """Values every metric inherits unless it sets its own."""
+
+    detector: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "robust_z"}, description="Default detector settings."
+    )
+    lifecycle: dict[str, Any] = Field(default_factory=dict, description="Default lifecycle settings.")
+    allowed_lateness_ms: int = Field(60_000, ge=0, description="Default allowed lateness.")
+    idle_expiry_ms: int = Field(3_600_000, gt=0, description="Default idle expiry.")
+    bucket_ms: int = Field(60_000, gt=0, description="Default bucket length.")
+
+
+class AnomalySpec(_Strict):
+    """The whole anomaly spec file."""
+
+    version: Literal[1] = Field(1, description="Spec format version.")
+    defaults: Defaults = Field(default_factory=Defaults, description="Inherited settings.")  # type: ignore[arg-type]
+    metrics: tuple[MetricSpec, ...] = Field((), description="The metric series to watch.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("metrics", ()), list | tuple):
+            return data
+        raw_defaults = data.get("defaults") or {}
+        if not isinstance(raw_defaults, dict):
+            return data
+        default_detector = raw_defaults.get("detector") or {"kind": "robust_z"}
+        default_lifecycle = raw_defaults.get("lifecycle") or {}
+        merged_metrics = []
+        for metric in data.get("metrics", ()):
+            if not isinstance(metric, dict):
+                merged_metrics.append(metric)
+                continue
+            m = dict(metric)
+            for name in ("allowed_lateness_ms", "idle_expiry_ms", "bucket_ms"):
+                if name not in m and name in raw_defaults:
+                    m[name] = raw_defaults[name]
+            m["detector"] = merge_detector(default_detector, m.get("detector"))
+            own_lifecycle = m.get("lifecycle")
+            if own_lifecycle is None or isinstance(own_lifecycle, dict):
+                m["lifecycle"] = {**default_lifecycle, **(own_lifecycle or {})}
+            merged_metrics.append(m)
+        return {**data, "metrics": merged_metrics}
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AnomalySpec:
+        names = [m.name for m in self.metrics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate metric names: {dupes}")
+        return self
+
+    def metric(self, name: str) -> MetricSpec:
+        """The metric called ``name``; ``KeyError`` if there is none."""
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"no metric {name!r} in the anomaly spec (have {[m.name for m in self.metrics]})")
+
+    def default_metric(self, name: str = "series", bucket_ms: int | None = None) -> MetricSpec:
+        """A metric built from ``defaults`` only (what the CSV backtest uses without ``--metric``)."""
+        raw = {
+            "name": name,
+            "bucket_ms": bucket_ms or self.defaults.bucket_ms,
+            "allowed_lateness_ms": self.defaults.allowed_lateness_ms,
+            "idle_expiry_ms": self.defaults.idle_expiry_ms,
+            "detector": merge_detector(self.defaults.detector, None),
+            "lifecycle": dict(self.defaults.lifecycle),
+        }
+        return MetricSpec.model_validate(raw)
+
+
+def merge_detector(default: Any, own: Any) -> Any:
+    """``own`` over ``default``: field by field when the kind matches (or is omitted), else ``own``."""
+    if own is None:
+        return copy.deepcopy(default)
+    if not isinstance(own, dict) or not isinstance(default, dict):
+        return own
+    own_kind = own.get("kind", default.get("kind", "robust_z"))
+    if own_kind != default.get("kind", "robust_z"):
+        return dict(own)
+    return {**default, **own, "kind": own_kind}
+
+
+def with_detector(metric: MetricSpec, kind: str, overrides: dict[str, Any] | None = None) -> MetricSpec:
+    """``metric`` with its detector switched to ``kind``; explicitly set shared fields (direction,
+    min_abs_delta, ...) carry over, the threshold does not (each kind has its own calibrated default)."""
+    if kind not in DETECTOR_KINDS:
+        raise ConfigError(f"unknown detector {kind!r}; choose one of {list(DETECTOR_KINDS)}")
+    # The threshold stays behind: each kind has its own calibrated default.
+    carried = (set(_DetectorBase.model_fields) - {"threshold"}) & metric.detector.model_fields_set
+    shared = metric.detector.model_dump(include=carried)
+    raw = metric.model_dump()
+    current = metric.detector.model_dump() if metric.detector.kind == kind else {}
+    raw["detector"] = {**shared, **current, **(overrides or {}), "kind": kind}
+    try:
+        return MetricSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(f"detector {kind}", exc)) from exc
+
+
+def _format(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_anomaly_spec(data: Any, source: str = "(anomaly spec)") -> AnomalySpec:
+    """Validate an already-loaded mapping; errors name ``source`` and the field path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return AnomalySpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(source, exc)) from exc
+
+
+def load_anomaly_spec(path: Path | None = None) -> AnomalySpec:
+    """Load the anomaly spec YAML at ``path`` (default: the shipped ``default_metrics.yaml``)."""
+    path = path or DEFAULT_SPEC_PATH
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_anomaly_spec(data, str(path))
