@@ -1,0 +1,1 @@
+"""Apache Beam bindings: Kafka read/write in Python (confluent-kafka) and the pipeline's thin DoFns."""
