@@ -14,6 +14,15 @@ from jobs.config import KafkaConfig
 from jobs.kafka_io import make_admin
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="Rewrite golden expected-output files instead of comparing against them.",
+    )
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """A started embedded broker (tansu, in memory), stopped at the end of the session."""
