@@ -14,6 +14,16 @@ bench_app = typer.Typer(
     help="Benchmarks: each prints its figures and one JSON line last.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+anomaly_app = typer.Typer(help="Anomaly detectors: backtest and evaluate.", no_args_is_help=True)
+app.add_typer(anomaly_app, name="anomaly")
+models_app = typer.Typer(help="Model cards and policy reports.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+flink_app = typer.Typer(
+    help="Flink: connector jars, a local standalone cluster, smoke checks.", no_args_is_help=True
+)
+app.add_typer(flink_app, name="flink")
+alerts_app = typer.Typer(help="Read the alerts topic.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 @app.command()
@@ -25,6 +35,41 @@ def version() -> None:
 
     typer.echo(f"streamwarden {_v('streamwarden')} (event schema v{SCHEMA_VERSION})")
 
+
+def _register() -> None:
+    from deploy.broker import run_foreground_cmd
+    from jobs.alerts_cli import tail_cmd
+    from jobs.anomaly_cli import eval_cmd, score_cmd
+    from jobs.bench_scorer import bench_scorer_cmd
+    from jobs.bench_velocity import bench_velocity_cmd
+    from jobs.demo import demo_cmd
+    from jobs.flink.cluster import cluster_start_cmd, cluster_stop_cmd, cluster_submit_cmd
+    from jobs.flink.connector import jars_cmd
+    from jobs.flink.smoke_check import smoke_cmd
+    from jobs.generate import bench_generate_cmd, generate_cmd
+    from models.policy_report import policy_report_cmd
+    from models.train import models_report_cmd, train_cmd
+
+    app.command("demo")(demo_cmd)
+    app.command("broker")(run_foreground_cmd)
+    app.command("generate")(generate_cmd)
+    bench_app.command("generate")(bench_generate_cmd)
+    anomaly_app.command("score")(score_cmd)
+    anomaly_app.command("eval")(eval_cmd)
+    alerts_app.command("tail")(tail_cmd)
+    app.command("train")(train_cmd)
+    models_app.command("report")(models_report_cmd)
+    models_app.command("policy-report")(policy_report_cmd)
+    bench_app.command("scorer")(bench_scorer_cmd)
+    bench_app.command("velocity")(bench_velocity_cmd)
+    flink_app.command("jars")(jars_cmd)
+    flink_app.command("cluster-start")(cluster_start_cmd)
+    flink_app.command("cluster-submit")(cluster_submit_cmd)
+    flink_app.command("cluster-stop")(cluster_stop_cmd)
+    flink_app.command("smoke")(smoke_cmd)
+
+
+_register()
 
 if __name__ == "__main__":
     app()

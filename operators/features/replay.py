@@ -1,0 +1,199 @@
+"""Offline replay: events → fan-out → window state → assembly in one process, the engines' reference.
+
+Processing contract (the engine bindings follow it, so replay output equals engine output):
+
+1. Events are taken in the given order, which is their *arrival* order (not re-sorted by event time).
+   Each valid event is fanned out (``FanOut``); its event-level partial and one partial per key go to
+   the assembler.
+2. Each key's ``KeyState.on_event`` decides lateness from the key's own high-water mark (see
+   ``window.py``), so the outputs depend only on the per-key arrival order of the events.
+3. The watermark is ``max event time seen - out_of_orderness_ms``. ``advance_to(watermark)`` drops keys
+   whose ``expiry_ms()`` has passed; by construction this changes no output for events within
+   ``allowed_lateness_ms`` of the watermark, so engines may expire later (e.g. on timers) and agree.
+4. The assembler emits each event's vector once its last partial arrives; in replay all partials of an
+   event are in hand while processing it (``Assembler.complete``, the same vector ``Assembler.add``
+   gives on the last partial), so vectors come out in input order and nothing is imputed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from operators.features.assemble import Assembler, FeatureVector
+from operators.features.fanout import EntityKey, EventFacts, FanOut
+from operators.features.spec import FeatureSpec
+from operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
+from schemas import streamwarden_pb2 as pb
+from schemas.codec import decode_event, read_delimited
+
+EXPIRY_TICK_MS = 60_000
+"""Granularity of the store's expiry index: keys are checked once their expiry tick has passed."""
+
+
+class VelocityStore:
+    """In-memory keyed window state with watermark-driven expiry (replay, benchmarks, local runs).
+
+    Engines with their own keyed state call ``KeyState`` directly (``from_bytes`` / ``on_event`` /
+    ``to_bytes`` / ``expiry_ms``); this class is the same logic over a dict.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.plans: dict[int, KindPlan] = compile_plans(spec)
+        self.states: dict[EntityKey, KeyState] = {}
+        self._ticks: dict[int, list[EntityKey]] = {}
+        self._tick_heap: list[int] = []
+        self.late_events = 0
+        self.expired_keys = 0
+        self.max_keys = 0
+
+    def on_event(self, key: EntityKey, facts: EventFacts) -> PartialFeatures:
+        """Route ``facts`` to ``key``'s state (created on first use) and return its partial."""
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = KeyState(self.plans[key[0]])
+            if len(self.states) > self.max_keys:
+                self.max_keys = len(self.states)
+        p = st.on_event(facts)
+        if p[3]:
+            self.late_events += 1
+        tick = (st.high_ms + st.plan.span_ms) // EXPIRY_TICK_MS
+        if st.tick != tick:
+            st.tick = tick
+            keys = self._ticks.get(tick)
+            if keys is None:
+                self._ticks[tick] = [key]
+                heapq.heappush(self._tick_heap, tick)
+            else:
+                keys.append(key)
+        return p
+
+    def advance_to(self, watermark_ms: int) -> int:
+        """Drop every key whose expiry is at or before ``watermark_ms``; return how many."""
+        dropped = 0
+        heap = self._tick_heap
+        while heap and heap[0] * EXPIRY_TICK_MS <= watermark_ms:
+            tick = heap[0]
+            whole = (tick + 1) * EXPIRY_TICK_MS - 1 <= watermark_ms
+            keys = self._ticks.pop(tick) if whole else self._ticks[tick]
+            kept: list[EntityKey] = []
+            for key in keys:
+                st = self.states.get(key)
+                if st is None or st.tick != tick:
+                    continue
+                if st.expiry_ms() <= watermark_ms:
+                    del self.states[key]
+                    dropped += 1
+                else:
+                    kept.append(key)
+            if whole:
+                heapq.heappop(heap)
+            else:
+                self._ticks[tick] = kept
+                break
+        self.expired_keys += dropped
+        return dropped
+
+    @property
+    def next_expiry_ms(self) -> int:
+        """Lowest watermark at which ``advance_to`` may drop something (a cheap pre-check)."""
+        return self._tick_heap[0] * EXPIRY_TICK_MS if self._tick_heap else 1 << 62
+
+
+@dataclass
+class ReplayStats:
+    """Counters of one replay run."""
+
+    events: int = 0
+    dead_letters: int = 0
+    late_partials: int = 0
+    expired_keys: int = 0
+    max_keys: int = 0
+    dead_letter_kinds: dict[str, int] = field(default_factory=dict)
+
+
+class VelocityPipeline:
+    """Fan-out, window state and assembly for one stream, in one process."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        *,
+        out_of_orderness_ms: int | None = None,
+        assembly_timeout_ms: int = 10_000,
+    ) -> None:
+        self.spec = spec
+        self.fanout = FanOut(spec)
+        self.store = VelocityStore(spec)
+        self.assembler = Assembler(spec, assembly_timeout_ms)
+        self.out_of_orderness_ms = (
+            spec.allowed_lateness_ms if out_of_orderness_ms is None else out_of_orderness_ms
+        )
+        self.max_seen_ms = NO_TIME
+        self._next_housekeeping_ms = NO_TIME
+
+    @property
+    def watermark_ms(self) -> int:
+        """Max event time seen minus the allowed out-of-orderness."""
+        return self.max_seen_ms - self.out_of_orderness_ms
+
+    def process(self, event: pb.Event) -> FeatureVector:
+        """Run one decoded event through the pipeline and return its vector."""
+        facts, keys = self.fanout(event)
+        t = facts[1]
+        if t > self.max_seen_ms:
+            self.max_seen_ms = t
+            if t >= self._next_housekeeping_ms:
+                self._housekeeping(t)
+        on_event = self.store.on_event
+        return self.assembler.complete(facts, [on_event(key, facts) for key in keys])
+
+    def _housekeeping(self, now: int) -> None:
+        wm = now - self.out_of_orderness_ms
+        if wm >= self.store.next_expiry_ms:
+            self.store.advance_to(wm)
+        self.assembler.expire(now)
+        self._next_housekeeping_ms = now + min(EXPIRY_TICK_MS, self.assembler.timeout_ms)
+
+
+def iter_event_file(path: Path) -> Iterator[pb.Event | pb.DeadLetter]:
+    """Decode a length-delimited event file (``schemas.codec.write_delimited``) record by record."""
+    with path.open("rb") as stream:
+        for i, raw in enumerate(read_delimited(stream)):
+            from schemas.codec import SourceRef
+
+            yield decode_event(raw, SourceRef(topic=str(path), partition=0, offset=i))
+
+
+def replay(
+    events: Iterable[pb.Event | pb.DeadLetter | bytes] | Path,
+    spec: FeatureSpec,
+    *,
+    out_of_orderness_ms: int | None = None,
+) -> tuple[list[FeatureVector], ReplayStats]:
+    """Feature vectors of a recorded stream, in arrival order, plus run counters.
+
+    ``events`` is a file path (length-delimited ``Event`` records) or an iterable of decoded events,
+    dead letters or raw bytes (decoded here; undecodable ones are counted, never raised).
+    """
+    source: Iterable[pb.Event | pb.DeadLetter | bytes] = (
+        iter_event_file(events) if isinstance(events, Path) else events
+    )
+    pipe = VelocityPipeline(spec, out_of_orderness_ms=out_of_orderness_ms)
+    stats = ReplayStats()
+    vectors: list[FeatureVector] = []
+    for item in source:
+        ev = decode_event(item) if isinstance(item, bytes) else item
+        if isinstance(ev, pb.DeadLetter):
+            stats.dead_letters += 1
+            kind = pb.DeadLetter.ErrorKind.Name(ev.error_kind)
+            stats.dead_letter_kinds[kind] = stats.dead_letter_kinds.get(kind, 0) + 1
+            continue
+        vectors.append(pipe.process(ev))
+        stats.events += 1
+    stats.late_partials = pipe.store.late_events
+    stats.expired_keys = pipe.store.expired_keys
+    stats.max_keys = pipe.store.max_keys
+    return vectors, stats

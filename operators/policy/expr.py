@@ -1,0 +1,401 @@
+"""The policy condition language: a tiny parsed grammar, never ``eval``.
+
+Text form::
+
+    ip.ratio_login_failed.10m >= 0.8 and (score.gbt >= threshold.gbt or not account.age_s > 86400)
+
+Grammar (``and`` binds tighter than ``or``; comparisons do not chain)::
+
+    expr    := and ("or" and)*
+    and     := not ("and" not)*
+    not     := "not" not | "(" expr ")" | "true" | "false" | operand OP operand
+    operand := NUMBER | NAME        OP := < <= > >= == !=
+
+A ``NAME`` is a feature name, ``score.<model>`` (that model's score for this event) or
+``threshold.<model>`` (the model card's threshold, fixed when the policy is compiled).
+
+Structured form (YAML mappings), the same tree spelled out::
+
+    all: [{feature: ip.ratio_login_failed.10m, op: ">=", value: 0.8}, {score: gbt, op: ">=", value: 0.9}]
+    any: [...]      not: {...}      expr: "<text form>"
+
+Comparisons involving a missing score are false (NaN semantics), so a rule never fires on a model
+that did not run; note that ``not`` of such a comparison is true.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+SCORE_PREFIX = "score."
+THRESHOLD_PREFIX = "threshold."
+
+CompareOp = Literal["<", "<=", ">", ">=", "==", "!="]
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
+_TOKEN = re.compile(
+    r"\s*(?:"
+    r"(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.:]*)"
+    r"|(?P<op><=|>=|==|!=|<|>)"
+    r"|(?P<paren>[()])"
+    r")"
+)
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.:]*")
+
+
+class ConditionSyntaxError(ValueError):
+    """A condition that does not parse; the message says where."""
+
+
+# ---- AST ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Num:
+    value: float
+
+    def text(self) -> str:
+        return repr(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A name: a feature, ``score.<model>`` or ``threshold.<model>``."""
+
+    name: str
+
+    @property
+    def kind(self) -> Literal["feature", "score", "threshold"]:
+        if self.name.startswith(SCORE_PREFIX):
+            return "score"
+        if self.name.startswith(THRESHOLD_PREFIX):
+            return "threshold"
+        return "feature"
+
+    @property
+    def target(self) -> str:
+        """The feature name, or the model name for scores and thresholds."""
+        kind = self.kind
+        if kind == "score":
+            return self.name[len(SCORE_PREFIX) :]
+        if kind == "threshold":
+            return self.name[len(THRESHOLD_PREFIX) :]
+        return self.name
+
+    def text(self) -> str:
+        return self.name
+
+
+Operand = Num | Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    left: Operand
+    op: CompareOp
+    right: Operand
+
+    def text(self) -> str:
+        return f"{self.left.text()} {self.op} {self.right.text()}"
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    items: tuple[Node, ...]
+
+    def text(self) -> str:
+        return "(" + " and ".join(i.text() for i in self.items) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    items: tuple[Node, ...]
+
+    def text(self) -> str:
+        return "(" + " or ".join(i.text() for i in self.items) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    item: Node
+
+    def text(self) -> str:
+        return f"not {self.item.text()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    value: bool
+
+    def text(self) -> str:
+        return "true" if self.value else "false"
+
+
+Node = Compare | All | AnyOf | Not | Const
+
+
+def refs(node: Node) -> list[Ref]:
+    """Every name the condition reads, in order of appearance."""
+    if isinstance(node, Compare):
+        return [o for o in (node.left, node.right) if isinstance(o, Ref)]
+    if isinstance(node, All | AnyOf):
+        return [r for item in node.items for r in refs(item)]
+    if isinstance(node, Not):
+        return refs(node.item)
+    return []
+
+
+# ---- text parser -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # num | name | op | paren | kw | end
+    text: str
+    pos: int
+
+
+def _tokenize(src: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos = 0
+    while True:
+        while pos < len(src) and src[pos].isspace():
+            pos += 1
+        if pos >= len(src):
+            break
+        m = _TOKEN.match(src, pos)
+        if m is None or m.end() == pos or m.lastgroup is None:
+            raise ConditionSyntaxError(f"unexpected character {src[pos]!r} at column {pos + 1}")
+        kind = m.lastgroup
+        text = m.group(kind)
+        start = m.start(kind)
+        if kind == "name" and text in _KEYWORDS:
+            kind = "kw"
+        toks.append(_Tok(kind, text, start))
+        pos = m.end()
+    toks.append(_Tok("end", "", len(src)))
+    return toks
+
+
+class _Parser:
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.toks = _tokenize(src)
+        self.i = 0
+
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
+
+    def take(self) -> _Tok:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def fail(self, tok: _Tok, expected: str) -> ConditionSyntaxError:
+        found = repr(tok.text) if tok.kind != "end" else "end of condition"
+        return ConditionSyntaxError(f"expected {expected} at column {tok.pos + 1}, found {found}")
+
+    def parse(self) -> Node:
+        node = self.parse_or()
+        tok = self.peek()
+        if tok.kind != "end":
+            raise self.fail(tok, "'and', 'or' or end of condition")
+        return node
+
+    def parse_or(self) -> Node:
+        items = [self.parse_and()]
+        while self.peek().kind == "kw" and self.peek().text == "or":
+            self.take()
+            items.append(self.parse_and())
+        return items[0] if len(items) == 1 else AnyOf(tuple(items))
+
+    def parse_and(self) -> Node:
+        items = [self.parse_not()]
+        while self.peek().kind == "kw" and self.peek().text == "and":
+            self.take()
+            items.append(self.parse_not())
+        return items[0] if len(items) == 1 else All(tuple(items))
+
+    def parse_not(self) -> Node:
+        tok = self.peek()
+        if tok.kind == "kw" and tok.text == "not":
+            self.take()
+            return Not(self.parse_not())
+        if tok.kind == "kw" and tok.text in ("true", "false"):
+            self.take()
+            return Const(tok.text == "true")
+        if tok.kind == "paren" and tok.text == "(":
+            self.take()
+            node = self.parse_or()
+            close = self.take()
+            if close.kind != "paren" or close.text != ")":
+                raise self.fail(close, "')'")
+            return node
+        left = self.parse_operand()
+        op = self.take()
+        if op.kind != "op":
+            raise self.fail(op, "a comparison operator (< <= > >= == !=)")
+        right = self.parse_operand()
+        nxt = self.peek()
+        if nxt.kind == "op":
+            raise ConditionSyntaxError(
+                f"comparisons do not chain (column {nxt.pos + 1}); write 'a < b and b < c'"
+            )
+        return Compare(left, op.text, right)  # type: ignore[arg-type]
+
+    def parse_operand(self) -> Operand:
+        tok = self.take()
+        if tok.kind == "num":
+            return Num(float(tok.text))
+        if tok.kind == "name":
+            return Ref(tok.text)
+        raise self.fail(tok, "a number or a name")
+
+
+def parse_text(src: str) -> Node:
+    """Parse the text form; raises ``ConditionSyntaxError`` naming the column."""
+    if not src.strip():
+        raise ConditionSyntaxError("condition is empty")
+    return _Parser(src).parse()
+
+
+# ---- structured form ---------------------------------------------------------------------------
+
+
+def _operand(value: Any, where: str) -> Operand:
+    if isinstance(value, bool):
+        raise ConditionSyntaxError(f"{where}: expected a number or a name, got a boolean")
+    if isinstance(value, int | float):
+        return Num(float(value))
+    if isinstance(value, str) and NAME_PATTERN.fullmatch(value) and value not in _KEYWORDS:
+        return Ref(value)
+    raise ConditionSyntaxError(f"{where}: expected a number or a name, got {value!r}")
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def parse_structured(value: Any, where: str = "") -> Node:
+    """Parse the YAML form (str, or a mapping with one of all/any/not/expr/feature/score).
+
+    ``where`` is the path of ``value`` inside the condition, used in error messages.
+    """
+    if isinstance(value, str):
+        try:
+            return parse_text(value)
+        except ConditionSyntaxError as exc:
+            raise ConditionSyntaxError(f"{where}: {exc}" if where else str(exc)) from None
+    if isinstance(value, bool):
+        return Const(value)
+    if not isinstance(value, Mapping):
+        raise ConditionSyntaxError(
+            f"{where or 'condition'}: expected a string or a mapping, got {type(value).__name__}"
+        )
+    keys = set(value)
+    if keys in ({"all"}, {"any"}):
+        key = next(iter(keys))
+        items = value[key]
+        if not isinstance(items, list) or not items:
+            raise ConditionSyntaxError(f"{_at(where, key)}: expected a non-empty list of conditions")
+        parsed = tuple(parse_structured(item, f"{_at(where, key)}[{i}]") for i, item in enumerate(items))
+        return All(parsed) if key == "all" else AnyOf(parsed)
+    if keys == {"not"}:
+        return Not(parse_structured(value["not"], _at(where, "not")))
+    if keys == {"expr"}:
+        return parse_structured(str(value["expr"]), _at(where, "expr"))
+    for kind in ("feature", "score"):
+        if kind in keys:
+            expected = {kind, "op", "value"}
+            if keys != expected:
+                extra = sorted(keys - expected)
+                missing = sorted(expected - keys)
+                detail = f"unknown keys {extra}" if extra else f"missing keys {missing}"
+                raise ConditionSyntaxError(
+                    f"{where or kind}: a {kind} comparison has keys {sorted(expected)}; {detail}"
+                )
+            name = value[kind]
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+                raise ConditionSyntaxError(f"{_at(where, kind)}: expected a name, got {name!r}")
+            op = value["op"]
+            if op not in _OPS:
+                raise ConditionSyntaxError(f"{_at(where, 'op')}: expected one of {list(_OPS)}, got {op!r}")
+            left = Ref(SCORE_PREFIX + name if kind == "score" else name)
+            return Compare(left, op, _operand(value["value"], _at(where, "value")))
+    raise ConditionSyntaxError(
+        f"{where or 'condition'}: expected one of the keys all, any, not, expr, feature, score; got {sorted(map(str, keys))}"
+    )
+
+
+# ---- compilation -------------------------------------------------------------------------------
+
+Values = Sequence[float] | npt.NDArray[np.floating[Any]]
+Scores = Mapping[str, float]
+Predicate = Callable[[Values, Scores], bool]
+_Getter = Callable[[Values, Scores], float]
+_NAN = math.nan
+
+
+def _getter(
+    operand: Operand, feature_index: Mapping[str, int], thresholds: Mapping[str, float]
+) -> float | _Getter:
+    """A constant, or a function reading the operand from (values, scores)."""
+    if isinstance(operand, Num):
+        return operand.value
+    kind = operand.kind
+    target = operand.target
+    if kind == "threshold":
+        return float(thresholds[target])
+    if kind == "score":
+        return lambda _v, s: s.get(target, _NAN)
+    index = feature_index[operand.name]
+    return lambda v, _s: v[index]
+
+
+def compile_condition(
+    node: Node, feature_index: Mapping[str, int], thresholds: Mapping[str, float]
+) -> Predicate:
+    """Turn the tree into nested closures; names must have been checked beforehand."""
+    if isinstance(node, Const):
+        result = node.value
+        return lambda _v, _s: result
+    if isinstance(node, Compare):
+        fn = _OPS[node.op]
+        left = _getter(node.left, feature_index, thresholds)
+        right = _getter(node.right, feature_index, thresholds)
+        if isinstance(left, float):
+            lconst = left
+            if isinstance(right, float):
+                folded = fn(lconst, right)
+                return lambda _v, _s: folded
+            rget = right
+            return lambda v, s: fn(lconst, rget(v, s))
+        lget = left
+        if isinstance(right, float):
+            rconst = right
+            return lambda v, s: fn(lget(v, s), rconst)
+        rg = right
+        return lambda v, s: fn(lget(v, s), rg(v, s))
+    if isinstance(node, Not):
+        inner = compile_condition(node.item, feature_index, thresholds)
+        return lambda v, s: not inner(v, s)
+    parts = tuple(compile_condition(i, feature_index, thresholds) for i in node.items)
+    if isinstance(node, All):
+        return lambda v, s: all(p(v, s) for p in parts)
+    return lambda v, s: any(p(v, s) for p in parts)
