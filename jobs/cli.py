@@ -40,6 +40,7 @@ def _register() -> None:
     from deploy.broker import run_foreground_cmd
     from jobs.alerts_cli import tail_cmd
     from jobs.anomaly_cli import eval_cmd, score_cmd
+    from jobs.bench_beam import bench_beam_cmd
     from jobs.bench_scorer import bench_scorer_cmd
     from jobs.bench_velocity import bench_velocity_cmd
     from jobs.demo import demo_cmd
@@ -47,9 +48,11 @@ def _register() -> None:
     from jobs.flink.connector import jars_cmd
     from jobs.flink.smoke_check import smoke_cmd
     from jobs.generate import bench_generate_cmd, generate_cmd
+    from jobs.run import run_cmd
     from models.policy_report import policy_report_cmd
     from models.train import models_report_cmd, train_cmd
 
+    app.command("run")(run_cmd)
     app.command("demo")(demo_cmd)
     app.command("broker")(run_foreground_cmd)
     app.command("generate")(generate_cmd)
@@ -62,6 +65,7 @@ def _register() -> None:
     models_app.command("policy-report")(policy_report_cmd)
     bench_app.command("scorer")(bench_scorer_cmd)
     bench_app.command("velocity")(bench_velocity_cmd)
+    bench_app.command("beam")(bench_beam_cmd)
     flink_app.command("jars")(jars_cmd)
     flink_app.command("cluster-start")(cluster_start_cmd)
     flink_app.command("cluster-submit")(cluster_submit_cmd)

@@ -453,6 +453,8 @@ class DeadLetter(google.protobuf.message.Message):
         FUTURE_EVENT_TIME: DeadLetter._ErrorKind.ValueType  # 5
         UNKNOWN_SCHEMA_VERSION: DeadLetter._ErrorKind.ValueType  # 6
         MISSING_TYPE: DeadLetter._ErrorKind.ValueType  # 7
+        LATE_EVENT: DeadLetter._ErrorKind.ValueType  # 8
+        """Valid, but behind the watermark by more than the allowed lateness: counted, not applied."""
 
     class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper): ...
     ERROR_KIND_UNSPECIFIED: DeadLetter.ErrorKind.ValueType  # 0
@@ -463,6 +465,8 @@ class DeadLetter(google.protobuf.message.Message):
     FUTURE_EVENT_TIME: DeadLetter.ErrorKind.ValueType  # 5
     UNKNOWN_SCHEMA_VERSION: DeadLetter.ErrorKind.ValueType  # 6
     MISSING_TYPE: DeadLetter.ErrorKind.ValueType  # 7
+    LATE_EVENT: DeadLetter.ErrorKind.ValueType  # 8
+    """Valid, but behind the watermark by more than the allowed lateness: counted, not applied."""
 
     SOURCE_TOPIC_FIELD_NUMBER: builtins.int
     SOURCE_PARTITION_FIELD_NUMBER: builtins.int

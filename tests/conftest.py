@@ -8,10 +8,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka import KafkaException
+from hypothesis import settings
 
 from deploy.broker import EmbeddedBroker
 from jobs.config import KafkaConfig
 from jobs.kafka_io import make_admin
+
+# Shared 2-core machines are noisy: a per-example deadline would only measure the neighbours.
+settings.register_profile("streamwarden", deadline=None)
+settings.load_profile("streamwarden")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,48 @@
+"""Decision stage (not keyed): policy rules over one event's features and scores → actions, keyed by
+subject for the cooldown stage; optionally the feature-log record of every event (``FEATURES``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from jobs.beam.decode import METRICS_NAMESPACE
+from jobs.beam.score import ScoredBatch
+from operators.pipeline import Stages, StagesConfig
+
+FEATURES = "features"
+
+
+class DecideFn(beam.DoFn):  # type: ignore[misc]
+    """A scored batch → ``(subject key, Action bytes)`` per action before cooldown; with
+    ``write_features`` also ``(event id, FeatureRecord bytes)`` per event on ``FEATURES``."""
+
+    def __init__(self, config: StagesConfig, *, write_features: bool = False) -> None:
+        self._config = config
+        self._write_features = write_features
+        self._late_events = Metrics.counter(METRICS_NAMESPACE, "events_with_late_partials")
+        self._latency = Metrics.distribution(METRICS_NAMESPACE, "event_to_decision_ms")
+
+    def setup(self) -> None:
+        self._stages = Stages.shared(self._config)
+        _ = self._stages.decider
+
+    def process(self, batch: ScoredBatch) -> Iterator[Any]:
+        stages = self._stages
+        now_ms = int(time.time() * 1000)
+        for vector, scores in batch:
+            if vector[3]:
+                self._late_events.inc()
+            if self._write_features:
+                record = stages.feature_record(vector)
+                yield TaggedOutput(FEATURES, (vector[0].encode(), record.SerializeToString()))
+            facts = vector[4]
+            if facts is not None:
+                self._latency.update(max(0, now_ms - facts[1]))
+            for action in stages.decide(vector, scores):
+                yield stages.cooldown_key(action), action.SerializeToString()

@@ -1,0 +1,231 @@
+"""The streamwarden job on Beam: read → decode → velocity → assemble → score → decide → cooldown → write.
+
+::
+
+    ReadFromKafka(events) ─ DecodeFn ─┬─ dead letters ─────────────────────────────▶ WriteToKafka(deadletter)
+                                      └─ (entity key, facts) ─ VelocityFn [keyed by entity]
+                                           ─ (event id, partial) ─ AssembleFn [keyed by event id]
+                                           ─ vector ─ ScoreFn [micro-batch] ─ DecideFn ─┬─ features ─▶ WriteToKafka(features)
+                                           ─ (subject, action) ─ CooldownFn [keyed by subject] ─▶ WriteToKafka(actions)
+
+Every DoFn is a few lines over ``operators.pipeline.Stages``. On the DirectRunner (FnApiRunner, one
+worker) the whole graph is one fused stage: there is no GroupByKey, Reshuffle or multi-input Flatten
+(those would hold their output until the input ends), keyed stateful DoFns read their key from the
+element, and the event-level partial takes the velocity route under key ``"0|<event id>"``. So each
+bundle of records flows through to the sinks' flush before the source's bundle finalizer commits its
+offsets: at-least-once end to end; a re-processed event yields the same action ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pvalue import PCollection
+from apache_beam.runners.runner import PipelineResult
+from apache_beam.transforms.ptransform import PTransform
+
+from jobs.beam.assemble import AssembleFn
+from jobs.beam.cooldown import CooldownFn
+from jobs.beam.decide import FEATURES, DecideFn
+from jobs.beam.decode import DEAD_LETTERS, METRICS_NAMESPACE, DecodeFn
+from jobs.beam.kafka_sink import WriteToKafka
+from jobs.beam.kafka_source import (
+    KafkaRecord,
+    ReadFromKafka,
+    ReadOptions,
+    clear_stop,
+    event_time_from_event,
+    request_stop,
+)
+from jobs.beam.runtime import tune_state_cache
+from jobs.beam.score import ScoreFn
+from jobs.beam.velocity import VelocityFn
+from jobs.config import JobConfig, KafkaConfig
+from jobs.run import stages_config
+from operators.pipeline import Stages, StagesConfig
+
+__all__ = [
+    "JobMetrics",
+    "JobOutputs",
+    "StreamwardenTransform",
+    "build_job",
+    "job_metrics",
+    "new_stop_token",
+    "pipeline_options",
+    "request_stop",
+    "run_beam",
+    "run_beam_in_process",
+    "stages_config",
+]
+
+
+def pipeline_options(*extra: str) -> PipelineOptions:
+    """DirectRunner options the job needs: one worker (the Kafka SDF requires it), in-memory mode."""
+    return PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory", *extra])
+
+
+class JobOutputs(NamedTuple):
+    """The job's output streams, each ``(key bytes, value bytes)`` ready for ``WriteToKafka``."""
+
+    actions: PCollection[tuple[bytes, bytes]]
+    dead_letters: PCollection[tuple[bytes | None, bytes]]
+    features: PCollection[tuple[bytes, bytes]] | None
+
+
+class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
+    """``KafkaRecord``s → actions, dead letters and (optionally) feature records, as encoded pairs.
+
+    ``check_future`` applies the decoder's wall-clock future-time check (off for recorded replays);
+    ``score_batch`` caps the micro-batch; ``arm_timers`` arms the assembly's never-hang timers.
+    """
+
+    def __init__(
+        self,
+        config: StagesConfig,
+        *,
+        write_features: bool = False,
+        check_future: bool = True,
+        score_batch: int = 256,
+        arm_timers: bool = True,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._write_features = write_features
+        self._check_future = check_future
+        self._score_batch = score_batch
+        self._arm_timers = arm_timers
+
+    def expand(self, records: PCollection[KafkaRecord]) -> JobOutputs:
+        tune_state_cache()
+        config = self._config
+        decoded = records | "Decode" >> beam.ParDo(
+            DecodeFn(config, check_future=self._check_future)
+        ).with_outputs(DEAD_LETTERS, main="routes")
+        decided = (
+            decoded.routes
+            | "Velocity" >> beam.ParDo(VelocityFn(config))
+            | "Assemble" >> beam.ParDo(AssembleFn(config, arm_timers=self._arm_timers))
+            | "Score" >> beam.ParDo(ScoreFn(config, max_batch=self._score_batch))
+            | "Decide"
+            >> beam.ParDo(DecideFn(config, write_features=self._write_features)).with_outputs(
+                FEATURES, main="actions"
+            )
+        )
+        actions = decided.actions | "Cooldown" >> beam.ParDo(CooldownFn(config))
+        features = decided[FEATURES] if self._write_features else None
+        return JobOutputs(actions, decoded[DEAD_LETTERS], features)
+
+
+def build_job(
+    pipeline: beam.Pipeline,
+    job: JobConfig,
+    *,
+    read_options: ReadOptions | None = None,
+    records: PCollection[KafkaRecord] | None = None,
+    check_future: bool = True,
+    score_batch: int = 256,
+) -> JobOutputs:
+    """Add the whole job to ``pipeline``: the Kafka read (unless ``records`` is given), the transform and
+    the three sinks of ``job.topics``."""
+    if records is None:
+        records = pipeline | "ReadEvents" >> ReadFromKafka(
+            job.kafka,
+            job.topics.events,
+            job.group_id,
+            options=read_options,
+            event_time_fn=event_time_from_event,
+        )
+    outputs = records | "Streamwarden" >> StreamwardenTransform(
+        stages_config(job),
+        write_features=job.write_features,
+        check_future=check_future,
+        score_batch=score_batch,
+    )
+    topics = job.topics
+    outputs.actions | "WriteActions" >> WriteToKafka(job.kafka, topics.actions)
+    outputs.dead_letters | "WriteDeadLetters" >> WriteToKafka(job.kafka, topics.deadletter)
+    if outputs.features is not None:
+        outputs.features | "WriteFeatures" >> WriteToKafka(job.kafka, topics.features)
+    return outputs
+
+
+def run_beam(
+    job: JobConfig,
+    *,
+    read_options: ReadOptions | None = None,
+    options: PipelineOptions | None = None,
+    score_batch: int = 256,
+) -> PipelineResult:
+    """Build the operators (start-up errors name the file), run the job on the DirectRunner until the
+    read stops (``read_options``: max records, idle timeout, stop token), and return the result."""
+    _ = Stages.shared(stages_config(job)).decider  # load and check spec, models, policy now
+    pipeline = beam.Pipeline(options=options if options is not None else pipeline_options())
+    build_job(pipeline, job, read_options=read_options, score_batch=score_batch)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def run_beam_in_process(
+    bootstrap_servers: str,
+    stop_token: str,
+    *,
+    job: JobConfig | None = None,
+    kafka: KafkaConfig | None = None,
+    read_options: ReadOptions | None = None,
+) -> PipelineResult:
+    """Run the job against ``bootstrap_servers`` until ``request_stop(stop_token)`` is called (from
+    another thread of this process); blocks, so call it in a thread. ``job`` gives topics, group and
+    operator files (default: ``JobConfig()``), ``kafka`` the connection (default: ``job.kafka`` with
+    ``bootstrap_servers``). The token is cleared first, so it can be reused."""
+    base = job if job is not None else JobConfig()  # type: ignore[call-arg]
+    conn = (
+        kafka if kafka is not None else base.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+    )
+    run_job = base.model_copy(update={"kafka": conn})
+    opts = read_options if read_options is not None else ReadOptions(bundle_max_ms=100)  # type: ignore[call-arg]
+    clear_stop(stop_token)
+    return run_beam(run_job, read_options=opts.model_copy(update={"stop_token": stop_token}))
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """The job's Beam metrics (namespace ``streamwarden``) after or during a run."""
+
+    counters: dict[str, int]
+    distributions: dict[str, tuple[int, int, int, int]]
+    """name → (count, sum, min, max)."""
+
+    def counter(self, name: str) -> int:
+        return self.counters.get(name, 0)
+
+
+def job_metrics(result: PipelineResult) -> JobMetrics:
+    """Committed counters and distributions of the job (``streamwarden``, ``kafka_source``,
+    ``kafka_sink`` namespaces; names are prefixed by the namespace except for ``streamwarden``)."""
+    query = result.metrics().query()
+    counters: dict[str, int] = {}
+    for c in query["counters"]:
+        name = _metric_name(c.key.metric.namespace, c.key.metric.name)
+        counters[name] = counters.get(name, 0) + int(c.committed or 0)
+    dists: dict[str, tuple[int, int, int, int]] = {}
+    for d in query["distributions"]:
+        name = _metric_name(d.key.metric.namespace, d.key.metric.name)
+        v: Any = d.committed
+        if v is None or not v.count:
+            continue
+        dists[name] = (int(v.count), int(v.sum), int(v.min), int(v.max))
+    return JobMetrics(counters, dists)
+
+
+def _metric_name(namespace: str, name: str) -> str:
+    return name if namespace == METRICS_NAMESPACE else f"{namespace}.{name}"
+
+
+def new_stop_token() -> str:
+    """A fresh token for ``ReadOptions.stop_token`` / ``run_beam_in_process``."""
+    return f"streamwarden-{uuid.uuid4().hex}"

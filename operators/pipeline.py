@@ -1,0 +1,698 @@
+"""The streamwarden pipeline composed from the engine-free operators, stage by stage.
+
+Both engine bindings (``jobs/beam/``, ``jobs/flink/``) build one ``Stages`` from a ``StagesConfig``
+(feature spec, model cards, policy and the time settings) and call one small method per stage::
+
+    decode(raw, source, now_ms)          -> pb.Event | pb.DeadLetter          (not keyed)
+    event_clock().admit(event_time_ms)   -> bool: False = late (side output) (not keyed, observed time)
+    fan_out(event)                       -> FanOutResult(facts, keys, event_key, event_partial)
+    velocity(state, key, facts, wm_ms)   -> VelocityResult(partial, state, expiry_ms)   keyed by entity
+    assemble(state, partial, now_ms)     -> (FeatureVector | None, state)     keyed by event id
+    assembly_timeout(eid, state, now_ms) -> FeatureVector | None              (timer: impute)
+    score(vectors)                       -> [{model: score}] per vector       (micro-batched)
+    decide(vector, scores)               -> [pb.Action]                       (not keyed)
+    cooldown(state, action)              -> (admit, state)                    keyed by subject_key
+
+``replay_actions`` runs the same chain in one process over records in arrival order: it is the
+reference the engines' parity tests compare against (same action ids).
+
+Keys crossing an engine boundary are strings: an entity key is ``"<EntityKind value>|<entity id>"``;
+the event-level partial travels under the pseudo entity kind 0 (``"0|<event id>"``) so an engine can
+send every partial through the velocity operator and needs no union of two streams. Window state is
+bytes in the layout of ``operators/features/state_codec.py`` (``encode_key_state``/
+``decode_key_state``); assembly and cooldown states are small versioned byte layouts too. Nothing is
+pickled.
+
+Time: every keyed operator decides from its own state and event times (lateness per key, cooldown
+windows), so outputs depend only on the per-key arrival order. The job-level lateness gate uses the
+*observed* watermark ``max event time seen - out_of_orderness_ms`` (as ``VelocityPipeline``): an
+event more than ``allowed_lateness_ms`` behind it is late — counted, sent to the dead-letter topic
+with reason ``LATE_EVENT`` and not applied. That gate is what lets an engine expire window state
+whenever its watermark passes ``expiry_ms`` (lazily, or on a timer) without changing any output.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from operators.features.assemble import EVENT_DEFAULTS, FeatureVector, event_partial
+from operators.features.fanout import EVENT_BIT, EventFacts, FanOut
+from operators.features.replay import VelocityPipeline
+from operators.features.spec import ENTITY_KIND_VALUES, EVENT_FEATURES, FeatureSpec, load_spec
+from operators.features.state_codec import StateFormatError
+from operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
+from operators.policy.cooldown import CooldownGate, subject_key
+from operators.policy.decider import Decider
+from operators.policy.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from operators.scoring.model_card import default_card_paths
+from operators.scoring.scorer import ScoringEngine
+from schemas import streamwarden_pb2 as pb
+from schemas.codec import DEFAULT_MAX_FUTURE_MS, SourceRef, dead_letter, decode_event
+
+Clock = Callable[[], int]
+"""Wall clock in epoch ms (decision times, assembly timeouts, the decoder's future-time check)."""
+
+KEY_SEP = "|"
+EVENT_KIND = 0
+"""Pseudo entity kind of the event-level partial (``EntityKind`` 0 is unused by entities)."""
+LATE_EVENT = "LATE_EVENT"
+"""Reason (dead-letter message prefix and metric name) of an event behind the lateness gate."""
+SCORE_BATCH = 512
+"""Rows per scoring call in ``replay_actions`` (engines choose their own micro-batch)."""
+
+
+def wall_clock_ms() -> int:
+    """The default clock: wall time in epoch ms."""
+    return int(time.time() * 1000)
+
+
+def entity_key(kind: int, entity_id: str) -> str:
+    """The engine key of one entity's window state: ``"<kind>|<id>"``."""
+    return f"{kind}{KEY_SEP}{entity_id}"
+
+
+def key_kind(key: str) -> int:
+    """The ``EntityKind`` value of an ``entity_key`` (``EVENT_KIND`` for the event-level route)."""
+    return int(key[: key.index(KEY_SEP)])
+
+
+def dead_letter_reason(letter: pb.DeadLetter) -> str:
+    """Metric label of a dead letter: the name of its error kind (``LATE_EVENT`` for the lateness gate)."""
+    return pb.DeadLetter.ErrorKind.Name(letter.error_kind)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class StagesConfig:
+    """Everything ``Stages`` is built from: hashable and picklable, so engines ship it to workers and
+    build the (unpicklable) ONNX sessions and compiled policies there."""
+
+    feature_spec: Path | None = None
+    """Feature spec YAML; None = the shipped default."""
+    model_cards: tuple[Path, ...] | None = None
+    """Model card YAMLs; None = the shipped models."""
+    policy: Path | None = None
+    """Policy YAML; None = the shipped default."""
+    allowed_lateness_ms: int = 60_000
+    """Events further than this behind the observed watermark are late (gate, side output)."""
+    out_of_orderness_ms: int | None = None
+    """Observed watermark = max event time - this; None = the feature spec's allowed lateness."""
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+    """Events stamped further ahead of the decoder's clock are dead-lettered."""
+    assembly_timeout_ms: int = 10_000
+    """How long an event waits for its partials before the missing blocks are imputed: processing
+    time after its first partial (``assembly_timeout``), or event time past the event (the Beam
+    binding's timer)."""
+
+
+class FanOutResult(NamedTuple):
+    """One event fanned out: its facts, the entity keys it updates, and its event-level partial."""
+
+    facts: EventFacts
+    keys: list[str]
+    """``entity_key`` per entity the event names, in vector order."""
+    event_key: str
+    """``"0|<event id>"``: the route of the event-level partial through ``velocity``."""
+    event_partial: PartialFeatures
+
+
+class VelocityResult(NamedTuple):
+    """One entity's partial for one event, the key's new state and when it may be dropped."""
+
+    partial: PartialFeatures
+    state: bytes | None
+    """New state bytes (None for the event-level route, which keeps no state)."""
+    expiry_ms: int | None
+    """Watermark at or after which the state can be cleared (``KeyState.expiry_ms``)."""
+
+
+class EventClock:
+    """The observed watermark and the job-level lateness gate (one per unkeyed operator instance).
+
+    ``admit(t)`` is False for an event more than ``allowed_lateness_ms`` behind the watermark
+    ``max event time seen - out_of_orderness_ms`` of the events admitted before it; admitted events
+    raise the maximum. ``observe(t)`` only raises the maximum and returns the watermark.
+    """
+
+    __slots__ = ("allowed_lateness_ms", "max_seen_ms", "out_of_orderness_ms")
+
+    def __init__(self, out_of_orderness_ms: int, allowed_lateness_ms: int) -> None:
+        self.out_of_orderness_ms = out_of_orderness_ms
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.max_seen_ms = NO_TIME
+
+    @property
+    def watermark_ms(self) -> int:
+        """Max event time seen minus the out-of-orderness (``NO_TIME`` minus it before any event)."""
+        return self.max_seen_ms - self.out_of_orderness_ms
+
+    def is_late(self, t: int) -> bool:
+        """Whether an event at ``t`` is behind the gate (does not change the clock)."""
+        return t < self.max_seen_ms - self.out_of_orderness_ms - self.allowed_lateness_ms
+
+    def admit(self, t: int) -> bool:
+        """True (and the clock advances) unless ``t`` is late."""
+        if t < self.max_seen_ms - self.out_of_orderness_ms - self.allowed_lateness_ms:
+            return False
+        if t > self.max_seen_ms:
+            self.max_seen_ms = t
+        return True
+
+    def observe(self, t: int) -> int:
+        """Advance the clock by ``t`` (no gate) and return the watermark."""
+        if t > self.max_seen_ms:
+            self.max_seen_ms = t
+        return self.max_seen_ms - self.out_of_orderness_ms
+
+
+# ---------------------------------------------------------------- assembly state (keyed by event id)
+
+AssemblyState = tuple[int, int, int, int, tuple[tuple[float, ...] | None, ...], EventFacts | None]
+"""(seen mask, expect mask, late mask, first arrival ms, blocks by slot, facts) of one pending event."""
+
+_ASM_HEADER = struct.Struct("<BQQQq")
+_ASM_VERSION = 1
+_U16 = struct.Struct("<H")
+_Q = struct.Struct("<q")
+_FACT_IS_STR = tuple(isinstance(v, str) for v in EventFacts("", 0, 0, *("",) * 9, 0, 0, 0, 0, 0, 0))
+
+
+def _encode_facts(out: list[bytes], facts: EventFacts) -> None:
+    for is_str, value in zip(_FACT_IS_STR, facts, strict=True):
+        if is_str:
+            raw = str(value).encode("utf-8")
+            out.append(_U16.pack(len(raw)))
+            out.append(raw)
+        else:
+            out.append(_Q.pack(value))
+
+
+def _decode_facts(data: bytes, pos: int) -> tuple[EventFacts, int]:
+    values: list[object] = []
+    for is_str in _FACT_IS_STR:
+        if is_str:
+            (n,) = _U16.unpack_from(data, pos)
+            pos += _U16.size
+            values.append(data[pos : pos + n].decode("utf-8"))
+            pos += n
+        else:
+            values.append(_Q.unpack_from(data, pos)[0])
+            pos += _Q.size
+    return EventFacts._make(values), pos
+
+
+def encode_assembly_state(state: AssemblyState) -> bytes:
+    """Layout v1: header ``<BQQQq`` (version, seen, expect, late, first ms), a facts flag byte and the
+    facts (strings as u16 length + UTF-8, integers as i64), then per slot a u16 value count (0xFFFF =
+    absent) and the float64 values."""
+    seen, expect, late, first_ms, blocks, facts = state
+    out = [_ASM_HEADER.pack(_ASM_VERSION, seen, expect, late, first_ms)]
+    if facts is None:
+        out.append(b"\x00")
+    else:
+        out.append(b"\x01")
+        _encode_facts(out, facts)
+    out.append(_U16.pack(len(blocks)))
+    for block in blocks:
+        if block is None:
+            out.append(_U16.pack(0xFFFF))
+        else:
+            out.append(_U16.pack(len(block)))
+            out.append(struct.pack(f"<{len(block)}d", *block))
+    return b"".join(out)
+
+
+def decode_assembly_state(data: bytes) -> AssemblyState:
+    """Inverse of ``encode_assembly_state``; raises ``ValueError`` on another layout version."""
+    version, seen, expect, late, first_ms = _ASM_HEADER.unpack_from(data, 0)
+    if version != _ASM_VERSION:
+        raise ValueError(f"assembly state layout v{version} is not v{_ASM_VERSION}")
+    pos = _ASM_HEADER.size
+    facts: EventFacts | None = None
+    has_facts = data[pos]
+    pos += 1
+    if has_facts:
+        facts, pos = _decode_facts(data, pos)
+    (n_blocks,) = _U16.unpack_from(data, pos)
+    pos += _U16.size
+    blocks: list[tuple[float, ...] | None] = []
+    for _ in range(n_blocks):
+        (n,) = _U16.unpack_from(data, pos)
+        pos += _U16.size
+        if n == 0xFFFF:
+            blocks.append(None)
+            continue
+        blocks.append(struct.unpack_from(f"<{n}d", data, pos))
+        pos += 8 * n
+    return seen, expect, late, first_ms, tuple(blocks), facts
+
+
+class KeyedAssembly:
+    """``operators.features.Assembler`` as a function of one event's state, for engines that key the
+    assembly by event id: same slots, defaults, imputation and ``FeatureVector`` (a test checks the
+    two agree)."""
+
+    def __init__(self, spec: FeatureSpec, plans: dict[int, KindPlan]) -> None:
+        kinds = [ENTITY_KIND_VALUES[k] for k in spec.kinds()]
+        self._slot_of = {0: 0, **{k: i + 1 for i, k in enumerate(kinds)}}
+        self._bits: tuple[int, ...] = (EVENT_BIT, *(1 << k for k in kinds))
+        self._defaults: tuple[tuple[float, ...], ...] = (EVENT_DEFAULTS, *(plans[k].defaults for k in kinds))
+        self._names: tuple[tuple[str, ...], ...] = (
+            tuple(f"event.{n}" for n in EVENT_FEATURES),
+            *(plans[k].names for k in kinds),
+        )
+        self._empty: tuple[tuple[float, ...] | None, ...] = (None,) * len(self._bits)
+
+    def add(
+        self, state: AssemblyState | None, p: PartialFeatures, now_ms: int
+    ) -> tuple[FeatureVector | None, AssemblyState | None, bool]:
+        """Take one partial: ``(vector if complete, new state (None = clear), duplicate?)``."""
+        bit = 1 << p[1]
+        slot = self._slot_of[p[1]]
+        if state is None:
+            if p[4] == bit:
+                blocks = list(self._empty)
+                blocks[slot] = p[2]
+                return self._emit(p[0], blocks, bit, bit, bit if p[3] else 0, p[5], False), None, False
+            blocks = list(self._empty)
+            blocks[slot] = p[2]
+            return None, (bit, p[4], bit if p[3] else 0, now_ms, tuple(blocks), p[5]), False
+        seen, expect, late, first_ms, old_blocks, facts = state
+        if seen & bit:
+            return None, state, True
+        seen |= bit
+        blocks = list(old_blocks)
+        blocks[slot] = p[2]
+        if p[3]:
+            late |= bit
+        if p[5] is not None:
+            facts = p[5]
+        if seen == expect:
+            return self._emit(p[0], blocks, seen, expect, late, facts, False), None, False
+        return None, (seen, expect, late, first_ms, tuple(blocks), facts), False
+
+    def timeout(self, event_id: str, state: AssemblyState) -> FeatureVector:
+        """The vector of a pending event with its missing blocks imputed (listed in ``imputed``)."""
+        seen, expect, late, _, blocks, facts = state
+        return self._emit(event_id, list(blocks), seen, expect, late, facts, True)
+
+    def _emit(
+        self,
+        eid: str,
+        blocks: list[tuple[float, ...] | None],
+        seen: int,
+        expect: int,
+        late: int,
+        facts: EventFacts | None,
+        timed_out: bool,
+    ) -> FeatureVector:
+        values: tuple[float, ...] = ()
+        imputed: list[str] = []
+        for i, block in enumerate(blocks):
+            if block is None:
+                block = self._defaults[i]
+                if timed_out and expect & self._bits[i] and not seen & self._bits[i]:
+                    imputed.extend(self._names[i])
+            values += block
+        return FeatureVector(eid, values, tuple(imputed), late, facts)
+
+
+# ---------------------------------------------------------------- the stages
+
+
+class Stages:
+    """The pipeline's operators, built once per worker from a ``StagesConfig``.
+
+    The scoring engine and the decider are built on first use, so a binding whose operator only
+    fans out or keeps windows does not load ONNX models.
+    """
+
+    def __init__(
+        self,
+        config: StagesConfig,
+        *,
+        clock: Clock = wall_clock_ms,
+        spec: FeatureSpec | None = None,
+        scoring: ScoringEngine | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.spec = spec if spec is not None else load_spec(config.feature_spec)
+        self.feature_names: tuple[str, ...] = tuple(self.spec.feature_names())
+        self.out_of_orderness_ms = (
+            self.spec.allowed_lateness_ms
+            if config.out_of_orderness_ms is None
+            else config.out_of_orderness_ms
+        )
+        self.fanout = FanOut(self.spec)
+        self.plans: dict[int, KindPlan] = compile_plans(self.spec)
+        self.assembly = KeyedAssembly(self.spec, self.plans)
+        self._scoring = scoring
+        self._policy = policy
+        self._decider: Decider | None = None
+        self._gate: CooldownGate | None = None
+
+    @classmethod
+    def build(cls, config: StagesConfig, *, clock: Clock = wall_clock_ms) -> Stages:
+        """Build and validate everything now (start-up errors name the file), models included."""
+        stages = cls(config, clock=clock)
+        _ = stages.decider
+        return stages
+
+    @classmethod
+    def shared(cls, config: StagesConfig) -> Stages:
+        """One ``Stages`` per config and process (wall clock), shared by every operator instance a
+        worker deserializes, so models are loaded once. Engine workers are single-threaded per
+        operator; the objects are not meant for concurrent use."""
+        stages = _SHARED.get(config)
+        if stages is None:
+            stages = _SHARED[config] = cls(config)
+        return stages
+
+    # ---- components built on first use
+
+    @property
+    def scoring(self) -> ScoringEngine:
+        if self._scoring is None:
+            cards = (
+                list(self.config.model_cards) if self.config.model_cards is not None else default_card_paths()
+            )
+            self._scoring = ScoringEngine.from_cards(cards, feature_names=self.feature_names)
+        return self._scoring
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            path = self.config.policy if self.config.policy is not None else DEFAULT_POLICY_PATH
+            self._policy = load_policy(path, feature_names=self.feature_names)
+        return self._policy
+
+    @property
+    def decider(self) -> Decider:
+        if self._decider is None:
+            scoring = self.scoring
+            self._decider = Decider(
+                self.policy,
+                self.feature_names,
+                clock=self.clock,
+                thresholds=scoring.thresholds,
+                model_names=scoring.names,
+            )
+        return self._decider
+
+    @property
+    def cooldown_gate(self) -> CooldownGate:
+        if self._gate is None:
+            self._gate = CooldownGate(self.policy, max_delay_ms=self.cooldown_max_delay_ms)
+        return self._gate
+
+    @property
+    def cooldown_max_delay_ms(self) -> int:
+        """How far back a subject's cooldown remembers: out-of-orderness plus allowed lateness."""
+        return self.out_of_orderness_ms + self.config.allowed_lateness_ms
+
+    @property
+    def model_version(self) -> str:
+        return self.scoring.model_version
+
+    def event_clock(self) -> EventClock:
+        """A fresh observed-watermark clock and lateness gate (one per unkeyed operator instance)."""
+        return EventClock(self.out_of_orderness_ms, self.config.allowed_lateness_ms)
+
+    # ---- decode (not keyed)
+
+    def decode(self, raw: bytes | None, source: SourceRef, now_ms: int | None) -> pb.Event | pb.DeadLetter:
+        """Parse and validate one record; ``now_ms`` None skips the future-time check (replays)."""
+        return decode_event(raw, source, now_ms=now_ms, max_future_ms=self.config.max_future_ms)
+
+    def late_letter(
+        self, raw: bytes | None, source: SourceRef, event: pb.Event, watermark_ms: int, now_ms: int | None
+    ) -> pb.DeadLetter:
+        """The side-output record of an event behind the lateness gate (reason ``LATE_EVENT``)."""
+        behind = watermark_ms - event.event_time_ms
+        return dead_letter(
+            raw if raw is not None else b"",
+            pb.DeadLetter.LATE_EVENT,
+            f"event {event.event_id} is {behind} ms behind the watermark "
+            f"(allowed lateness {self.config.allowed_lateness_ms} ms)",
+            source,
+            now_ms if now_ms is not None else 0,
+        )
+
+    # ---- fan-out (not keyed)
+
+    def fan_out(self, event: pb.Event) -> FanOutResult:
+        """The event's facts, entity keys and event-level partial."""
+        facts, keys = self.fanout(event)
+        return FanOutResult(
+            facts,
+            [f"{kind}{KEY_SEP}{ident}" for kind, ident in keys],
+            f"{EVENT_KIND}{KEY_SEP}{facts[0]}",
+            event_partial(facts),
+        )
+
+    # ---- velocity (keyed by entity key)
+
+    def new_key_state(self, key: str) -> KeyState:
+        return KeyState(self.plans[key_kind(key)])
+
+    def encode_key_state(self, state: KeyState) -> bytes:
+        """The state's versioned bytes (``state_codec`` layout)."""
+        return state.to_bytes()
+
+    def decode_key_state(self, data: bytes) -> KeyState:
+        """Restore ``encode_key_state`` bytes; the plan comes from the kind in the layout's header
+        (byte 4 of ``<3sBBBIqQ``); raises ``StateFormatError`` on bytes of another spec."""
+        if len(data) < 5 or data[4] not in self.plans:
+            raise StateFormatError("not a key state of this feature spec")
+        return KeyState.from_bytes(self.plans[data[4]], data)
+
+    def velocity_object(
+        self, state: KeyState | None, key: str, facts: EventFacts, watermark_ms: int | None = None
+    ) -> tuple[PartialFeatures, KeyState | None, bool]:
+        """``velocity`` on a live ``KeyState`` (updated in place): ``(partial, state, expired?)``.
+
+        A state whose ``expiry_ms()`` is at or before ``watermark_ms`` is dropped first (``expired``):
+        events reaching this operator passed the lateness gate, so this changes no output.
+        """
+        kind = key_kind(key)
+        if kind == EVENT_KIND:
+            return event_partial(facts), None, False
+        expired = False
+        if state is not None and watermark_ms is not None and state.expiry_ms() <= watermark_ms:
+            state = None
+            expired = True
+        if state is None:
+            state = KeyState(self.plans[kind])
+        return state.on_event(facts), state, expired
+
+    def velocity(
+        self, state: bytes | None, key: str, facts: EventFacts, watermark_ms: int | None = None
+    ) -> VelocityResult:
+        """One entity's partial for one event from the key's state bytes (None = no state yet)."""
+        live = self.decode_key_state(state) if state is not None else None
+        partial, new, _ = self.velocity_object(live, key, facts, watermark_ms)
+        if new is None:
+            return VelocityResult(partial, None, None)
+        return VelocityResult(partial, new.to_bytes(), new.expiry_ms())
+
+    # ---- assembly (keyed by event id)
+
+    def assemble(
+        self, state: AssemblyState | None, partial: PartialFeatures, now_ms: int
+    ) -> tuple[FeatureVector | None, AssemblyState | None]:
+        """Add one partial to its event's state: the vector once complete (then the state is None:
+        clear it), else the new state to keep. A repeated partial leaves the state unchanged."""
+        vector, new, _ = self.assembly.add(state, partial, now_ms)
+        return vector, new
+
+    def assembly_deadline_ms(self, state: AssemblyState) -> int:
+        """Processing time at which ``assembly_timeout`` imputes the event."""
+        return state[3] + self.config.assembly_timeout_ms
+
+    def assembly_timeout(
+        self, event_id: str, state: AssemblyState | None, now_ms: int
+    ) -> FeatureVector | None:
+        """On a timer: the imputed vector if the event is still pending past its deadline, else None."""
+        if state is None or now_ms < self.assembly_deadline_ms(state):
+            return None
+        return self.assembly.timeout(event_id, state)
+
+    # ---- score, decide (not keyed)
+
+    def score(self, vectors: Sequence[FeatureVector]) -> list[dict[str, float]]:
+        """Per vector ``{model name: score}``; one ONNX run per model for the whole micro-batch."""
+        if not vectors:
+            return []
+        return self.scoring.score_rows([v[1] for v in vectors])
+
+    def decide(self, vector: FeatureVector, scores: dict[str, float]) -> list[pb.Action]:
+        """The policy's actions for one event (before the cooldown gate); none without the event's facts
+        (only if its event-level partial timed out)."""
+        facts = vector[4]
+        if facts is None:
+            return []
+        return self.decider.decide(facts, vector[1], scores, self.model_version)
+
+    def feature_record(self, vector: FeatureVector) -> pb.FeatureRecord:
+        """The feature-log record of one assembled vector."""
+        return pb.FeatureRecord(
+            event_id=vector[0],
+            names=self.feature_names,
+            values=vector[1],
+            model_version=self.model_version,
+            event_time_ms=vector.event_time_ms,
+            imputed=vector[2],
+        )
+
+    # ---- cooldown (keyed by subject)
+
+    def cooldown_key(self, action: pb.Action) -> str:
+        """The key of the cooldown state: ``subject_key`` (e.g. ``ip:203.0.113.7``)."""
+        return subject_key(action)
+
+    def gated(self, action: pb.Action) -> bool:
+        """Whether the action's rule has a cooldown (else ``cooldown`` admits it without state)."""
+        return self.cooldown_gate.gated(action)
+
+    def cooldown(self, state: bytes | None, action: pb.Action) -> tuple[bool, bytes | None]:
+        """``(emit?, new state)`` for one action of the subject whose cooldown state is ``state``."""
+        return self.cooldown_gate.admit(action, state)
+
+
+_SHARED: dict[StagesConfig, Stages] = {}
+
+
+# ---------------------------------------------------------------- offline reference
+
+
+RawRecord = bytes | None | tuple[bytes | None, SourceRef]
+"""A record as read: its payload, optionally with where it came from."""
+
+
+@dataclass
+class PipelineCounters:
+    """What a run counted; engines report the same figures as metrics."""
+
+    records: int = 0
+    events: int = 0
+    """Records decoded and admitted by the lateness gate."""
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    """By reason: ``DeadLetter.ErrorKind`` name, or ``LATE_EVENT``."""
+    late_partials: int = 0
+    """Entity partials of events that were late for that key (not applied there)."""
+    vectors: int = 0
+    imputed_vectors: int = 0
+    actions: Counter[str] = field(default_factory=Counter)
+    """Emitted actions by verdict name."""
+    suppressed_actions: int = 0
+    """Actions the cooldown gate dropped."""
+
+    @property
+    def late_events(self) -> int:
+        return self.dead_letters[LATE_EVENT]
+
+    @property
+    def accounted(self) -> int:
+        """Events plus dead letters: equals ``records`` when nothing was lost."""
+        return self.events + sum(self.dead_letters.values())
+
+
+@dataclass
+class ReplayResult:
+    """The reference output of one stream."""
+
+    actions: list[pb.Action] = field(default_factory=list)
+    dead_letters: list[pb.DeadLetter] = field(default_factory=list)
+    feature_records: list[pb.FeatureRecord] = field(default_factory=list)
+    counters: PipelineCounters = field(default_factory=PipelineCounters)
+
+
+def _split(record: RawRecord, index: int) -> tuple[bytes | None, SourceRef]:
+    if isinstance(record, tuple):
+        return record
+    return record, SourceRef("", 0, index)
+
+
+def replay_actions(
+    records: Iterable[RawRecord],
+    stages: Stages,
+    *,
+    now_ms: int | None = None,
+    feature_records: bool = True,
+) -> ReplayResult:
+    """The pipeline over ``records`` in arrival order, in one process: the engines' reference.
+
+    Decoding uses ``now_ms`` for the future-time check (None: no check, as for recorded traffic); the
+    lateness gate, the window state (``VelocityPipeline``: per-key lateness, watermark-driven expiry),
+    scoring in batches of ``SCORE_BATCH`` (scores are per row, so batching changes nothing), the policy
+    and the cooldown gate (per subject, in arrival order) follow the contract in the module docstring.
+    Actions come out in input order; their ids are what an engine's must equal.
+    """
+    result = ReplayResult()
+    counters = result.counters
+    pipe = VelocityPipeline(
+        stages.spec,
+        out_of_orderness_ms=stages.out_of_orderness_ms,
+        assembly_timeout_ms=stages.config.assembly_timeout_ms,
+    )
+    gate = stages.event_clock()
+    cooldown_states: dict[str, bytes] = {}
+    pending: list[FeatureVector] = []
+
+    def flush() -> None:
+        for vector, scores in zip(pending, stages.score(pending), strict=True):
+            for action in stages.decide(vector, scores):
+                if stages.gated(action):
+                    key = stages.cooldown_key(action)
+                    ok, state = stages.cooldown(cooldown_states.get(key), action)
+                    if not ok:
+                        counters.suppressed_actions += 1
+                        continue
+                    if state is not None:
+                        cooldown_states[key] = state
+                result.actions.append(action)
+                counters.actions[pb.Action.Verdict.Name(action.verdict)] += 1
+        pending.clear()
+
+    for i, record in enumerate(records):
+        raw, source = _split(record, i)
+        counters.records += 1
+        out = stages.decode(raw, source, now_ms)
+        if isinstance(out, pb.DeadLetter):
+            result.dead_letters.append(out)
+            counters.dead_letters[dead_letter_reason(out)] += 1
+            continue
+        if not gate.admit(out.event_time_ms):
+            letter = stages.late_letter(raw, source, out, gate.watermark_ms, now_ms)
+            result.dead_letters.append(letter)
+            counters.dead_letters[LATE_EVENT] += 1
+            continue
+        counters.events += 1
+        vector = pipe.process(out)
+        counters.vectors += 1
+        counters.imputed_vectors += bool(vector[2])
+        counters.late_partials += bin(vector[3]).count("1")
+        if feature_records:
+            result.feature_records.append(stages.feature_record(vector))
+        pending.append(vector)
+        if len(pending) >= SCORE_BATCH:
+            flush()
+    flush()
+    return result
+
+
+def iter_kafka_like(payloads: Iterable[bytes], topic: str = "", partition: int = 0) -> Iterator[RawRecord]:
+    """``(payload, SourceRef(topic, partition, offset))`` for payloads at offsets 0, 1, ...: the records a
+    single-partition topic holds, for replaying what was produced to it."""
+    for offset, payload in enumerate(payloads):
+        yield payload, SourceRef(topic, partition, offset)
