@@ -43,6 +43,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.export import write_model
+from operators.errors import StreamwardenError
+from operators.evaluation.feedback import read_dataset
 from operators.features import FeatureSpec, default_spec, replay
 from operators.scoring import MODELS_DIR, Scorer, load_model_card
 from operators.scoring.model_card import EvalMetrics, Metrics, TrainingInfo
@@ -186,6 +188,29 @@ def build_dataset(seed: int, duration_s: float | None = None) -> Dataset:
     )
 
 
+def load_dataset(path: Path) -> Dataset:
+    """A training set from a dataset file (``streamwarden feedback build``; format in
+    ``operators/evaluation/feedback.py``): its rows, labels and feature columns; the calibration split
+    is the same account hash bucket as for generated traffic."""
+    data = read_dataset(path)
+    return Dataset(
+        seed=-1,
+        feature_names=data.feature_names,
+        x=data.x,
+        y=data.y,
+        scenario=data.scenario,
+        calibration=np.asarray([_bucket(a) == 0 for a in data.account_ids], dtype=np.bool_),
+        event_ids=data.event_ids,
+        generator_agreement=float("nan"),
+    )
+
+
+def dataset_labeling(path: Path) -> str:
+    """The card's ``labeling`` text for a model trained on a dataset file (names the file's digest)."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"reviewer decisions joined with the feature log: {path.name} (sha256 {digest}...)"
+
+
 # ---- models ------------------------------------------------------------------------------------
 
 
@@ -271,11 +296,21 @@ def train(
     created_ms: int = DEFAULT_CREATED_MS,
     names: Sequence[str] = ("gbt", "logreg"),
     log: Any = print,
+    dataset: Path | None = None,
 ) -> TrainResult:
-    """Train, export and evaluate every model in ``names``; write ``out_dir/<name>/model.{onnx,yaml}``."""
+    """Train, export and evaluate every model in ``names``; write ``out_dir/<name>/model.{onnx,yaml}``.
+
+    ``dataset``: train on this dataset file (``streamwarden feedback build``) instead of seed ``seed``'s
+    generated traffic; evaluation stays on ``eval_seed``'s traffic, so feature names must match."""
     t0 = time.perf_counter()
-    log(f"traffic seed {seed}: generating and replaying features ...")
-    train_data = build_dataset(seed, duration_s)
+    labeling = LABELING
+    if dataset is not None:
+        log(f"dataset {dataset}: reading ...")
+        train_data = load_dataset(dataset)
+        labeling = dataset_labeling(dataset)
+    else:
+        log(f"traffic seed {seed}: generating and replaying features ...")
+        train_data = build_dataset(seed, duration_s)
     log(
         f"  {len(train_data.y)} events, {int(train_data.y.sum())} positive, "
         f"{len(train_data.feature_names)} features, label/generator agreement {train_data.generator_agreement:.4f}"
@@ -284,7 +319,7 @@ def train(
     eval_data = build_dataset(eval_seed, duration_s)
     log(f"  {len(eval_data.y)} events, {int(eval_data.y.sum())} positive")
     if eval_data.feature_names != train_data.feature_names:
-        raise RuntimeError("feature names differ between seeds")
+        raise RuntimeError("feature names differ between the training data and the evaluation seed")
     fit = ~train_data.calibration
     cal = train_data.calibration
     x_fit = train_data.x[fit].astype(np.float64)
@@ -297,7 +332,7 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             # Threshold and metrics come from the exported ONNX model, exactly as it will run.
             placeholder = _training_info(
-                seed, eval_seed, algorithm, params, train_data, eval_data, target_precision
+                seed, eval_seed, algorithm, params, train_data, eval_data, target_precision, labeling=labeling
             )
             card = write_model(
                 Path(tmp) / name,
@@ -315,7 +350,15 @@ def train(
             )
             metrics = evaluate(eval_data, scorer.score_batch(eval_data.x), threshold)
         training = _training_info(
-            seed, eval_seed, algorithm, params, train_data, eval_data, target_precision, metrics
+            seed,
+            eval_seed,
+            algorithm,
+            params,
+            train_data,
+            eval_data,
+            target_precision,
+            metrics,
+            labeling=labeling,
         )
         target = out_dir / name
         if target.exists():
@@ -347,6 +390,8 @@ def _training_info(
     eval_data: Dataset,
     target_precision: float,
     metrics: EvalMetrics | None = None,
+    *,
+    labeling: str = LABELING,
 ) -> TrainingInfo:
     empty = Metrics(precision=0, recall=0, pr_auc=0, positives=0, negatives=0)
     return TrainingInfo(
@@ -354,7 +399,7 @@ def _training_info(
         eval_seed=eval_seed,
         algorithm=algorithm,
         params=params,
-        labeling=LABELING,
+        labeling=labeling,
         train_rows=int((~train_data.calibration).sum()),
         eval_rows=len(eval_data.y),
         target_precision=target_precision,
@@ -386,8 +431,20 @@ def train_cmd(
         bool,
         typer.Option("--check", help="Train into a temporary folder and compare with the shipped cards."),
     ] = False,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train on this dataset file (streamwarden feedback build) instead of --seed's traffic."
+        ),
+    ] = None,
 ) -> None:
     """Train the gbt and logreg models on replayed features, export ONNX and write model cards."""
+    if dataset is not None and check:
+        typer.echo(
+            "error: --check reproduces the shipped cards from --seed; do not combine it with --dataset",
+            err=True,
+        )
+        raise typer.Exit(2)
     if check:
         with tempfile.TemporaryDirectory() as tmp:
             result = train(
@@ -401,10 +458,14 @@ def train_cmd(
             raise typer.Exit(1)
         typer.echo(f"reproduced: {', '.join(sorted(result.card_paths))} match {out} ({result.seconds:.1f} s)")
         return
-    result = train(
-        out, seed=seed, eval_seed=eval_seed, target_precision=target_precision,
-        duration_s=duration_s, created_ms=created_ms,
-    )  # fmt: skip
+    try:
+        result = train(
+            out, seed=seed, eval_seed=eval_seed, target_precision=target_precision,
+            duration_s=duration_s, created_ms=created_ms, dataset=dataset,
+        )  # fmt: skip
+    except StreamwardenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"trained {len(result.card_paths)} models in {result.seconds:.1f} s")
     report(list(result.card_paths.values()))
 

@@ -1,0 +1,514 @@
+"""``streamwarden eval``: detection quality per scenario, time to action and latency of one engine on
+labeled traffic; ``streamwarden eval shadow``: two policies (or model versions) side by side.
+
+The traffic is generated for a seed (``operators.traffic``) or read from files (``--events FILE``:
+length-delimited ``Event`` protobufs, ``--labels FILE``: JSON-lines labels, as written by
+``streamwarden generate --to file``). It runs through one engine:
+
+- ``replay``: ``operators.pipeline.replay_actions`` in this process (the engines' reference);
+- ``beam``: the Beam job (DirectRunner) against the embedded broker (or ``--bootstrap``);
+- ``flink``: the Flink job on a local MiniCluster against the embedded broker (or ``--bootstrap``).
+
+Actions are joined with the labels by ``operators.evaluation`` (every definition is in
+``operators/evaluation/report.py``). An engine that is not available is an error (exit code 3), never
+skipped. Latency: replay = wall time from handing a record to the pipeline to its decision (scoring runs
+in micro-batches); beam/flink = decision time minus the time the record was produced, with the whole
+stream produced first (a backlog: the job's start-up and queueing included, so it is an upper bound, not
+a live-load figure; ``streamwarden bench beam|flink`` measure latency under a fixed offered load).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from jobs.config import JobConfig, KafkaConfig, TopicsConfig
+from operators.errors import ConfigError, StreamwardenError
+from operators.evaluation import EvaluationReport, compare_policies
+from operators.evaluation.harness import (
+    LabeledTraffic,
+    first_actions,
+    format_table,
+    latencies_ms,
+    score_run,
+    summary,
+    traffic_from_files,
+    traffic_from_spec,
+)
+from operators.evaluation.html import render_html
+from operators.evaluation.shadow import PolicyDiff
+from operators.pipeline import Stages, StagesConfig, replay_actions
+from operators.traffic import TrafficSpec, load_spec, small_spec
+from schemas import streamwarden_pb2 as pb
+
+DEFAULT_EVAL_SEED = 2
+"""Held-out traffic: the shipped models were trained on seed 1."""
+EXIT_CONFIG = 2
+EXIT_ENGINE = 3
+
+
+class EngineName(StrEnum):
+    replay = "replay"
+    beam = "beam"
+    flink = "flink"
+
+
+class EngineUnavailable(StreamwardenError):
+    """The chosen engine cannot run here (not built yet, or failed to start)."""
+
+
+@dataclass
+class EngineRun:
+    """What one engine emitted for one stream, and how long it took."""
+
+    engine: str
+    actions: list[pb.Action]
+    ingest_ms: dict[str, int]
+    """Event id → wall ms the record entered the engine (replay) or was produced (beam, flink)."""
+    latency_basis: str
+    wall_s: float
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- engines
+
+
+def run_replay(traffic: LabeledTraffic, config: StagesConfig) -> EngineRun:
+    """``replay_actions`` over the records in arrival order, in this process."""
+    stages = Stages.build(config)
+    ingest: dict[str, int] = {}
+
+    def records() -> Iterator[bytes]:
+        for payload, eid in zip(traffic.payloads, traffic.event_ids, strict=True):
+            if eid is not None:
+                ingest.setdefault(eid, int(time.time() * 1000))
+            yield payload
+
+    started = time.perf_counter()
+    result = replay_actions(records(), stages, feature_records=False)
+    wall_s = time.perf_counter() - started
+    c = result.counters
+    return EngineRun(
+        "replay",
+        result.actions,
+        ingest,
+        "in-process replay: wall time from handing the record to the pipeline to its decision "
+        "(scoring in micro-batches of 512)",
+        wall_s,
+        {
+            "records": c.records,
+            "events": c.events,
+            "dead_letters": dict(c.dead_letters),
+            "actions": dict(c.actions),
+            "suppressed_actions": c.suppressed_actions,
+            "imputed_vectors": c.imputed_vectors,
+        },
+    )
+
+
+def _topics(tag: str) -> TopicsConfig:
+    prefix = f"eval-{tag}-{uuid.uuid4().hex[:8]}"
+    return TopicsConfig(  # type: ignore[call-arg]
+        events=f"{prefix}-events",
+        actions=f"{prefix}-actions",
+        deadletter=f"{prefix}-deadletter",
+        features=f"{prefix}-features",
+    )
+
+
+def _produce(kafka: KafkaConfig, topic: str, traffic: LabeledTraffic) -> dict[str, int]:
+    """Produce every record (keyed by actor account) to one partition; event id → produce wall ms."""
+    from jobs.kafka_io import CheckedProducer
+
+    producer = CheckedProducer.create(kafka, **{"linger.ms": 20, "batch.num.messages": 10_000})
+    sent: dict[str, int] = {}
+    for payload, key, eid in zip(traffic.payloads, traffic.keys, traffic.event_ids, strict=True):
+        if eid is not None:
+            sent.setdefault(eid, int(time.time() * 1000))
+        producer.produce(topic, payload, key, partition=0)
+    producer.flush(120.0)
+    return sent
+
+
+def _decode_actions(values: list[bytes | None]) -> list[pb.Action]:
+    return [pb.Action.FromString(v) for v in values if v]
+
+
+_BACKLOG = (
+    "{engine} on Kafka, backlog mode: the whole stream was produced, then the job started and drained it; "
+    "latency = decision time - produce time, so it includes the job's start-up and queueing behind the "
+    "backlog (an upper bound, not a live-load figure: see streamwarden bench {name})"
+)
+
+
+def run_beam_engine(traffic: LabeledTraffic, job: JobConfig) -> EngineRun:
+    """The Beam job (DirectRunner) over the stream, produced to ``job``'s Kafka first."""
+    try:
+        from jobs.beam.kafka_source import ReadOptions
+        from jobs.beam.pipeline import job_metrics, run_beam
+        from jobs.kafka_io import drain, ensure_topics
+    except ImportError as exc:
+        raise EngineUnavailable(f"the Beam engine is not available: {exc}") from exc
+    topics = job.topics
+    ensure_topics(
+        job.kafka, [topics.events, topics.actions, topics.deadletter, topics.features], partitions=1
+    )
+    sent = _produce(job.kafka, topics.events, traffic)
+    started = time.perf_counter()
+    options = ReadOptions(  # type: ignore[call-arg]
+        start="earliest", max_records=len(traffic.payloads), idle_timeout_s=30.0, bundle_max_ms=100
+    )
+    try:
+        result = run_beam(job, read_options=options)
+    except (StreamwardenError, ImportError, NotImplementedError) as exc:
+        raise EngineUnavailable(f"the Beam job failed: {exc}") from exc
+    wall_s = time.perf_counter() - started
+    m = job_metrics(result)
+    written = m.counter(f"kafka_sink.{topics.actions}.records_written")
+    records = drain(
+        job.kafka, topics.actions, expected_count=written or None, idle_timeout_s=3.0, max_wait_s=120
+    )
+    actions = _decode_actions([r.value for r in records])
+    counters = {
+        "records": m.counter("records_in"),
+        "events": m.counter("events"),
+        "dead_letters": {
+            k.split(".", 1)[1]: v for k, v in m.counters.items() if k.startswith("dead_letters.")
+        },
+        "actions": {k.split(".", 1)[1]: v for k, v in m.counters.items() if k.startswith("actions.")},
+        "suppressed_actions": m.counter("actions_suppressed"),
+        "actions_read_back": len(actions),
+    }
+    return EngineRun(
+        "beam", actions, sent, _BACKLOG.format(engine="Beam DirectRunner", name="beam"), wall_s, counters
+    )
+
+
+def run_flink_engine(traffic: LabeledTraffic, job: JobConfig, log_dir: Path) -> EngineRun:
+    """The Flink job (local MiniCluster, its own process) over the stream, bounded at the produced end."""
+    try:
+        from jobs.bench_flink import produce, read_topic, run_bounded, write_job_config
+        from jobs.flink.job import FlinkJobOptions
+        from jobs.kafka_io import ensure_topics
+    except ImportError as exc:
+        raise EngineUnavailable(f"the Flink engine is not available: {exc}") from exc
+    topics = job.topics
+    ensure_topics(
+        job.kafka, [topics.events, topics.actions, topics.deadletter, topics.features], partitions=1
+    )
+    # produce() reports end offsets, not per-record times: every record is stamped with the time the
+    # produce call started, so latency is over-, never under-stated.
+    started_ms = int(time.time() * 1000)
+    sent = {eid: started_ms for eid in traffic.event_ids if eid is not None}
+    ends = produce(job.kafka, topics.events, traffic.payloads, keys=traffic.keys)
+    config_path = write_job_config(log_dir / "job.yaml", job.model_copy(update={"engine": "flink"}))
+    started = time.perf_counter()
+    try:
+        options = FlinkJobOptions(job_name="streamwarden-eval")  # type: ignore[call-arg]
+        report = run_bounded(config_path, log_dir, ends, options=options, timeout_s=900)
+    except (RuntimeError, StreamwardenError, NotImplementedError) as exc:
+        raise EngineUnavailable(f"the Flink job failed: {str(exc)[-2000:]}") from exc
+    wall_s = time.perf_counter() - started
+    out = read_topic(job.kafka, topics.actions, expected=None, timeout_s=120, settle_s=3.0)
+    actions = _decode_actions([r.value for r in out])
+    return EngineRun(
+        "flink",
+        actions,
+        sent,
+        _BACKLOG.format(engine="Flink MiniCluster", name="flink"),
+        wall_s,
+        {"records": len(traffic.payloads), "actions_read_back": len(actions), "job": report},
+    )
+
+
+def run_engine(
+    engine: EngineName,
+    traffic: LabeledTraffic,
+    config: StagesConfig,
+    *,
+    bootstrap: str | None = None,
+) -> EngineRun:
+    """Run ``traffic`` through ``engine``; ``EngineUnavailable`` if it cannot run here."""
+    if engine is EngineName.replay:
+        return run_replay(traffic, config)
+    job_fields: dict[str, Any] = {
+        "topics": _topics(engine.value),
+        "group_id": f"streamwarden-eval-{uuid.uuid4().hex[:8]}",
+        "engine": engine.value,
+        "policy": config.policy,
+        "feature_spec": config.feature_spec,
+    }
+    if config.model_cards is not None:
+        if len(config.model_cards) != 1:
+            raise ConfigError(f"the {engine.value} job takes one model card, got {len(config.model_cards)}")
+        job_fields["model_card"] = config.model_cards[0]
+
+    def run(kafka: KafkaConfig) -> EngineRun:
+        job = JobConfig(kafka=kafka, **job_fields)
+        if engine is EngineName.beam:
+            return run_beam_engine(traffic, job)
+        with tempfile.TemporaryDirectory(prefix="streamwarden-eval-flink-") as tmp:
+            return run_flink_engine(traffic, job, Path(tmp))
+
+    if bootstrap is not None:
+        from jobs.kafka_io import embedded_kafka_config
+
+        return run(embedded_kafka_config(bootstrap))
+    from deploy.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        return run(broker.kafka_config())
+
+
+# ---------------------------------------------------------------- shared CLI plumbing
+
+
+def load_traffic(
+    seed: int | None,
+    spec_path: Path | None,
+    small: bool,
+    duration_s: float | None,
+    events: Path | None,
+    labels_path: Path | None,
+) -> LabeledTraffic:
+    """The labeled traffic the options describe (files, or generated for a seed)."""
+    if (events is None) != (labels_path is None):
+        raise ConfigError("--events and --labels go together")
+    if events is not None and labels_path is not None:
+        if seed is not None or spec_path is not None or small or duration_s is not None:
+            raise ConfigError(
+                "--events/--labels read traffic from files: do not combine with --seed/--spec/--small/--duration-s"
+            )
+        return traffic_from_files(events, labels_path)
+    if small and spec_path is not None:
+        raise ConfigError("--small and --spec are exclusive")
+    chosen = DEFAULT_EVAL_SEED if seed is None else seed
+    spec: TrafficSpec = small_spec(chosen) if small else load_spec(spec_path, seed=chosen)
+    if duration_s is not None:
+        spec = spec.scaled_to(duration_s)
+    what = "small spec" if small else (str(spec_path) if spec_path is not None else "default spec")
+    return traffic_from_spec(spec, f"seed {chosen}, {what}, {spec.duration_s:g} s")
+
+
+SeedOpt = Annotated[
+    int | None, typer.Option(help=f"Traffic seed (default {DEFAULT_EVAL_SEED}: held out from training).")
+]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", help="TrafficSpec YAML (default: the built-in 10-minute spec).")
+]
+SmallOpt = Annotated[bool, typer.Option("--small", help="Use the small 2-minute spec (tests, demos).")]
+DurationOpt = Annotated[
+    float | None, typer.Option(help="Event-time length, s; scenario windows scale along.", min=1)
+]
+EventsOpt = Annotated[
+    Path | None, typer.Option("--events", help="Read events from this length-delimited Event protobuf file.")
+]
+LabelsOpt = Annotated[
+    Path | None, typer.Option("--labels", help="Ground-truth labels (JSON lines) for --events.")
+]
+
+
+def _fail(code: int, exc: BaseException) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code)
+
+
+# ---------------------------------------------------------------- eval
+
+
+def evaluate_engine(
+    traffic: LabeledTraffic,
+    engine: EngineName,
+    config: StagesConfig,
+    *,
+    bootstrap: str | None = None,
+) -> tuple[EngineRun, EvaluationReport, dict[str, Any]]:
+    """Run and score: the engine's output, the report and the JSON summary of ``eval --json``."""
+    run = run_engine(engine, traffic, config, bootstrap=bootstrap)
+    report = score_run(traffic, run.actions, run.ingest_ms)
+    meta: dict[str, Any] = {
+        "engine": run.engine,
+        "source": traffic.source,
+        "policy": str(config.policy) if config.policy is not None else "(default)",
+        "records": len(traffic.payloads),
+        "events": len(traffic.events),
+        "labels": len(traffic.labels),
+        "actions": len(run.actions),
+        "wall_s": round(run.wall_s, 3),
+        "records_per_s": round(len(traffic.payloads) / run.wall_s, 1) if run.wall_s > 0 else None,
+        "latency_basis": run.latency_basis,
+        "counters": run.counters,
+    }
+    return run, report, summary(report, **meta)
+
+
+def eval_cmd(
+    ctx: typer.Context,
+    seed: SeedOpt = None,
+    spec: SpecOpt = None,
+    small: SmallOpt = False,
+    duration_s: DurationOpt = None,
+    events: EventsOpt = None,
+    labels_path: LabelsOpt = None,
+    engine: Annotated[EngineName, typer.Option(help="Engine to evaluate.")] = EngineName.replay,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped policy).")] = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(help="beam/flink: use this Kafka (plaintext) instead of starting the embedded broker."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object last instead of the table.")
+    ] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write an HTML report with plots here.")
+    ] = None,
+) -> None:
+    """Precision/recall per scenario, organic false-positive rate, time to action and latency of one engine.
+
+    Registered as the callback of the ``eval`` group (``invoke_without_command=True``), so that
+    ``streamwarden eval [OPTIONS]`` evaluates and ``streamwarden eval shadow ...`` runs the subcommand."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        traffic = load_traffic(seed, spec, small, duration_s, events, labels_path)
+        config = StagesConfig(policy=policy)
+        if not as_json:
+            typer.echo(
+                f"{traffic.source}: {len(traffic.payloads)} records, {len(traffic.labels)} labels, "
+                f"scenarios {', '.join(traffic.scenarios)}; engine {engine.value} ..."
+            )
+        run, report, result = evaluate_engine(traffic, engine, config, bootstrap=bootstrap)
+    except EngineUnavailable as exc:
+        raise _fail(EXIT_ENGINE, exc) from exc
+    except StreamwardenError as exc:
+        raise _fail(EXIT_CONFIG, exc) from exc
+    if html is not None:
+        meta = {k: v for k, v in result.items() if k not in ("overall", "scenarios", "counters")}
+        page = render_html(
+            report,
+            first_actions(run.actions, traffic.labels, traffic.event_scenarios),
+            traffic.labels,
+            latencies_ms(run.actions, run.ingest_ms),
+            start_ms=traffic.start_ms,
+            end_ms=traffic.end_ms,
+            meta=meta,
+            title=f"streamwarden eval: {run.engine}, {traffic.source}",
+        )
+        html.write_text(page, encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True, allow_nan=False))
+        return
+    typer.echo(
+        f"{run.engine}: {len(run.actions)} actions in {run.wall_s:.1f} s "
+        f"({result['records_per_s'] or 0:,.0f} records/s); counters {run.counters}"
+    )
+    typer.echo(format_table(report, run.latency_basis))
+    if html is not None:
+        typer.echo(f"wrote {html}")
+
+
+# ---------------------------------------------------------------- shadow
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _delta(value: float | None) -> str:
+    return "" if value is None or value == 0 else f" ({value:+.3f})"
+
+
+def format_diff(diff: PolicyDiff) -> str:
+    """Per rule: actions on each side, how many differ, modes, precision and recall A → B."""
+    head = (
+        f"{'rule':<28} {'A':>6} {'B':>6} {'only A':>6} {'only B':>6} {'both':>6}  {'mode A -> B':<26} "
+        f"{'precision A -> B':<26} {'recall A -> B':<26}"
+    )
+    lines = [head, "-" * len(head)]
+    for rule, d in diff.rules.items():
+        modes = f"{'/'.join(d.modes_a) or '-'} -> {'/'.join(d.modes_b) or '-'}"
+        prec = f"{_fmt(d.precision_a)} -> {_fmt(d.precision_b)}{_delta(d.precision_change)}"
+        rec = f"{_fmt(d.recall_a)} -> {_fmt(d.recall_b)}{_delta(d.recall_change)}"
+        lines.append(
+            f"{rule:<28} {d.actions_a:>6} {d.actions_b:>6} {d.only_in_a:>6} {d.only_in_b:>6} {d.in_both:>6}  "
+            f"{modes:<26} {prec:<26} {rec:<26}"
+        )
+        for ex in d.examples_only_in_a[:2]:
+            lines.append(f"{'':<30}only in A: {ex}")
+        for ex in d.examples_only_in_b[:2]:
+            lines.append(f"{'':<30}only in B: {ex}")
+    a, b = diff.overall_a, diff.overall_b
+    lines.append("-" * len(head))
+    lines.append(
+        f"whole policy (shadow-mode actions included): precision {_fmt(a.precision)} -> {_fmt(b.precision)}"
+        f"{_delta(diff.precision_change)}, recall {_fmt(a.recall)} -> {_fmt(b.recall)}{_delta(diff.recall_change)}, "
+        f"false positives {a.false_positives} -> {b.false_positives}"
+    )
+    return "\n".join(lines)
+
+
+def run_shadow(
+    traffic: LabeledTraffic, config_a: StagesConfig, config_b: StagesConfig, *, max_examples: int = 5
+) -> tuple[PolicyDiff, EngineRun, EngineRun]:
+    """Both configurations replayed over the same traffic, compared rule by rule."""
+    run_a = run_replay(traffic, config_a)
+    run_b = run_replay(traffic, config_b)
+    diff = compare_policies(run_a.actions, run_b.actions, traffic.labels, max_examples=max_examples)
+    return diff, run_a, run_b
+
+
+def shadow_cmd(
+    policy_a: Annotated[Path, typer.Option("--policy-a", help="Policy A (e.g. the one in production).")],
+    policy_b: Annotated[Path, typer.Option("--policy-b", help="Policy B (e.g. the candidate).")],
+    model_a: Annotated[
+        list[Path] | None,
+        typer.Option("--model-a", help="Model card(s) for A (repeatable; default: shipped)."),
+    ] = None,
+    model_b: Annotated[
+        list[Path] | None,
+        typer.Option("--model-b", help="Model card(s) for B (repeatable; default: shipped)."),
+    ] = None,
+    seed: SeedOpt = None,
+    spec: SpecOpt = None,
+    small: SmallOpt = False,
+    duration_s: DurationOpt = None,
+    events: EventsOpt = None,
+    labels_path: LabelsOpt = None,
+    max_examples: Annotated[int, typer.Option(help="Differing actions listed per rule.", min=0)] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object last instead of the table.")
+    ] = False,
+) -> None:
+    """Shadow-mode comparison: two policies (or model versions) on the same labeled traffic, per rule."""
+    try:
+        traffic = load_traffic(seed, spec, small, duration_s, events, labels_path)
+        config_a = StagesConfig(policy=policy_a, model_cards=tuple(model_a) if model_a else None)
+        config_b = StagesConfig(policy=policy_b, model_cards=tuple(model_b) if model_b else None)
+        diff, run_a, run_b = run_shadow(traffic, config_a, config_b, max_examples=max_examples)
+    except StreamwardenError as exc:
+        raise _fail(EXIT_CONFIG, exc) from exc
+    result = {
+        "source": traffic.source,
+        "policy_a": str(policy_a),
+        "policy_b": str(policy_b),
+        "actions_a": len(run_a.actions),
+        "actions_b": len(run_b.actions),
+        **diff.as_dict(),
+    }
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True, allow_nan=False))
+        return
+    typer.echo(
+        f"{traffic.source}: A = {policy_a} ({len(run_a.actions)} actions), "
+        f"B = {policy_b} ({len(run_b.actions)} actions)"
+    )
+    typer.echo(format_diff(diff))
