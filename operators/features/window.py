@@ -53,6 +53,7 @@ any of its windows, and it is not late against ``h``).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, NamedTuple
@@ -140,6 +141,8 @@ class KindPlan:
             (w, self.geoms[w].bucket_ms, self.geoms[w].n, self.geoms[w].shift) for w in by_bucket
         )
         """Per window, finest bucket first: (index, bucket_ms, n, lane-group shift), for the hot loops."""
+        self.finest = by_bucket[0]
+        self.finest_ms = self.geoms[by_bucket[0]].bucket_ms
         grains = [self.geoms[w].bucket_ms for w in by_bucket]
         self.nested = all(b % a == 0 for a, b in pairwise(grains))
         """Each bucket size divides the next: two times in one fine bucket share every coarser one,
@@ -211,12 +214,28 @@ class KindPlan:
                 den = w * c_count + col_index[r.denominator]
                 ratios.append((num, den, r.default))
         self.ratios = tuple(ratios)
+        self.with_ratios = _compile_ratios(self.ratios)
+        """``vals -> vals + ratios`` as one straight-line function (None without ratios)."""
         self.names = tuple(spec.entity_feature_names(kind_name))
         aggs = {a.name: a for g in ent.groups for a in g.aggregations}
         defaults = [aggs[name].default for _ in self.geoms for name, _, _ in columns]
         defaults += [r.default for _ in self.geoms for r in ent.ratios]
         self.defaults = tuple(defaults)
         self.fingerprint = spec.fingerprint()
+
+
+def _compile_ratios(
+    ratios: tuple[tuple[int, int, float], ...],
+) -> Callable[[tuple[float, ...]], tuple[float, ...]] | None:
+    """A function appending the ratios to a block's lane values, without a loop or a comprehension
+    (generated once per kind: the per-event path then runs one tuple display)."""
+    if not ratios:
+        return None
+    env: dict[str, Any] = {f"_d{i}": dft for i, (_, _, dft) in enumerate(ratios)}
+    terms = ", ".join(f"v[{n}] / v[{d}] if v[{d}] else _d{i}" for i, (n, d, _) in enumerate(ratios))
+    exec(f"def with_ratios(v):\n    return v + ({terms},)\n", env)  # generated from ints only
+    fn: Callable[[tuple[float, ...]], tuple[float, ...]] = env["with_ratios"]
+    return fn
 
 
 def compile_plans(spec: FeatureSpec) -> dict[int, KindPlan]:
@@ -280,13 +299,16 @@ class KeyState:
         plan = self.plan
         t = f[1]
         high = self.high_ms
-        if t < high - plan.allowed_lateness_ms:
-            self.late_events += 1
-            return self._partial(facts, True)
         if t > high:
             self.high_ms = t
             if t >= self.next_ms:
-                self._advance(t)
+                if high == NO_TIME:
+                    self._start(t)
+                else:
+                    self._advance(t)
+        elif t < high - plan.allowed_lateness_ms:
+            self.late_events += 1
+            return self._partial(facts, True)
         prog = plan.programs[f[2]]
         d = prog[0]
         for fi, u in prog[1]:
@@ -341,10 +363,11 @@ class KeyState:
             total = self.total
         # Inlined ``_partial`` (the hot path): the window values of every lane, ratios, HLL estimates.
         vals = plan.unpack((total - self.start).to_bytes(plan.n_bytes, "little"))
-        if plan.ratios:
-            vals = vals + tuple([vals[n] / vals[d] if vals[d] else dft for n, d, dft in plan.ratios])
         if self.hlls is not None:
             vals = self._hll_values(vals)
+        with_ratios = plan.with_ratios
+        if with_ratios is not None:
+            vals = with_ratios(vals)
         return _new_partial(PartialFeatures, (f[0], plan.kind, vals, False, f[17], None))
 
     @staticmethod
@@ -369,10 +392,10 @@ class KeyState:
     def _partial(self, f: EventFacts, late: bool) -> PartialFeatures:
         plan = self.plan
         vals = plan.unpack((self.total - self.start).to_bytes(plan.n_bytes, "little"))
-        if plan.ratios:
-            vals = vals + tuple([vals[n] / vals[d] if vals[d] else dft for n, d, dft in plan.ratios])
         if self.hlls is not None:
             vals = self._hll_values(vals)
+        if plan.with_ratios is not None:
+            vals = plan.with_ratios(vals)
         return _new_partial(PartialFeatures, (f[0], plan.kind, vals, late, f[17], None))
 
     # ------------------------------------------------------------------ window maintenance
@@ -380,11 +403,6 @@ class KeyState:
         """Slide the windows whose head bucket is before ``t``'s (``t`` is the new high-water mark)."""
         plan = self.plan
         heads = self.heads
-        if heads[0] == NO_TIME:  # first event of a fresh state: every window starts empty at t
-            for w, g, _, _ in plan.wgeo:
-                heads[w] = t // g
-            self._set_marks()
-            return
         a = self.a
         b = self.b
         rings = self.rings
@@ -411,23 +429,44 @@ class KeyState:
                     ring = rings[w] = [0] * n
                 ring[h % n] = big_t - b[w]
                 b[w] = big_t
-                acc = 0
-                for k in range(h - n + 1, bt - n + 1):
-                    k %= n
-                    x = ring[k]
-                    if x:
-                        acc += x
-                        ring[k] = 0
+                # Buckets h - n + 1 .. bt - n leave the window: one or two slices of the ring (slot
+                # contents are never negative, so a zero sum means nothing to move).
+                lo = (h + 1) % n
+                hi = lo + bt - h
+                if hi <= n:
+                    acc = sum(ring[lo:hi])
+                    if acc:
+                        ring[lo:hi] = _ZEROS[: hi - lo]
+                else:
+                    hi -= n
+                    acc = sum(ring[lo:]) + sum(ring[:hi])
+                    if acc:
+                        ring[lo:] = _ZEROS[: n - lo]
+                        ring[:hi] = _ZEROS[:hi]
                 if acc:
                     a[w] += acc
                     start += acc << sh
             heads[w] = bt
         self.start = start
-        self._set_marks()
+        if nested:
+            g = plan.finest_ms
+            h = heads[plan.finest]
+            self.next_ms = (h + 1) * g
+            self.head_start_ms = h * g
+        else:
+            self._set_marks()
         if self.hlls is not None:
             for hll in self.hlls:
                 if hll is not None:
                     hll.advance(t)
+
+    def _start(self, t: int) -> None:
+        """First event of a fresh state: every window starts empty with its head bucket at ``t``."""
+        plan = self.plan
+        heads = self.heads
+        for w, g, _, _ in plan.wgeo:
+            heads[w] = t // g
+        self._set_marks()
 
     def _set_marks(self) -> None:
         """Recompute ``next_ms`` and ``head_start_ms`` from the heads."""
@@ -525,10 +564,13 @@ class KeyState:
     def _hll_values(self, vals: tuple[float, ...]) -> tuple[float, ...]:
         assert self.hlls is not None
         out = list(vals)
+        positions = self.plan.hll_positions
         for di, hll in enumerate(self.hlls):
             if hll is not None:
-                for w, pos in enumerate(self.plan.hll_positions[di]):
-                    out[pos] = hll.estimate(w)
+                est = hll.est
+                for w, pos in enumerate(positions[di]):
+                    e = est[w]
+                    out[pos] = e if e is not None else hll.estimate(w)
         return tuple(out)
 
     # ------------------------------------------------------------------ queries
@@ -555,4 +597,6 @@ class KeyState:
 
 
 _new_partial = tuple.__new__
+_ZEROS = [0] * 1024
+"""Zeros to clear ring slices with (a window has at most 1024 buckets)."""
 _NO_FACTS = EventFacts("", 0, 0, "", "", "", "", "", "", "", "", "", 0, 0, 0, 0, 0, 0)
