@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from operators.features.assemble import EVENT_DEFAULTS, FeatureVector, event_partial
-from operators.features.fanout import EVENT_BIT, EventFacts, FanOut
+from operators.features.assemble import FeatureVector, VectorLayout, event_partial
+from operators.features.fanout import EventFacts, FanOut
 from operators.features.replay import VelocityPipeline
-from operators.features.spec import ENTITY_KIND_VALUES, EVENT_FEATURES, FeatureSpec, load_spec
+from operators.features.spec import FeatureSpec, load_spec
 from operators.features.state_codec import StateFormatError
 from operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
 from operators.policy.cooldown import CooldownGate, subject_key
@@ -261,15 +261,10 @@ class KeyedAssembly:
     two agree)."""
 
     def __init__(self, spec: FeatureSpec, plans: dict[int, KindPlan]) -> None:
-        kinds = [ENTITY_KIND_VALUES[k] for k in spec.kinds()]
-        self._slot_of = {0: 0, **{k: i + 1 for i, k in enumerate(kinds)}}
-        self._bits: tuple[int, ...] = (EVENT_BIT, *(1 << k for k in kinds))
-        self._defaults: tuple[tuple[float, ...], ...] = (EVENT_DEFAULTS, *(plans[k].defaults for k in kinds))
-        self._names: tuple[tuple[str, ...], ...] = (
-            tuple(f"event.{n}" for n in EVENT_FEATURES),
-            *(plans[k].names for k in kinds),
-        )
-        self._empty: tuple[tuple[float, ...] | None, ...] = (None,) * len(self._bits)
+        self._layout = VectorLayout(spec, plans)
+        self._slot_of = self._layout.slot_of
+        self._emit = self._layout.join
+        self._empty: tuple[tuple[float, ...] | None, ...] = (None,) * len(self._layout.bits)
 
     def add(
         self, state: AssemblyState | None, p: PartialFeatures, now_ms: int
@@ -303,26 +298,6 @@ class KeyedAssembly:
         """The vector of a pending event with its missing blocks imputed (listed in ``imputed``)."""
         seen, expect, late, _, blocks, facts = state
         return self._emit(event_id, list(blocks), seen, expect, late, facts, True)
-
-    def _emit(
-        self,
-        eid: str,
-        blocks: list[tuple[float, ...] | None],
-        seen: int,
-        expect: int,
-        late: int,
-        facts: EventFacts | None,
-        timed_out: bool,
-    ) -> FeatureVector:
-        values: tuple[float, ...] = ()
-        imputed: list[str] = []
-        for i, block in enumerate(blocks):
-            if block is None:
-                block = self._defaults[i]
-                if timed_out and expect & self._bits[i] and not seen & self._bits[i]:
-                    imputed.extend(self._names[i])
-            values += block
-        return FeatureVector(eid, values, tuple(imputed), late, facts)
 
 
 # ---------------------------------------------------------------- the stages

@@ -19,11 +19,12 @@ duration, text length, URL and mention counts, and whether the content has a has
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from operators.features.fanout import EVENT_BIT, EventFacts
 from operators.features.spec import ENTITY_KIND_VALUES, EVENT_FEATURES, EVENT_TYPE_NAMES, FeatureSpec
-from operators.features.window import PartialFeatures, compile_plans
+from operators.features.window import KindPlan, PartialFeatures, compile_plans
 
 HOUR_MS = 3_600_000
 _N_TYPES = len(EVENT_TYPE_NAMES)
@@ -80,6 +81,45 @@ class FeatureVector(NamedTuple):
         return self.facts.time_ms if self.facts is not None else 0
 
 
+class VectorLayout:
+    """Where each partial's block goes in the vector, its defaults, and the join itself: one definition
+    for ``Assembler`` (in-process) and the engines' keyed assembly (``operators.pipeline``)."""
+
+    def __init__(self, spec: FeatureSpec, plans: dict[int, KindPlan]) -> None:
+        kinds = [ENTITY_KIND_VALUES[k] for k in spec.kinds()]
+        self.slot_of: dict[int, int] = {0: 0, **{k: i + 1 for i, k in enumerate(kinds)}}
+        """Block index of each partial kind (0 = the event-level block)."""
+        self.bits: tuple[int, ...] = (EVENT_BIT, *(1 << k for k in kinds))
+        """``expect_mask`` bit of each block."""
+        self.defaults: tuple[tuple[float, ...], ...] = (EVENT_DEFAULTS, *(plans[k].defaults for k in kinds))
+        self.names: tuple[tuple[str, ...], ...] = (
+            tuple(f"event.{n}" for n in EVENT_FEATURES),
+            *(plans[k].names for k in kinds),
+        )
+
+    def join(
+        self,
+        eid: str,
+        blocks: Sequence[tuple[float, ...] | None],
+        seen: int,
+        expect: int,
+        late: int,
+        facts: EventFacts | None,
+        timed_out: bool,
+    ) -> FeatureVector:
+        """The ordered vector: missing blocks hold their defaults; those the event expected but that did
+        not arrive before the timeout are listed in ``imputed``."""
+        values: tuple[float, ...] = ()
+        imputed: list[str] = []
+        for i, block in enumerate(blocks):
+            if block is None:
+                block = self.defaults[i]
+                if timed_out and expect & self.bits[i] and not seen & self.bits[i]:
+                    imputed.extend(self.names[i])
+            values += block
+        return FeatureVector(eid, values, tuple(imputed), late, facts)
+
+
 class Assembler:
     """Joins partials by event id. ``add`` for each partial; ``expire`` from a timer."""
 
@@ -87,12 +127,9 @@ class Assembler:
         if timeout_ms <= 0:
             raise ValueError("timeout_ms must be positive")
         self.timeout_ms = timeout_ms
-        plans = compile_plans(spec)
-        kinds = [ENTITY_KIND_VALUES[k] for k in spec.kinds()]
-        self._slot_of = {0: 0, **{k: i + 1 for i, k in enumerate(kinds)}}
-        self._bits = (EVENT_BIT, *(1 << k for k in kinds))
-        self._defaults = (EVENT_DEFAULTS, *(plans[k].defaults for k in kinds))
-        self._names = (tuple(f"event.{n}" for n in EVENT_FEATURES), *(plans[k].names for k in kinds))
+        self.layout = layout = VectorLayout(spec, compile_plans(spec))
+        self._slot_of = layout.slot_of
+        self._bits = layout.bits
         self._pending: dict[str, list[object]] = {}
         self._deadlines: deque[tuple[int, str]] = deque()
         self._done: dict[str, int] = {}
@@ -163,7 +200,7 @@ class Assembler:
         """The vector of an event whose key partials are all in hand (offline replay, co-located
         stages): exactly what ``add`` returns when the last partial arrives, minus the join
         bookkeeping. ``partials`` are the key partials; the event-level block comes from ``facts``."""
-        blocks = list(self._defaults)
+        blocks = list(self.layout.defaults)
         blocks[0] = event_features(facts)
         slot_of = self._slot_of
         late = 0
@@ -187,15 +224,7 @@ class Assembler:
         now_ms: int,
         timed_out: bool,
     ) -> FeatureVector:
-        values: tuple[float, ...] = ()
-        imputed: list[str] = []
-        for i, block in enumerate(blocks):
-            if block is None:
-                block = self._defaults[i]
-                if timed_out and expect & self._bits[i] and not seen & self._bits[i]:
-                    imputed.extend(self._names[i])
-            values += block
         forget = now_ms + self.timeout_ms
         self._done[eid] = forget
         self._done_order.append((forget, eid))
-        return FeatureVector(eid, values, tuple(imputed), late, facts)
+        return self.layout.join(eid, blocks, seen, expect, late, facts, timed_out)
