@@ -11,9 +11,9 @@ import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from operators.config_io import format_validation_error, load_yaml_mapping
 from operators.errors import ConfigError
 from schemas import streamwarden_pb2 as pb
 
@@ -305,15 +305,7 @@ def with_detector(metric: MetricSpec, kind: str, overrides: dict[str, Any] | Non
     try:
         return MetricSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format(f"detector {kind}", exc)) from exc
-
-
-def _format(source: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {loc}: {err['msg']}")
-    return "\n".join(lines)
+        raise ConfigError(format_validation_error(f"detector {kind}", exc)) from exc
 
 
 def parse_anomaly_spec(data: Any, source: str = "(anomaly spec)") -> AnomalySpec:
@@ -325,18 +317,10 @@ def parse_anomaly_spec(data: Any, source: str = "(anomaly spec)") -> AnomalySpec
     try:
         return AnomalySpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format(source, exc)) from exc
+        raise ConfigError(format_validation_error(source, exc)) from exc
 
 
 def load_anomaly_spec(path: Path | None = None) -> AnomalySpec:
     """Load the anomaly spec YAML at ``path`` (default: the shipped ``default_metrics.yaml``)."""
     path = path or DEFAULT_SPEC_PATH
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_anomaly_spec(data, str(path))
+    return parse_anomaly_spec(load_yaml_mapping(path), str(path))

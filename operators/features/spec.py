@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from operators.config_io import format_validation_error, load_yaml_mapping
 from operators.errors import ConfigError
 from schemas import streamwarden_pb2 as pb
 
@@ -270,27 +271,13 @@ def parse_spec(data: Any, source: str = "(feature spec)") -> FeatureSpec:
     try:
         return FeatureSpec.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{source}: {loc}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from exc
+        raise ConfigError(format_validation_error(source, exc)) from exc
 
 
 def load_spec(path: Path | None = None) -> FeatureSpec:
     """Load and validate a feature spec YAML; ``None`` loads the shipped default."""
-    import yaml
-
     path = DEFAULT_SPEC_PATH if path is None else path
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    return parse_spec(data, str(path))
+    return parse_spec(load_yaml_mapping(path), str(path))
 
 
 def default_spec() -> FeatureSpec:

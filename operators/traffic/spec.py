@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from operators.config_io import format_validation_error, load_yaml_mapping
 from operators.errors import ConfigError
 
 MalformedKind = Literal["UNDECODABLE", "MISSING_EVENT_ID", "MISSING_EVENT_TIME", "UNKNOWN_SCHEMA_VERSION"]
@@ -226,32 +226,15 @@ class TrafficSpec(_Strict):
         return TrafficSpec.model_validate(data)
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    return "\n".join(
-        f"{source}: {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-        for err in exc.errors()
-    )
-
-
 def load_spec(path: Path | None = None, **overrides: Any) -> TrafficSpec:
     """A ``TrafficSpec`` from YAML (optional) with top-level ``overrides`` on top; errors name file and field."""
     source = str(path) if path is not None else "(defaults)"
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: file not found") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
+    data: dict[str, Any] = load_yaml_mapping(path) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TrafficSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from exc
+        raise ConfigError(format_validation_error(source, exc)) from exc
 
 
 def small_spec(seed: int = 1, **overrides: Any) -> TrafficSpec:
