@@ -7,6 +7,7 @@
                                            ─ (event id, partial) ─ AssembleFn [keyed by event id]
                                            ─ vector ─ ScoreFn [micro-batch] ─ DecideFn ─┬─ features ─▶ WriteToKafka(features)
                                            ─ (subject, action) ─ CooldownFn [keyed by subject] ─▶ WriteToKafka(actions)
+                     └─ (alerts=True) SeriesPointsFn ─ AnomalyFn [keyed by series id] ─▶ WriteToKafka(alerts)
 
 Every DoFn is a few lines over ``operators.pipeline.Stages``. On the DirectRunner (FnApiRunner, one
 worker) the whole graph is one fused stage: there is no GroupByKey, Reshuffle or multi-input Flatten
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -28,6 +30,7 @@ from apache_beam.pvalue import PCollection
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.ptransform import PTransform
 
+from jobs.beam.alerts import AnomalyAlerts
 from jobs.beam.assemble import AssembleFn
 from jobs.beam.cooldown import CooldownFn
 from jobs.beam.decide import FEATURES, DecideFn
@@ -74,13 +77,16 @@ class JobOutputs(NamedTuple):
     actions: PCollection[tuple[bytes, bytes]]
     dead_letters: PCollection[tuple[bytes | None, bytes]]
     features: PCollection[tuple[bytes, bytes]] | None
+    alerts: PCollection[tuple[bytes, bytes]] | None = None
 
 
 class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
     """``KafkaRecord``s → actions, dead letters and (optionally) feature records, as encoded pairs.
 
     ``check_future`` applies the decoder's wall-clock future-time check (off for recorded replays);
-    ``score_batch`` caps the micro-batch; ``arm_timers`` arms the assembly's never-hang timers.
+    ``score_batch`` caps the micro-batch; ``arm_timers`` arms the assembly's never-hang timers;
+    ``alerts`` adds the anomaly stage (``jobs/beam/alerts.py``; ``anomaly_spec`` None = shipped spec,
+    ``flush_alerts_at_end`` for bounded inputs only).
     """
 
     def __init__(
@@ -91,8 +97,14 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
         check_future: bool = True,
         score_batch: int = 256,
         arm_timers: bool = True,
+        alerts: bool = True,
+        anomaly_spec: Path | None = None,
+        flush_alerts_at_end: bool = False,
     ) -> None:
         super().__init__()
+        self._alerts = alerts
+        self._anomaly_spec = anomaly_spec
+        self._flush_alerts_at_end = flush_alerts_at_end
         self._config = config
         self._write_features = write_features
         self._check_future = check_future
@@ -117,7 +129,15 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
         )
         actions = decided.actions | "Cooldown" >> beam.ParDo(CooldownFn(config))
         features = decided[FEATURES] if self._write_features else None
-        return JobOutputs(actions, decoded[DEAD_LETTERS], features)
+        alerts = None
+        if self._alerts:
+            alerts = records | "Alerts" >> AnomalyAlerts(
+                config,
+                self._anomaly_spec,
+                check_future=self._check_future,
+                flush_at_end=self._flush_alerts_at_end,
+            )
+        return JobOutputs(actions, decoded[DEAD_LETTERS], features, alerts)
 
 
 def build_job(
@@ -150,6 +170,8 @@ def build_job(
     outputs.dead_letters | "WriteDeadLetters" >> WriteToKafka(job.kafka, topics.deadletter)
     if outputs.features is not None:
         outputs.features | "WriteFeatures" >> WriteToKafka(job.kafka, topics.features)
+    if outputs.alerts is not None:
+        outputs.alerts | "WriteAlerts" >> WriteToKafka(job.kafka, topics.alerts)
     return outputs
 
 
