@@ -61,6 +61,7 @@ def _register() -> None:
     from jobs.anomaly_cli import score_cmd
     from jobs.bench_all import bench_all_cmd
     from jobs.bench_beam import bench_beam_cmd
+    from jobs.bench_flink import bench_flink_cmd
     from jobs.bench_scorer import bench_scorer_cmd
     from jobs.bench_velocity import bench_velocity_cmd
     from jobs.demo import demo_cmd
@@ -88,6 +89,7 @@ def _register() -> None:
     bench_app.command("scorer")(bench_scorer_cmd)
     bench_app.command("velocity")(bench_velocity_cmd)
     bench_app.command("beam")(bench_beam_cmd)
+    bench_app.command("flink")(bench_flink_cmd)
     bench_app.command("all")(bench_all_cmd)
     eval_app.callback(invoke_without_command=True)(eval_cmd)
     eval_app.command("shadow")(shadow_cmd)

@@ -220,6 +220,7 @@ _RENAMED = {
     "queue.buffering.max.ms": "linger.ms",
     "message.max.bytes": "max.request.size",
     "socket.timeout.ms": "request.timeout.ms",
+    "fetch.wait.max.ms": "fetch.max.wait.ms",
 }
 _LIBRDKAFKA_ONLY = frozenset(
     {

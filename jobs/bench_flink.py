@@ -1,0 +1,534 @@
+"""Drive the Flink job against a real broker, check it, and benchmark it (``streamwarden bench flink``).
+
+Helpers used by the tests and the benchmark: produce traffic with known end offsets, run
+``jobs/flink/job.py`` on a local MiniCluster in its own process group, read an output topic with a
+``read_committed`` consumer, and compare the job's actions with ``operators.pipeline.replay_actions``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from confluent_kafka import TopicPartition
+
+from jobs.config import JobConfig, KafkaConfig, TopicsConfig
+from jobs.flink.env import FlinkConfig
+from jobs.flink.job import FlinkJobOptions
+from jobs.kafka_io import make_consumer, make_producer
+from schemas import streamwarden_pb2 as pb
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+JOB_FILE = REPO_ROOT / "jobs" / "flink" / "job.py"
+
+
+# ---------------------------------------------------------------- producing and reading
+
+
+def produce(
+    kafka: KafkaConfig,
+    topic: str,
+    payloads: Iterable[bytes],
+    *,
+    partitions: int = 1,
+    keys: Iterable[bytes | None] | None = None,
+    pace_per_s: float | None = None,
+) -> dict[tuple[str, int], int]:
+    """Write ``payloads`` round-robin over ``partitions`` (optionally at ``pace_per_s``); return the end
+    offset (exclusive) of each partition, for ``--bounded``."""
+    producer = make_producer(kafka, linger_ms=5)
+    ends: dict[tuple[str, int], int] = {(topic, p): 0 for p in range(partitions)}
+    failures: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+            return
+        k = (msg.topic(), msg.partition())
+        ends[k] = max(ends.get(k, 0), msg.offset() + 1)
+
+    key_iter: Iterator[bytes | None] = iter(keys) if keys is not None else iter(())
+    started = time.monotonic()
+    for i, payload in enumerate(payloads):
+        key = next(key_iter, None)
+        if pace_per_s:
+            ahead_s = i / pace_per_s - (time.monotonic() - started)
+            if ahead_s > 0:
+                producer.poll(0)
+                time.sleep(ahead_s)
+        while True:
+            try:
+                producer.produce(topic, payload, key=key, partition=i % partitions, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 2000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(60)
+    if failures or remaining:
+        raise RuntimeError(f"input not delivered: {remaining} pending, errors {failures[:3]}")
+    return ends
+
+
+def stop_at_arg(ends: dict[tuple[str, int], int]) -> str:
+    """``--bounded`` value of ``produce``'s end offsets."""
+    return ",".join(f"{t}:{p}:{o}" for (t, p), o in sorted(ends.items()))
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """One output record: Kafka key, value, and the broker's append time stamp (ms)."""
+
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+def read_topic(
+    kafka: KafkaConfig,
+    topic: str,
+    *,
+    partitions: int = 1,
+    expected: int | None = None,
+    timeout_s: float = 30.0,
+    settle_s: float = 1.5,
+    committed: bool = True,
+) -> list[OutRecord]:
+    """Every record of ``topic`` from offset 0 (``read_committed`` unless ``committed=False``; ``assign()``:
+    no group wait). Reads until ``expected`` records arrived plus ``settle_s`` (to catch duplicates), or
+    until nothing new came for ``settle_s`` when ``expected`` is None, or ``timeout_s``."""
+    isolation = "read_committed" if committed else "read_uncommitted"
+    consumer = make_consumer(kafka, f"flink-check-{topic}-{time.time_ns()}", isolation_level=isolation)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[OutRecord] = []
+    deadline = time.monotonic() + timeout_s
+    last_progress = time.monotonic()
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            got = consumer.consume(10_000, 0.2)
+            for msg in got:
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    out.append(OutRecord(msg.key(), value, msg.timestamp()[1]))
+            now = time.monotonic()
+            if got:
+                last_progress = now
+            if expected is None:
+                if now - last_progress >= settle_s:
+                    break
+            elif settle_until is None and len(out) >= expected:
+                settle_until = now + settle_s
+            elif settle_until is not None and now >= settle_until:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def broker_isolates_transactions(kafka: KafkaConfig, topic: str) -> bool:
+    """Whether ``read_committed`` consumers of this broker skip aborted transactions: writes one record
+    in a transaction to ``topic`` (a scratch topic), aborts it and reads the topic back. The embedded
+    tansu broker (0.6.0) does not: it shows aborted and still-open transactional records to
+    ``read_committed`` readers, so exactly-once output cannot be observed on it."""
+    from confluent_kafka import Producer
+
+    conf = {**{k: v for k, v in kafka.client_config().items()}, "transactional.id": f"probe-{time.time_ns()}"}
+    producer = Producer(conf)
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"aborted-probe")
+    producer.flush(30)
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"committed-probe")
+    producer.commit_transaction(30)
+    seen = [r.value for r in read_topic(kafka, topic, expected=1, settle_s=1.0, timeout_s=15)]
+    return seen == [b"committed-probe"]
+
+
+def action_ids(records: Iterable[OutRecord]) -> list[str]:
+    return [pb.Action.FromString(r.value).action_id for r in records]
+
+
+# ---------------------------------------------------------------- running the job
+
+
+def write_job_config(path: Path, job: JobConfig) -> Path:
+    """Write ``job`` as the YAML ``--config`` file of ``jobs/flink/job.py``."""
+    data = job.model_dump(mode="json", exclude_none=True)
+    secret = job.kafka.sasl_password
+    if secret is not None:
+        data["kafka"]["sasl_password"] = secret.get_secret_value()
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def job_args(
+    config_path: Path,
+    *,
+    flink: FlinkConfig | None = None,
+    options: FlinkJobOptions | None = None,
+    stop_at: dict[tuple[str, int], int] | None = None,
+) -> list[str]:
+    """Arguments of ``jobs/flink/job.py`` (also usable after ``flink run -py job.py``)."""
+    args = ["--config", str(config_path)]
+    if stop_at:
+        args += ["--bounded", stop_at_arg(stop_at)]
+    if flink is not None:
+        args += ["--flink-json", flink.model_dump_json(exclude_unset=True)]
+    if options is not None:
+        args += ["--options-json", options.model_dump_json(exclude_unset=True)]
+    return args
+
+
+@dataclass
+class JobProcess:
+    """``python jobs/flink/job.py ARGS`` (a MiniCluster) in its own process group."""
+
+    args: list[str]
+    log_dir: Path
+    proc: subprocess.Popen[str] | None = None
+    output: str = ""
+    started_s: float = field(default_factory=time.monotonic)
+
+    def start(self) -> JobProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "FLINK_LOG_DIR": str(self.log_dir)}
+        self._out = (self.log_dir / "job.out").open("w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(JOB_FILE), *self.args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # the gateway JVM joins this group, so kill() takes it too
+        )
+        self.started_s = time.monotonic()
+        return self
+
+    def wait(self, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Wait for a bounded run to end; its last JSON line. Raises with the output's tail on failure."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(f"flink job did not finish in {timeout_s:.0f} s:\n{self.tail()}") from None
+        finally:
+            self._out.close()
+        self.output = (self.log_dir / "job.out").read_text(encoding="utf-8", errors="replace")
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"flink job failed ({self.proc.returncode}):\n{self.tail()}")
+        return dict(json.loads(self.output.strip().splitlines()[-1]))
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def tail(self, chars: int = 6000) -> str:
+        with contextlib.suppress(OSError):
+            self._out.flush()
+        text = (self.log_dir / "job.out").read_text(encoding="utf-8", errors="replace")
+        return text[-chars:]
+
+    def __enter__(self) -> JobProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def run_bounded(
+    config_path: Path,
+    log_dir: Path,
+    stop_at: dict[tuple[str, int], int],
+    *,
+    flink: FlinkConfig | None = None,
+    options: FlinkJobOptions | None = None,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """Run the job on a MiniCluster until it reached ``stop_at``; its JSON report."""
+    proc = JobProcess(job_args(config_path, flink=flink, options=options, stop_at=stop_at), log_dir)
+    with proc:
+        return proc.wait(timeout_s)
+
+
+def job_config_for(kafka: KafkaConfig, topics: Sequence[str], group_id: str, **overrides: Any) -> JobConfig:
+    """A ``JobConfig`` for ``topics = [events, actions, deadletter, features]``."""
+    events, actions, deadletter, features = topics
+    return JobConfig(
+        kafka=kafka,
+        topics=TopicsConfig(events=events, actions=actions, deadletter=deadletter, features=features),  # type: ignore[call-arg]
+        group_id=group_id,
+        engine="flink",
+        **overrides,
+    )
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+def _event_index(payloads: Sequence[bytes]) -> dict[str, int]:
+    """Event id → position in the input, for the valid records."""
+    out: dict[str, int] = {}
+    for i, payload in enumerate(payloads):
+        with contextlib.suppress(Exception):
+            event = pb.Event.FromString(payload)
+            if event.event_id:
+                out.setdefault(event.event_id, i)
+    return out
+
+
+def sustained_rate(actions: Sequence[pb.Action], index: dict[str, int]) -> tuple[float, float]:
+    """``(events/s, seconds measured)``: input records between the first and the last action's event,
+    divided by the wall time between their decisions (so job start-up and the final checkpoint are not
+    counted)."""
+    points = sorted((a.decision_time_ms, index[a.event_id]) for a in actions if a.event_id in index)
+    if len(points) < 2:
+        return 0.0, 0.0
+    (t0, i0), (t1, i1) = points[0], points[-1]
+    span_s = (t1 - t0) / 1000
+    return ((i1 - i0) / span_s if span_s > 0 else 0.0), span_s
+
+
+@dataclass
+class BenchRun:
+    """One bounded throughput run."""
+
+    name: str
+    events_per_s: float
+    measured_s: float
+    records: int
+    actions: int
+    wall_s: float
+
+
+def _throughput_run(
+    name: str,
+    kafka: KafkaConfig,
+    create_topics: Any,
+    work: Path,
+    payloads: Sequence[bytes],
+    keys: Sequence[bytes],
+    *,
+    parallelism: int,
+    mode: str = "thread",
+    naive: bool = False,
+    state_backend: str = "rocksdb",
+    alerts: bool = False,
+) -> BenchRun:
+    stamp = time.time_ns()
+    topics = [f"bench-{name}-{t}-{stamp}" for t in ("events", "actions", "deadletter", "features")]
+    create_topics(topics, parallelism)
+    ends = produce(kafka, topics[0], payloads, keys=keys, partitions=parallelism)
+    job = job_config_for(kafka, topics, f"bench-{name}-{stamp}")
+    flink = FlinkConfig(  # type: ignore[call-arg]
+        execution_mode=mode,  # type: ignore[arg-type]
+        parallelism=parallelism,
+        checkpoint_dir=(work / name / "ckpt").as_uri(),
+        checkpoint_timeout_ms=600_000,
+        state_backend=state_backend,  # type: ignore[arg-type]
+    )
+    options = FlinkJobOptions(check_future=False, naive=naive, alerts=alerts)  # type: ignore[call-arg]
+    started = time.monotonic()
+    run_bounded(
+        write_job_config(work / f"{name}.yaml", job),
+        work / name,
+        ends,
+        flink=flink,
+        options=options,
+        timeout_s=1800,
+    )
+    wall_s = time.monotonic() - started
+    actions = [pb.Action.FromString(r.value) for r in read_topic(kafka, topics[1], partitions=parallelism)]
+    rate, measured_s = sustained_rate(actions, _event_index(payloads))
+    return BenchRun(name, round(rate, 1), round(measured_s, 2), len(payloads), len(actions), round(wall_s, 1))
+
+
+def _latency_run(
+    kafka: KafkaConfig,
+    create_topics: Any,
+    work: Path,
+    payloads: Sequence[bytes],
+    keys: Sequence[bytes],
+    *,
+    rate_per_s: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Event → action latency at a fixed offered load: the job runs first (warmed up by a few garbage
+    records, whose dead letters say it is up); records are then produced at ``rate_per_s`` and every
+    action's arrival at a consumer is timed against its event's produce time."""
+    import threading
+
+    stamp = time.time_ns()
+    topics = [f"bench-lat-{t}-{stamp}" for t in ("events", "actions", "deadletter", "features")]
+    create_topics(topics, 1)
+    n = min(len(payloads), max(1, int(rate_per_s * duration_s)))
+    warmup = 20
+    job = job_config_for(kafka, topics, f"bench-lat-{stamp}")
+    flink = FlinkConfig(checkpoint_dir=(work / "latency" / "ckpt").as_uri())  # type: ignore[call-arg]
+    # at_least_once: records become visible when written; exactly_once adds the wait for the checkpoint
+    # that commits them (up to the checkpoint interval) for read_committed readers on a real Kafka.
+    options = FlinkJobOptions(check_future=False, guarantee="at_least_once", alerts=False)  # type: ignore[call-arg]
+    args = job_args(
+        write_job_config(work / "latency.yaml", job),
+        flink=flink,
+        options=options,
+        stop_at={(topics[0], 0): warmup + n},
+    )
+    received: dict[str, float] = {}
+    stop = threading.Event()
+
+    def consume() -> None:
+        consumer = make_consumer(kafka, f"bench-lat-{stamp}")
+        consumer.assign([TopicPartition(topics[1], 0, 0)])
+        try:
+            while not stop.is_set():
+                for msg in consumer.consume(1000, 0.05):
+                    value = msg.value()
+                    if msg.error() is None and value is not None:
+                        received.setdefault(pb.Action.FromString(value).event_id, time.time())
+        finally:
+            consumer.close()
+
+    with JobProcess(args, work / "latency") as proc:
+        produce(kafka, topics[0], [b"\xffwarm-up"] * warmup)
+        if len(read_topic(kafka, topics[2], expected=warmup, timeout_s=180, settle_s=0.2)) < warmup:
+            raise RuntimeError(f"the latency job did not start:\n{proc.tail()}")
+        reader = threading.Thread(target=consume, daemon=True)
+        reader.start()
+        sent: dict[str, float] = {}
+        producer = make_producer(kafka, linger_ms=0)
+        started = time.monotonic()
+        for i, (payload, key) in enumerate(zip(payloads[:n], keys[:n], strict=True)):
+            ahead_s = i / rate_per_s - (time.monotonic() - started)
+            if ahead_s > 0:
+                time.sleep(ahead_s)
+            with contextlib.suppress(Exception):
+                sent.setdefault(pb.Event.FromString(payload).event_id, time.time())
+            producer.produce(topics[0], payload, key=key)
+            producer.poll(0)
+        producer.flush(30)
+        produce_s = time.monotonic() - started
+        proc.wait(timeout_s=600)
+        time.sleep(1.0)
+        stop.set()
+        reader.join(10)
+    lat_ms = sorted((received[e] - sent[e]) * 1000 for e in received if e in sent)
+    if not lat_ms:
+        raise RuntimeError("the latency run produced no actions")
+
+    def pct(q: float) -> float:
+        return round(lat_ms[min(len(lat_ms) - 1, int(q * len(lat_ms)))], 1)
+
+    return {
+        "offered_per_s": round(rate_per_s, 1),
+        "achieved_offered_per_s": round(n / produce_s, 1),
+        "records": n,
+        "actions_timed": len(lat_ms),
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": round(lat_ms[-1], 1),
+    }
+
+
+def bench_flink_cmd(
+    quick: Annotated[bool, typer.Option(help="Smaller runs: a CI-sized smoke of the benchmark.")] = False,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="Use this broker instead of starting the embedded one.")
+    ] = None,
+) -> None:
+    """The Flink job on a local MiniCluster: sustained events/s of the decision path (events → actions)
+    at parallelism 1 and 2 (RocksDB, the default), at parallelism 1 with the heap state backend and with
+    the anomaly stage on, p50/p95/p99 event→action latency at half the parallelism-1 rate, and the naive
+    binding (state read and written per element, process mode) as the baseline. One JSON line per run,
+    the summary JSON line last."""
+    from deploy.broker import EmbeddedBroker
+    from operators.traffic import iter_traffic, small_spec
+
+    records = list(iter_traffic(small_spec(seed=5, duration_s=120.0 if quick else 240.0)))
+    payloads = [r.payload for r in records]
+    keys = [r.account_id.encode() for r in records]
+    naive_n = 2_000 if quick else 5_000
+    with contextlib.ExitStack() as stack:
+        if bootstrap_servers:
+            from jobs.kafka_io import embedded_kafka_config, ensure_topics
+
+            kafka = embedded_kafka_config(bootstrap_servers)
+
+            def create(names: list[str], partitions: int) -> None:
+                ensure_topics(kafka, names, partitions, replication_factor=1)
+        else:
+            broker = stack.enter_context(EmbeddedBroker())
+            kafka = broker.kafka_config()
+            create = broker.create_topics  # type: ignore[assignment]
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sw-bench-flink-")))
+        runs: dict[str, BenchRun] = {}
+        for name, parallelism, mode, naive, backend, alerts, n in (
+            ("p1", 1, "thread", False, "rocksdb", False, len(payloads)),
+            ("p2", 2, "thread", False, "rocksdb", False, len(payloads)),
+            ("p1_hashmap", 1, "thread", False, "hashmap", False, len(payloads)),
+            ("p1_alerts", 1, "thread", False, "rocksdb", True, len(payloads)),
+            ("naive", 1, "process", True, "rocksdb", False, naive_n),
+        ):
+            run = _throughput_run(
+                name,
+                kafka,
+                create,
+                work,
+                payloads[:n],
+                keys[:n],
+                parallelism=parallelism,
+                mode=mode,
+                naive=naive,
+                state_backend=backend,
+                alerts=alerts,
+            )
+            runs[name] = run
+            record = {
+                "run": name,
+                "mode": mode,
+                "parallelism": parallelism,
+                "state_backend": backend,
+                "alerts": alerts,
+            }
+            typer.echo(json.dumps({**record, **{k: v for k, v in run.__dict__.items() if k != "name"}}))
+        offered = max(1.0, runs["p1"].events_per_s / 2)
+        latency = _latency_run(
+            kafka, create, work, payloads, keys, rate_per_s=offered, duration_s=15.0 if quick else 40.0
+        )
+        typer.echo(json.dumps({"run": "latency", **latency}))
+    naive_rate = runs["naive"].events_per_s
+    summary = {
+        "events_per_s": runs["p1"].events_per_s,
+        "events_per_s_p2": runs["p2"].events_per_s,
+        "events_per_s_hashmap": runs["p1_hashmap"].events_per_s,
+        "events_per_s_with_alerts": runs["p1_alerts"].events_per_s,
+        "naive_events_per_s": naive_rate,
+        "speedup_vs_naive": round(runs["p1"].events_per_s / naive_rate, 2) if naive_rate else None,
+        "p50_ms": latency["p50_ms"],
+        "p95_ms": latency["p95_ms"],
+        "p99_ms": latency["p99_ms"],
+        "offered_per_s": latency["offered_per_s"],
+        "quick": quick,
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    typer.echo(json.dumps(summary))

@@ -1,0 +1,230 @@
+"""Decode and fan out (not keyed): Kafka records → entity routes for the velocity stage; bad records and
+events behind the lateness gate → the dead-letter side output.
+
+Main output: ``(Row(route key, route_value(key, facts bytes)), event time ms)`` per entity key the
+event names plus the event-level route ``"0|<event id>"`` (so every partial reaches the assembly
+through the velocity stage, as in the Beam job); the job turns the second field into the record's
+Flink timestamp. Side output ``dead_letter_tag()``: ``Row(Kafka key, DeadLetter bytes)``.
+
+With ``alerts``, side output ``points_tag()``: the anomaly stage's series points of every decoded
+record (``jobs/flink/alerts.py``).
+
+Input is the raw record value: the job's ``KafkaSource`` deserializes values only (PyFlink offers no
+record deserializer with metadata, and the connector has none that passes raw bytes on with their
+partition and offset; a ~30-line Java ``KafkaRecordDeserializationSchema`` would, at the cost of a
+javac step in the build). So dead letters name the topic, with partition and offset -1, and have an
+empty Kafka key; the record itself is kept byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyflink.common import Row
+from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
+
+from jobs.flink.env import keyed_bytes_type
+from operators.features.fanout import EventFacts
+from operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
+from schemas import streamwarden_pb2 as pb
+from schemas.codec import SourceRef
+
+if TYPE_CHECKING:
+    from jobs.flink.alerts import SeriesPoints
+
+METRICS_GROUP = "streamwarden"
+
+
+# ---------------------------------------------------------------- facts codec
+
+FACTS_LAYOUT_VERSION = 1
+_SAMPLE = EventFacts("", 0, 0, "", "", "", "", "", "", "", "", "", 0, 0, 0, 0, 0, 0)
+_STR_FIELDS = tuple(i for i, v in enumerate(_SAMPLE) if isinstance(v, str))
+_INT_FIELDS = tuple(i for i, v in enumerate(_SAMPLE) if not isinstance(v, str))
+_FACTS_HEADER = struct.Struct(f"<B{len(_INT_FIELDS)}q{len(_STR_FIELDS)}I")
+_N_INT = len(_INT_FIELDS)
+_new_facts = tuple.__new__
+
+
+def encode_facts(f: EventFacts) -> bytes:
+    """Facts layout v1: ``<B`` version, the integer fields as i64 and the string fields' UTF-8 lengths
+    as u32 (both in field order), then the UTF-8 strings back to back."""
+    fields: tuple[Any, ...] = f
+    raws = [fields[i].encode("utf-8") for i in _STR_FIELDS]
+    head = _FACTS_HEADER.pack(FACTS_LAYOUT_VERSION, *[fields[i] for i in _INT_FIELDS], *map(len, raws))
+    return head + b"".join(raws)
+
+
+def decode_facts(data: bytes) -> EventFacts:
+    """Inverse of ``encode_facts``; raises ``ValueError`` on another layout version."""
+    head = _FACTS_HEADER.unpack_from(data, 0)
+    if head[0] != FACTS_LAYOUT_VERSION:
+        raise ValueError(f"facts layout v{head[0]} is not v{FACTS_LAYOUT_VERSION}")
+    values: list[Any] = [None] * len(_SAMPLE)
+    for i, v in zip(_INT_FIELDS, head[1 : 1 + _N_INT], strict=True):
+        values[i] = v
+    pos = _FACTS_HEADER.size
+    for i, n in zip(_STR_FIELDS, head[1 + _N_INT :], strict=True):
+        values[i] = data[pos : pos + n].decode("utf-8")
+        pos += n
+    return _new_facts(EventFacts, values)
+
+
+_U16 = struct.Struct("<H")
+
+
+def route_value(key: str, facts: bytes) -> bytes:
+    """What the decode stage sends to the velocity stage for one route: u16 key length, the key, then
+    the facts bytes (the key travels in the value, so the velocity stage need not ask Flink for it)."""
+    raw = key.encode("utf-8")
+    return _U16.pack(len(raw)) + raw + facts
+
+
+def split_route_value(value: bytes) -> tuple[str, bytes]:
+    """Inverse of ``route_value``: ``(key, facts bytes)``."""
+    (n,) = _U16.unpack_from(value, 0)
+    return value[2 : 2 + n].decode("utf-8"), value[2 + n :]
+
+
+class StageCounters:
+    """Flink counters (group ``streamwarden``) incremented locally and pushed every ``every``
+    increments (each push is a call into the JVM in thread mode) and on ``flush()``."""
+
+    def __init__(self, runtime_context: RuntimeContext, names: tuple[str, ...], every: int = 1000) -> None:
+        self._group = runtime_context.get_metrics_group().add_group(METRICS_GROUP)
+        self._counters: dict[str, Any] = {}
+        self._pending: dict[str, int] = {}
+        self._every = every
+        for name in names:
+            self._add(name)
+
+    def _add(self, name: str) -> None:
+        self._counters[name] = self._group.counter(name)
+        self._pending[name] = 0
+
+    def inc(self, name: str, n: int = 1) -> None:
+        pending = self._pending[name] + n
+        if pending >= self._every:
+            self._counters[name].inc(pending)
+            pending = 0
+        self._pending[name] = pending
+
+    def inc_named(self, name: str, n: int = 1) -> None:
+        """``inc`` for a name not known in advance (created on first use)."""
+        if name not in self._pending:
+            self._add(name)
+        self.inc(name, n)
+
+    def flush(self) -> None:
+        for name, pending in self._pending.items():
+            if pending:
+                self._counters[name].inc(pending)
+                self._pending[name] = 0
+
+
+def points_tag() -> OutputTag:
+    """The side output of anomaly series points: ``(Row(series id, point bytes), Flink timestamp)``."""
+    from pyflink.common.typeinfo import Types
+
+    from jobs.flink.env import bytes_type
+
+    return OutputTag("series-points", Types.TUPLE([Types.ROW([Types.STRING(), bytes_type()]), Types.LONG()]))
+
+
+def dead_letter_tag() -> OutputTag:
+    """The side output of undecodable and late records: ``Row(key bytes, DeadLetter bytes)``."""
+    return OutputTag("dead-letters", keyed_bytes_type())
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by the test-only failure hook (``fail_once_after``)."""
+
+
+class DecodeFunction(ProcessFunction):  # type: ignore[misc]
+    """``Stages.decode`` → lateness gate (observed watermark of this instance) → ``Stages.fan_out``.
+
+    ``check_future`` applies the decoder's wall-clock future-time check (off for recorded replays).
+    ``fail_once_after = (n, marker path)`` is a test hook: the instance that reads its ``n``-th record
+    while the marker file does not exist creates it and fails the job, once.
+    """
+
+    def __init__(
+        self,
+        config: StagesConfig,
+        *,
+        topic: str,
+        check_future: bool = True,
+        fail_once_after: tuple[int, str] | None = None,
+        alerts: bool = False,
+        anomaly_spec: Path | None = None,
+    ) -> None:
+        self._config = config
+        self._alerts = alerts
+        self._anomaly_spec = anomaly_spec
+        self._topic = topic
+        self._check_future = check_future
+        self._fail_once_after = fail_once_after
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._stages = Stages.shared(self._config)
+        self._clock: EventClock = self._stages.event_clock()
+        self._tag = dead_letter_tag()
+        self._source = SourceRef(self._topic, -1, -1)
+        self._records = 0
+        self._counters = StageCounters(runtime_context, ("records_in", "events", "dead_letters"))
+        self._points: SeriesPoints | None = None
+        if self._alerts:
+            from jobs.flink.alerts import SeriesPoints
+
+            self._points = SeriesPoints(self._anomaly_spec, self._stages.out_of_orderness_ms)
+            self._points_tag = points_tag()
+
+    def close(self) -> None:
+        self._counters.flush()
+
+    def _maybe_fail(self) -> None:
+        assert self._fail_once_after is not None
+        after, marker = self._fail_once_after
+        if self._records == after and not os.path.exists(marker):
+            with open(marker, "x", encoding="utf-8") as handle:
+                handle.write(f"failed after {after} records\n")
+            raise InjectedFailure(f"injected failure after {after} records (marker {marker})")
+
+    def process_element(self, raw: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        self._records += 1
+        counters = self._counters
+        counters.inc("records_in")
+        if self._fail_once_after is not None:
+            self._maybe_fail()
+        key, source = None, self._source
+        now_ms = int(time.time() * 1000) if self._check_future else None
+        stages = self._stages
+        out = stages.decode(raw, source, now_ms)
+        points = self._points
+        if points is not None:  # every decoded record, before the lateness gate (as the reference)
+            for item in points.of(out):
+                yield self._points_tag, (Row(*item), points.max_event_ms)
+        if isinstance(out, pb.DeadLetter):
+            yield self._dead_letter(out, key)
+            return
+        t = out.event_time_ms
+        clock = self._clock
+        if not clock.admit(t):
+            yield self._dead_letter(stages.late_letter(raw, source, out, clock.watermark_ms, now_ms), key)
+            return
+        counters.inc("events")
+        fanned = stages.fan_out(out)
+        facts = encode_facts(fanned.facts)
+        for route in fanned.keys:
+            yield Row(route, route_value(route, facts)), t
+        yield Row(fanned.event_key, route_value(fanned.event_key, facts)), t
+
+    def _dead_letter(self, letter: pb.DeadLetter, key: bytes | None) -> tuple[OutputTag, Row]:
+        self._counters.inc("dead_letters")
+        self._counters.inc_named(f"dead_letters.{dead_letter_reason(letter)}")
+        return self._tag, Row(key or b"", letter.SerializeToString())

@@ -1,0 +1,86 @@
+"""Exactly-once under failure: the Flink job fails mid-stream (test-only hook in the decode stage),
+restarts from its latest checkpoint on the MiniCluster and finishes.
+
+Keyed state is restored exactly: every event's feature vector (window counts included) equals the
+offline replay's, so no event was applied twice or lost. Output: every expected action is there, each
+copy identical; a ``read_committed`` reader must see each action id exactly once, which needs a broker
+that hides aborted transactions: the embedded tansu broker does not (checked by a probe), so on it that
+last assertion is an expected failure, and it is enforced against a real Kafka.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from jobs.bench_flink import (
+    broker_isolates_transactions,
+    job_config_for,
+    produce,
+    read_topic,
+    run_bounded,
+    write_job_config,
+)
+from jobs.flink.env import FlinkConfig
+from jobs.flink.job import FlinkJobOptions, stages_config
+from operators.pipeline import Stages, iter_kafka_like, replay_actions
+from operators.traffic import iter_traffic, small_spec
+from schemas import streamwarden_pb2 as pb
+
+pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
+
+
+def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_once(
+    broker, kafka_topics, tmp_path: Path
+) -> None:
+    records = list(iter_traffic(small_spec(seed=22, duration_s=60.0)))
+    topics = kafka_topics("events", "actions", "deadletter", "features", "probe")
+    kafka = broker.kafka_config()
+    ends = produce(
+        kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
+    )
+    job = job_config_for(kafka, topics[:4], f"flink-eo-{uuid.uuid4().hex[:8]}", write_features=True)
+    marker = tmp_path / "failed-once"
+    run_bounded(
+        write_job_config(tmp_path / "job.yaml", job),
+        tmp_path / "logs",
+        ends,
+        flink=FlinkConfig(checkpoint_dir=(tmp_path / "ckpt").as_uri(), checkpoint_interval_ms=500),  # type: ignore[call-arg]
+        options=FlinkJobOptions(check_future=False, fail_once_after=(len(records) * 2 // 3, str(marker))),  # type: ignore[call-arg]
+    )
+
+    assert marker.exists(), "the injected failure did not happen"
+    log = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
+    assert "InjectedFailure" in log
+    assert "from Checkpoint" in log, "the job did not restore from a checkpoint after the failure"
+
+    reference = replay_actions(
+        iter_kafka_like([r.payload for r in records], job.topics.events), Stages.build(stages_config(job))
+    )
+    # state: every event's vector, from whichever attempt wrote it, equals the replay's
+    want_vectors = {f.event_id: tuple(f.values) for f in reference.feature_records}
+    features = [pb.FeatureRecord.FromString(r.value) for r in read_topic(kafka, job.topics.features)]
+    vectors: dict[str, set[tuple[float, ...]]] = defaultdict(set)
+    for f in features:
+        vectors[f.event_id].add(tuple(f.values))
+    assert set(vectors) == set(want_vectors)
+    assert all(got == {want_vectors[eid]} for eid, got in vectors.items())
+    # output: no action lost, none invented, every copy of an action the same action
+    actions = [pb.Action.FromString(r.value) for r in read_topic(kafka, job.topics.actions)]
+    want = Counter(a.action_id for a in reference.actions)
+    got = Counter(a.action_id for a in actions)
+    assert set(got) == set(want)
+    copies: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
+    for a in actions:
+        copies[a.action_id].add((a.event_id, a.subject.id, a.verdict))
+    assert all(len(v) == 1 for v in copies.values())
+    if got != want and not broker_isolates_transactions(kafka, topics[4]):
+        replayed = sum(got.values()) - sum(want.values())
+        pytest.xfail(
+            f"{replayed} actions of the aborted attempt are visible: this broker shows aborted "
+            "transactions to read_committed readers (tansu 0.6.0); exactly-once needs a real Kafka"
+        )
+    assert got == want  # read_committed: each expected action exactly once
