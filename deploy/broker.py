@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Annotated, Self
@@ -327,6 +327,25 @@ class EmbeddedBroker:
 
 
 # ---------------------------------------------------------------- `streamwarden broker`
+
+
+CreateTopics = Callable[[Sequence[str], int], object]
+
+
+@contextlib.contextmanager
+def broker_or_external(bootstrap_servers: str | None) -> Iterator[tuple[KafkaConfig, CreateTopics]]:
+    """For benchmarks and checks: the given Kafka (embedded client profile) or, when ``None``, a fresh
+    embedded broker for the duration of the block; yields its config and a topic creator."""
+    if bootstrap_servers:
+        kafka = embedded_kafka_config(bootstrap_servers)
+
+        def create(names: Sequence[str], partitions: int) -> object:
+            return ensure_topics(kafka, names, partitions, replication_factor=1)
+
+        yield kafka, create
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.kafka_config(), broker.create_topics
 
 
 def run_foreground_cmd(

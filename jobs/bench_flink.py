@@ -460,7 +460,7 @@ def bench_flink_cmd(
     the anomaly stage on, p50/p95/p99 event→action latency at half the parallelism-1 rate, and the naive
     binding (state read and written per element, process mode) as the baseline. One JSON line per run,
     the summary JSON line last."""
-    from deploy.broker import EmbeddedBroker
+    from deploy.broker import broker_or_external
     from operators.traffic import iter_traffic, small_spec
 
     records = list(iter_traffic(small_spec(seed=5, duration_s=120.0 if quick else 240.0)))
@@ -468,17 +468,7 @@ def bench_flink_cmd(
     keys = [r.account_id.encode() for r in records]
     naive_n = 2_000 if quick else 5_000
     with contextlib.ExitStack() as stack:
-        if bootstrap_servers:
-            from jobs.kafka_io import embedded_kafka_config, ensure_topics
-
-            kafka = embedded_kafka_config(bootstrap_servers)
-
-            def create(names: list[str], partitions: int) -> None:
-                ensure_topics(kafka, names, partitions, replication_factor=1)
-        else:
-            broker = stack.enter_context(EmbeddedBroker())
-            kafka = broker.kafka_config()
-            create = broker.create_topics  # type: ignore[assignment]
+        kafka, create = stack.enter_context(broker_or_external(bootstrap_servers))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sw-bench-flink-")))
         runs: dict[str, BenchRun] = {}
         for name, parallelism, mode, naive, backend, alerts, n in (

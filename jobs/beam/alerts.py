@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import Coder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.ptransform import PTransform
@@ -39,6 +38,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 
+from jobs.beam.coders import StateBytesCoder
 from jobs.beam.decode import METRICS_NAMESPACE
 from jobs.beam.kafka_source import KafkaRecord
 from operators.anomaly import AnomalyOperator, AnomalySpec, SeriesRouter, load_anomaly_spec
@@ -155,7 +155,7 @@ class _StateValue:
         self.spec_path = spec_path
 
 
-class OperatorCoder(Coder):  # type: ignore[misc]
+class OperatorCoder(StateBytesCoder):
     """State cell ↔ bytes: the spec path (u16 length + UTF-8, empty = shipped spec), then the
     operator's own versioned layout (``AnomalyOperator.to_bytes``).
 
@@ -170,15 +170,6 @@ class OperatorCoder(Coder):  # type: ignore[misc]
         n = int.from_bytes(encoded[:2], "little")
         spec_path = Path(encoded[2 : 2 + n].decode()) if n else None
         return _StateValue(AnomalyOperator.from_bytes(anomaly_spec(spec_path), encoded[2 + n :]), spec_path)
-
-    def is_deterministic(self) -> bool:
-        return True
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
 
 
 OPERATOR = ReadModifyWriteStateSpec("operator", OperatorCoder())

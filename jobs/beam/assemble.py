@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import Coder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from jobs.beam.coders import StateBytesCoder
 from jobs.beam.decode import METRICS_NAMESPACE
 from operators.features.assemble import FeatureVector
 from operators.features.window import PartialFeatures
@@ -34,7 +34,7 @@ from operators.pipeline import (
 )
 
 
-class AssemblyStateCoder(Coder):  # type: ignore[misc]
+class AssemblyStateCoder(StateBytesCoder):
     """A pending event's ``AssemblyState`` ↔ its versioned bytes (``encode_assembly_state``)."""
 
     def encode(self, value: AssemblyState) -> bytes:
@@ -42,15 +42,6 @@ class AssemblyStateCoder(Coder):  # type: ignore[misc]
 
     def decode(self, encoded: bytes) -> AssemblyState:
         return decode_assembly_state(encoded)
-
-    def is_deterministic(self) -> bool:
-        return True
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
 
 
 PENDING = ReadModifyWriteStateSpec("pending", AssemblyStateCoder())

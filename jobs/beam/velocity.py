@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import Coder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
+from jobs.beam.coders import StateBytesCoder
 from jobs.beam.decode import METRICS_NAMESPACE
 from operators.features.fanout import EventFacts
 from operators.features.state_codec import StateFormatError
@@ -44,7 +44,7 @@ def register_plans(stages: Stages) -> None:
         _PLANS[(kind, plan.fingerprint)] = plan
 
 
-class KeyStateCoder(Coder):  # type: ignore[misc]
+class KeyStateCoder(StateBytesCoder):
     """``KeyState`` ↔ its versioned bytes; the plan is looked up from the bytes' header."""
 
     def encode(self, value: KeyState) -> bytes:
@@ -56,15 +56,6 @@ class KeyStateCoder(Coder):  # type: ignore[misc]
         if plan is None:
             raise StateFormatError(f"no feature spec with fingerprint {fingerprint} for kind {kind} loaded")
         return KeyState.from_bytes(plan, encoded)
-
-    def is_deterministic(self) -> bool:
-        return True
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
 
 
 WINDOW = ReadModifyWriteStateSpec("window", KeyStateCoder())

@@ -239,7 +239,7 @@ def smoke_cmd(
     import contextlib
     import tempfile
 
-    from deploy.broker import EmbeddedBroker
+    from deploy.broker import broker_or_external
 
     chosen: list[Literal["thread", "process"]] = []
     for m in modes or ["thread", "process"]:
@@ -247,17 +247,7 @@ def smoke_cmd(
             raise typer.BadParameter(f"--mode must be thread or process, got {m}")
         chosen.append(m)  # type: ignore[arg-type]
     with contextlib.ExitStack() as stack:
-        if bootstrap_servers:
-            from jobs.kafka_io import embedded_kafka_config, ensure_topics
-
-            kafka = embedded_kafka_config(bootstrap_servers)
-
-            def create(names: list[str], partitions: int) -> None:
-                ensure_topics(kafka, names, partitions, replication_factor=1)
-        else:
-            broker = stack.enter_context(EmbeddedBroker())
-            kafka = broker.kafka_config()
-            create = broker.create_topics  # type: ignore[assignment]
+        kafka, create = stack.enter_context(broker_or_external(bootstrap_servers))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sw-flink-smoke-")))
         failed = False
         for mode in chosen:
