@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import KafkaException
 from hypothesis import settings
 
 from deploy.broker import EmbeddedBroker
 from jobs.config import KafkaConfig
 from jobs.kafka_io import make_admin
+from operators.anomaly import DEFAULT_SPEC_PATH as DEFAULT_ANOMALY_SPEC_PATH
 
 # Shared 2-core machines are noisy: a per-example deadline would only measure the neighbours.
 settings.register_profile("streamwarden", deadline=None)
@@ -60,3 +64,24 @@ def kafka_topics(broker: EmbeddedBroker) -> Iterator[Callable[..., list[str]]]:
         for future in futures.values():
             with contextlib.suppress(KafkaException, TimeoutError):
                 future.result(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def fast_anomaly_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped anomaly metrics with 5-s buckets and a short warm-up, so two minutes of generated
+    traffic produce alerts (engine tests compare them with the offline alert replay)."""
+    data: Any = yaml.safe_load(DEFAULT_ANOMALY_SPEC_PATH.read_text(encoding="utf-8"))
+    data["defaults"].update({"bucket_ms": 5_000, "allowed_lateness_ms": 2_000, "idle_expiry_ms": 20_000})
+    data["defaults"]["detector"].update({"window_buckets": 15, "warmup_buckets": 4, "threshold": 0.4})
+    data["defaults"]["lifecycle"]["cooldown_buckets"] = 2
+    for m in data["metrics"]:
+        for k in ("bucket_ms", "allowed_lateness_ms", "idle_expiry_ms"):
+            m.pop(k, None)
+        det = m.get("detector")
+        if det is not None:
+            det.pop("window_buckets", None)
+            det.pop("warmup_buckets", None)
+            det["min_abs_delta"] = 2
+    path = tmp_path_factory.mktemp("anomaly") / "fast_metrics.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path

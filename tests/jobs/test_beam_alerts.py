@@ -8,13 +8,12 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
-import yaml
 from apache_beam.metrics.metric import MetricsFilter
 
 from jobs.beam.alerts import AnomalyAlerts
 from jobs.beam.kafka_source import KafkaRecord
 from jobs.beam.pipeline import StreamwardenTransform, pipeline_options
-from operators.anomaly import DEFAULT_SPEC_PATH, load_anomaly_spec
+from operators.anomaly import load_anomaly_spec
 from operators.anomaly.replay import alert_sort_key, replay
 from operators.pipeline import StagesConfig
 from operators.traffic import iter_traffic, small_spec
@@ -24,26 +23,6 @@ pytestmark = [pytest.mark.engine]
 
 OUT_OF_ORDERNESS_MS = 2_000
 CONFIG = StagesConfig(out_of_orderness_ms=OUT_OF_ORDERNESS_MS)
-
-
-@pytest.fixture(scope="module")
-def fast_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped metrics with 5-s buckets and a short warm-up, so two minutes of traffic alert."""
-    data: Any = yaml.safe_load(DEFAULT_SPEC_PATH.read_text(encoding="utf-8"))
-    data["defaults"].update({"bucket_ms": 5_000, "allowed_lateness_ms": 2_000, "idle_expiry_ms": 20_000})
-    data["defaults"]["detector"].update({"window_buckets": 15, "warmup_buckets": 4, "threshold": 0.4})
-    data["defaults"]["lifecycle"]["cooldown_buckets"] = 2
-    for m in data["metrics"]:
-        for k in ("bucket_ms", "allowed_lateness_ms", "idle_expiry_ms"):
-            m.pop(k, None)
-        det = m.get("detector")
-        if det is not None:
-            det.pop("window_buckets", None)
-            det.pop("warmup_buckets", None)
-            det["min_abs_delta"] = 2
-    path = tmp_path_factory.mktemp("anomaly") / "fast_metrics.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +62,10 @@ def _reference(payloads: list[bytes], spec_path: Path) -> Any:
     return replay(payloads, load_anomaly_spec(spec_path), out_of_orderness_ms=OUT_OF_ORDERNESS_MS)
 
 
-def test_the_job_emits_the_alerts_of_the_offline_replay(payloads: list[bytes], fast_spec: Path) -> None:
-    reference = _reference(payloads, fast_spec)
+def test_the_job_emits_the_alerts_of_the_offline_replay(
+    payloads: list[bytes], fast_anomaly_spec: Path
+) -> None:
+    reference = _reference(payloads, fast_anomaly_spec)
     expected = sorted(reference.alerts, key=alert_sort_key)
     assert any(a.status == pb.AnomalyAlert.FIRING for a in expected), "the stream must make alerts"
     assert any(e.at_end_of_input for e in reference.emitted), "and one closed by the end-of-input flush"
@@ -92,7 +73,7 @@ def test_the_job_emits_the_alerts_of_the_offline_replay(payloads: list[bytes], f
 
     def build(recs: Any) -> Any:
         out = recs | StreamwardenTransform(
-            CONFIG, check_future=False, anomaly_spec=fast_spec, flush_alerts_at_end=True
+            CONFIG, check_future=False, anomaly_spec=fast_anomaly_spec, flush_alerts_at_end=True
         )
         assert out.alerts is not None
         return out.alerts
@@ -107,11 +88,13 @@ def test_the_job_emits_the_alerts_of_the_offline_replay(payloads: list[bytes], f
 
 
 def test_without_flush_only_the_end_of_input_alerts_are_missing(
-    payloads: list[bytes], fast_spec: Path
+    payloads: list[bytes], fast_anomaly_spec: Path
 ) -> None:
-    reference = _reference(payloads, fast_spec)
+    reference = _reference(payloads, fast_anomaly_spec)
     in_stream = sorted((e.alert for e in reference.emitted if not e.at_end_of_input), key=alert_sort_key)
 
-    alerts, _ = _run(payloads, lambda recs: recs | AnomalyAlerts(CONFIG, fast_spec, check_future=False))
+    alerts, _ = _run(
+        payloads, lambda recs: recs | AnomalyAlerts(CONFIG, fast_anomaly_spec, check_future=False)
+    )
 
     assert alerts == in_stream

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from jobs.bench_flink import action_ids, job_config_for, produce, read_topic, run_bounded, write_job_config
 from jobs.flink.env import FlinkConfig
 from jobs.flink.job import FlinkJobOptions, stages_config
-from operators.anomaly import DEFAULT_SPEC_PATH, load_anomaly_spec
+from operators.anomaly import load_anomaly_spec
 from operators.anomaly.replay import alert_sort_key, replay
 from operators.pipeline import Stages, dead_letter_reason, iter_kafka_like, replay_actions
 from operators.traffic import iter_traffic, small_spec
@@ -28,24 +27,6 @@ pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
 SPEC = small_spec(seed=21, duration_s=60.0)
 OUT_OF_ORDERNESS_MS = 2_000
-
-
-def _fast_anomaly_spec(path: Path) -> Path:
-    """The shipped metrics with 5-s buckets and a short warm-up, so a minute of traffic alerts."""
-    data: Any = yaml.safe_load(DEFAULT_SPEC_PATH.read_text(encoding="utf-8"))
-    data["defaults"].update({"bucket_ms": 5_000, "allowed_lateness_ms": 2_000, "idle_expiry_ms": 20_000})
-    data["defaults"]["detector"].update({"window_buckets": 15, "warmup_buckets": 4, "threshold": 0.4})
-    data["defaults"]["lifecycle"]["cooldown_buckets"] = 2
-    for m in data["metrics"]:
-        for k in ("bucket_ms", "allowed_lateness_ms", "idle_expiry_ms"):
-            m.pop(k, None)
-        det = m.get("detector")
-        if det is not None:
-            det.pop("window_buckets", None)
-            det.pop("warmup_buckets", None)
-            det["min_abs_delta"] = 2
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 def _strip(a: pb.Action) -> bytes:
@@ -67,7 +48,9 @@ def _assert_same_actions(got: list[pb.Action], want: list[pb.Action]) -> None:
 
 
 @pytest.fixture(scope="module")
-def flink_run(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def flink_run(
+    broker: Any, tmp_path_factory: pytest.TempPathFactory, fast_anomaly_spec: Path
+) -> dict[str, Any]:
     work: Path = tmp_path_factory.mktemp("flink-e2e")
     records = list(iter_traffic(SPEC))
     suffix = uuid.uuid4().hex[:8]
@@ -79,11 +62,10 @@ def flink_run(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     )
     job = job_config_for(kafka, topics[:4], f"flink-e2e-{suffix}", write_features=True)
     job = job.model_copy(update={"topics": job.topics.model_copy(update={"alerts": topics[4]})})
-    anomaly_spec = _fast_anomaly_spec(work / "metrics.yaml")
     options = FlinkJobOptions(  # type: ignore[call-arg]
         check_future=False,  # recorded traffic
         out_of_orderness_ms=OUT_OF_ORDERNESS_MS,
-        anomaly_spec=anomaly_spec,
+        anomaly_spec=fast_anomaly_spec,
     )
     report = run_bounded(
         write_job_config(work / "job.yaml", job),
@@ -96,7 +78,7 @@ def flink_run(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return {
         "job": job,
         "options": options,
-        "anomaly_spec": anomaly_spec,
+        "anomaly_spec": fast_anomaly_spec,
         "alerts": [pb.AnomalyAlert.FromString(r.value) for r in read_topic(kafka, topics[4])],
         "records": records,
         "report": report,
