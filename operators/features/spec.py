@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -35,22 +35,6 @@ ENTITY_KIND_VALUES: dict[str, int] = {k: int(pb.EntityKind.Value(k.upper())) for
 
 EVENT_TYPE_NAMES: tuple[str, ...] = tuple(pb.Event.Type.Name(v) for v in sorted(pb.Event.Type.values()) if v)
 """Event type names in value order (1..11); event-type one-hot features follow this order."""
-
-NUMERIC_FIELDS: tuple[str, ...] = ("play_duration_ms", "text_length", "url_count", "mention_count")
-"""Fields a ``sum`` or a ``where`` range can read (integers; negatives count as 0)."""
-
-CATEGORICAL_FIELDS: tuple[str, ...] = (
-    "account",
-    "ip",
-    "device",
-    "asn",
-    "country",
-    "user_agent",
-    "target_account",
-    "target_content",
-    "content_hash",
-)
-"""Fields a ``distinct`` aggregation can count (empty values are not counted)."""
 
 EVENT_FEATURES: tuple[str, ...] = (
     *(f"type_{name.lower()}" for name in EVENT_TYPE_NAMES),
@@ -93,6 +77,12 @@ CategoricalField = Literal[
     "target_content",
     "content_hash",
 ]
+NUMERIC_FIELDS: tuple[str, ...] = get_args(NumericField)
+"""Fields a ``sum`` or a ``where`` range can read (integers; negatives count as 0)."""
+
+CATEGORICAL_FIELDS: tuple[str, ...] = get_args(CategoricalField)
+"""Fields a ``distinct`` aggregation can count (empty values are not counted)."""
+
 EntityName = Literal["account", "ip", "device", "target_content", "target_account", "asn"]
 
 
