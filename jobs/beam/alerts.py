@@ -3,7 +3,7 @@
 ::
 
     records ─ SeriesPointsFn [not keyed: decode, SeriesRouter, observed watermark, timer service]
-            ─ (series id, point | tick) ─ AnomalyFn [keyed by series id: AnomalyOperator bytes]
+            ─ (series id, (point | tick, ...)) per bundle ─ AnomalyFn [keyed by series id: AnomalyOperator bytes]
             ─ (fingerprint, AnomalyAlert bytes) ─▶ WriteToKafka(alerts)
 
 It reproduces ``operators.anomaly.replay`` (the reference) record for record. The DirectRunner fires
@@ -37,6 +37,8 @@ from apache_beam.transforms.ptransform import PTransform
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from jobs.beam.coders import StateBytesCoder
 from jobs.beam.decode import METRICS_NAMESPACE
@@ -48,8 +50,11 @@ from operators.pipeline import Stages, StagesConfig
 from schemas import streamwarden_pb2 as pb
 from schemas.codec import SourceRef
 
-SeriesElement = tuple[str, tuple[int, float, int]]
-"""``(series id, (point time ms | NO_TIME_MS for a tick, amount, watermark ms))``."""
+SeriesItem = tuple[int, float, int]
+"""``(point time ms | NO_TIME_MS for a tick, amount, watermark ms)``."""
+SeriesElement = tuple[str, SeriesItem]
+SeriesBatch = tuple[str, tuple[SeriesItem, ...]]
+"""One series' points and ticks of one bundle, in order."""
 
 _SPECS: dict[Path | None, AnomalySpec] = {}
 
@@ -89,7 +94,31 @@ class SeriesPointsFn(beam.DoFn):  # type: ignore[misc]
         self._due: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
 
-    def process(self, rec: KafkaRecord) -> Iterator[SeriesElement]:
+    def start_bundle(self) -> None:
+        self._batches: dict[str, list[SeriesItem]] = {}
+        self._earliest: Timestamp | None = None
+
+    def process(self, rec: KafkaRecord, ts: Any = beam.DoFn.TimestampParam) -> None:
+        batches = self._batches
+        for sid, item in self._points(rec):
+            items = batches.get(sid)
+            if items is None:
+                batches[sid] = [item]
+            else:
+                items.append(item)
+        if self._earliest is None or ts < self._earliest:
+            self._earliest = ts
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        """One element per series with its points and ticks of the bundle, in order (one state read
+        and write per series and bundle instead of per point)."""
+        ts = self._earliest if self._earliest is not None else Timestamp(0)
+        for sid, items in self._batches.items():
+            yield WindowedValue((sid, tuple(items)), ts, (GlobalWindow(),))
+        self._batches = {}
+        self._earliest = None
+
+    def _points(self, rec: KafkaRecord) -> Iterator[SeriesElement]:
         now_ms = int(time.time() * 1000) if self._check_future else None
         out = self._stages.decode(rec.value, SourceRef(rec.topic, rec.partition, rec.offset), now_ms)
         w = self._watermark_ms
@@ -196,31 +225,32 @@ class AnomalyFn(beam.DoFn):  # type: ignore[misc]
             yield alert.fingerprint.encode(), alert.SerializeToString()
 
     def process(
-        self, element: SeriesElement, state: Any = _OPERATOR, end: Any = _END_OF_INPUT
+        self, element: SeriesBatch, state: Any = _OPERATOR, end: Any = _END_OF_INPUT
     ) -> Iterator[tuple[bytes, bytes]]:
-        sid, (time_ms, amount, watermark_ms) = element
+        sid, items = element
         cell: _StateValue | None = state.read()
         op = cell.op if cell is not None else None
-        if op is not None and watermark_ms != NO_TIME_MS:
-            yield from self._emit(op.advance_to(watermark_ms))
-            if op.expired:
-                op = None
-        if time_ms == NO_TIME_MS:  # a tick: the reference's timer for this series
+        for time_ms, amount, watermark_ms in items:
+            if op is not None and watermark_ms != NO_TIME_MS:
+                yield from self._emit(op.advance_to(watermark_ms))
+                if op.expired:
+                    op = None
+            if time_ms == NO_TIME_MS:  # a tick: the reference's timer for this series
+                continue
             if op is None:
-                state.clear()
-            elif cell is not None:
-                state.write(cell)  # updated in place
-            return
+                op = AnomalyOperator.for_series_id(self._spec, sid)
+                if watermark_ms != NO_TIME_MS:
+                    op.advance_to(watermark_ms)  # learns the watermark; a fresh series has nothing to close
+                if self._flush_at_end:
+                    end.set(GlobalWindow().max_timestamp())
+            op.add(time_ms, amount)  # SeriesPointsFn already dropped late points
         if op is None:
-            op = AnomalyOperator.for_series_id(self._spec, sid)
-            if watermark_ms != NO_TIME_MS:
-                op.advance_to(watermark_ms)  # learns the watermark; a fresh series has nothing to close
-            if self._flush_at_end:
-                end.set(GlobalWindow().max_timestamp())
-        op.add(time_ms, amount)  # SeriesPointsFn already dropped late points
+            if cell is not None:
+                state.clear()
+            return
         if cell is None or cell.op is not op:
             cell = _StateValue(op, self._spec_path)
-        state.write(cell)
+        state.write(cell)  # updated in place
 
     @on_timer(END_OF_INPUT)
     def on_end_of_input(self, state: Any = _OPERATOR) -> Iterator[tuple[bytes, bytes]]:

@@ -1,6 +1,15 @@
-"""Assembly stage, keyed by event id: the event's partials so far in a ``ReadModifyWriteState``.
+"""Assembly stage: a join within the bundle, then the join keyed by event id for what is left.
 
-The vector is emitted when the last partial arrives (``Stages.assemble``), and the state cleared.
+``JoinInBundleFn`` (not keyed) is the assembly's combiner lifting: it joins the partials of each event
+that arrive within one bundle in a dict and passes the complete vector on at once; at the end of the
+bundle it passes every still-incomplete event on as one element with its partials. On the DirectRunner
+every partial of an event arrives while the record that carries it is processed (all stages are fused
+into one), so nearly every event is complete there and the keyed stage touches no state for it; on
+runners where an event's partials come from different workers or bundles the keyed stage joins them.
+
+``AssembleFn`` (keyed by event id) passes complete vectors through; otherwise it keeps the event's
+partials so far in a ``ReadModifyWriteState``: the vector is emitted when the last partial arrives
+(``KeyedAssembly.add``), and the state cleared.
 Never hang: the first partial of an event arms an event-time timer at the event's time plus
 ``assembly_timeout_ms``; if it fires while the event is still pending, the missing blocks are imputed
 (``KeyedAssembly.timeout``) and the vector emitted. On the DirectRunner every partial of an event
@@ -19,7 +28,9 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from jobs.beam.coders import StateBytesCoder
 from jobs.beam.decode import METRICS_NAMESPACE
@@ -50,8 +61,59 @@ _PENDING = beam.DoFn.StateParam(PENDING)
 _TIMEOUT = beam.DoFn.TimerParam(TIMEOUT)
 
 
+AssemblyInput = FeatureVector | PartialFeatures | tuple[PartialFeatures, ...]
+"""What ``AssembleFn`` takes under an event id: a vector joined upstream, one partial, or several."""
+
+
+class JoinInBundleFn(beam.DoFn):  # type: ignore[misc]
+    """``(event id, PartialFeatures)`` → ``(event id, FeatureVector)`` as soon as the event's partials
+    are all in (within this bundle), else at the bundle's end ``(event id, (partial, ...))``."""
+
+    def __init__(self, config: StagesConfig) -> None:
+        self._config = config
+        self._joined = Metrics.counter(METRICS_NAMESPACE, "joined_in_bundle")
+        self._passed_on = Metrics.counter(METRICS_NAMESPACE, "partials_passed_on")
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicate_partials")
+
+    def setup(self) -> None:
+        self._stages = Stages.shared(self._config)
+
+    def start_bundle(self) -> None:
+        self._open: dict[str, tuple[AssemblyState, list[PartialFeatures], Timestamp, BoundedWindow]] = {}
+
+    def process(
+        self,
+        element: tuple[str, PartialFeatures],
+        ts: Any = beam.DoFn.TimestampParam,
+        window: Any = beam.DoFn.WindowParam,
+    ) -> Iterator[tuple[str, AssemblyInput]]:
+        eid, partial = element
+        entry = self._open.get(eid)
+        vector, new, duplicate = self._stages.assembly.add(entry[0] if entry else None, partial, 0)
+        if vector is not None:
+            if entry is not None:
+                del self._open[eid]
+            self._joined.inc()
+            yield eid, vector
+        elif duplicate:
+            self._duplicates.inc()
+        elif entry is None:
+            assert new is not None
+            self._open[eid] = (new, [partial], ts, window)
+        else:
+            assert new is not None
+            entry[1].append(partial)
+            self._open[eid] = (new, entry[1], entry[2], entry[3])
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for eid, (_, partials, ts, window) in self._open.items():
+            self._passed_on.inc(len(partials))
+            yield WindowedValue((eid, tuple(partials)), ts, (window,))
+        self._open = {}
+
+
 class AssembleFn(beam.DoFn):  # type: ignore[misc]
-    """``(event id, PartialFeatures)`` → ``FeatureVector`` once every partial of the event arrived."""
+    """``(event id, AssemblyInput)`` → ``FeatureVector`` once every partial of the event arrived."""
 
     def __init__(self, config: StagesConfig, *, arm_timers: bool = True) -> None:
         self._config = config
@@ -66,26 +128,36 @@ class AssembleFn(beam.DoFn):  # type: ignore[misc]
 
     def process(
         self,
-        element: tuple[str, PartialFeatures],
+        element: tuple[str, AssemblyInput],
         ts: Any = beam.DoFn.TimestampParam,
         pending: Any = _PENDING,
         timeout: Any = _TIMEOUT,
     ) -> Iterator[FeatureVector]:
-        _, partial = element
-        state: AssemblyState | None = pending.read()
-        now_ms = int(time.time() * 1000)
-        vector, new, duplicate = self._stages.assembly.add(state, partial, now_ms)
-        if vector is not None:
-            if state is not None:
-                pending.clear()
+        _, value = element
+        if isinstance(value, FeatureVector):  # joined within a bundle: no state to touch
             self._vectors.inc()
-            yield vector
+            yield value
             return
-        if duplicate:
-            self._duplicates.inc()
+        partials = (value,) if isinstance(value, PartialFeatures) else value
+        state: AssemblyState | None = pending.read()
+        first = state is None
+        now_ms = int(time.time() * 1000)
+        for partial in partials:
+            vector, new, duplicate = self._stages.assembly.add(state, partial, now_ms)
+            if vector is not None:
+                if not first:
+                    pending.clear()
+                self._vectors.inc()
+                yield vector
+                return
+            if duplicate:
+                self._duplicates.inc()
+                continue
+            state = new
+        if state is None:
             return
-        pending.write(new)
-        if state is None and self._arm_timers:
+        pending.write(state)
+        if first and self._arm_timers:
             timeout.set(Timestamp(micros=(ts.micros // 1000 + self._timeout_ms) * 1000))
 
     @on_timer(TIMEOUT)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
@@ -24,6 +24,14 @@ from schemas.codec import SourceRef
 
 METRICS_NAMESPACE = "streamwarden"
 DEAD_LETTERS = "dead_letters"
+
+
+class WithEventPartial(NamedTuple):
+    """An entity route's value that also carries its event's event-level partial (no state): the
+    decoder wraps the facts of each event's first entity route in it, so the event-level partial needs
+    no keyed element of its own."""
+
+    facts: EventFacts
 
 
 class DecodeFn(beam.DoFn):  # type: ignore[misc]
@@ -83,6 +91,10 @@ class DecodeFn(beam.DoFn):  # type: ignore[misc]
         self._events.inc()
         fanned = stages.fan_out(out)
         facts: EventFacts = fanned.facts
-        for key in fanned.keys:
+        keys = fanned.keys
+        if not keys:
+            yield fanned.event_key, facts
+            return
+        yield keys[0], WithEventPartial(facts)
+        for key in keys[1:]:
             yield key, facts
-        yield fanned.event_key, facts

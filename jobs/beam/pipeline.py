@@ -4,7 +4,8 @@
 
     ReadFromKafka(events) ─ DecodeFn ─┬─ dead letters ─────────────────────────────▶ WriteToKafka(deadletter)
                                       └─ (entity key, facts) ─ VelocityFn [keyed by entity]
-                                           ─ (event id, partial) ─ AssembleFn [keyed by event id]
+                                           ─ (event id, partial) ─ JoinInBundleFn [per bundle]
+                                           ─ (event id, vector | partials) ─ AssembleFn [keyed by event id]
                                            ─ vector ─ ScoreFn [micro-batch] ─ DecideFn ─┬─ features ─▶ WriteToKafka(features)
                                            ─ (subject, action) ─ CooldownFn [keyed by subject] ─▶ WriteToKafka(actions)
                      └─ (alerts=True) SeriesPointsFn ─ AnomalyFn [keyed by series id] ─▶ WriteToKafka(alerts)
@@ -31,7 +32,7 @@ from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.ptransform import PTransform
 
 from jobs.beam.alerts import AnomalyAlerts
-from jobs.beam.assemble import AssembleFn
+from jobs.beam.assemble import AssembleFn, JoinInBundleFn
 from jobs.beam.cooldown import CooldownFn
 from jobs.beam.decide import FEATURES, DecideFn
 from jobs.beam.decode import DEAD_LETTERS, METRICS_NAMESPACE, DecodeFn
@@ -120,6 +121,7 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
         decided = (
             decoded.routes
             | "Velocity" >> beam.ParDo(VelocityFn(config))
+            | "JoinInBundle" >> beam.ParDo(JoinInBundleFn(config))
             | "Assemble" >> beam.ParDo(AssembleFn(config, arm_timers=self._arm_timers))
             | "Score" >> beam.ParDo(ScoreFn(config, max_batch=self._score_batch))
             | "Decide"

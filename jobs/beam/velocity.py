@@ -25,7 +25,8 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from jobs.beam.coders import StateBytesCoder
-from jobs.beam.decode import METRICS_NAMESPACE
+from jobs.beam.decode import METRICS_NAMESPACE, WithEventPartial
+from operators.features.assemble import event_partial
 from operators.features.fanout import EventFacts
 from operators.features.state_codec import StateFormatError
 from operators.features.window import KeyState, KindPlan, PartialFeatures
@@ -63,8 +64,9 @@ _WINDOW = beam.DoFn.StateParam(WINDOW)
 
 
 class VelocityFn(beam.DoFn):  # type: ignore[misc]
-    """``(entity key, facts)`` → ``(event id, PartialFeatures)`` via ``Stages.velocity_object`` on the
-    key's state; the event-level route (``"0|<event id>"``) keeps no state."""
+    """``(entity key, facts | WithEventPartial)`` → ``(event id, PartialFeatures)`` via
+    ``Stages.velocity_object`` on the key's state (plus the event-level partial for a
+    ``WithEventPartial``); the event-level route (``"0|<event id>"``) keeps no state."""
 
     def __init__(self, config: StagesConfig) -> None:
         self._config = config
@@ -77,9 +79,14 @@ class VelocityFn(beam.DoFn):  # type: ignore[misc]
         self._clock: EventClock = self._stages.event_clock()
 
     def process(
-        self, element: tuple[str, EventFacts], window: Any = _WINDOW
+        self, element: tuple[str, EventFacts | WithEventPartial], window: Any = _WINDOW
     ) -> Iterator[tuple[str, PartialFeatures]]:
-        key, facts = element
+        key, value = element
+        if type(value) is WithEventPartial:
+            facts = value.facts
+            yield facts[0], event_partial(facts)
+        else:
+            facts = value
         if key.startswith(_EVENT_ROUTE):
             partial, _, _ = self._stages.velocity_object(None, key, facts)
             yield facts[0], partial

@@ -15,11 +15,11 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from jobs.beam.assemble import AssembleFn
+from jobs.beam.assemble import AssembleFn, JoinInBundleFn
 from jobs.beam.kafka_source import KafkaRecord
 from jobs.beam.pipeline import StreamwardenTransform
 from jobs.beam.velocity import VelocityFn
-from operators.features.assemble import Assembler
+from operators.features.assemble import Assembler, FeatureVector
 from operators.features.synth import T0_MS, make_event
 from operators.features.window import KeyState
 from operators.pipeline import Stages, StagesConfig, iter_kafka_like, key_kind, replay_actions
@@ -154,6 +154,40 @@ def test_assembly_joins_partials_from_different_bundles_and_imputes_on_timeout()
     with _streaming() as p:
         vectors = p | stream | beam.ParDo(AssembleFn(config))
         assert_that(vectors, equal_to(want))
+
+
+def test_join_in_bundle_passes_incomplete_events_to_the_keyed_assembly():
+    events = [_play(f"e{i}", T0_MS + 1_000 * i, f"a{i}", "ip1") for i in range(3)]
+    partials = _partials(events)
+    by_event = {e.event_id: [p for p in partials if p.event_id == e.event_id] for e in events}
+    assert all(len(ps) >= 3 for ps in by_event.values())
+    # e0 complete within bundle 1; e1 split over bundles 1 and 2; e2 complete within bundle 2, reversed
+    bundle1 = by_event["e0"] + by_event["e1"][:1]
+    bundle2 = by_event["e1"][1:] + by_event["e2"][::-1]
+    stream = (
+        BeamTestStream()
+        .add_elements([TimestampedValue((p.event_id, p), T0_MS / 1000) for p in bundle1])
+        .advance_watermark_to(T0_MS / 1000 + 1)
+        .add_elements([TimestampedValue((p.event_id, p), T0_MS / 1000 + 1) for p in bundle2])
+        .advance_watermark_to_infinity()
+    )
+    reference = Assembler(STAGES.spec, timeout_ms=1)
+    want = [v for v in (reference.add(p, 0) for p in partials) if v is not None]
+    assert [v.event_id for v in want] == ["e0", "e1", "e2"] and not any(v.imputed for v in want)
+    n_e1 = len(by_event["e1"])
+    with _streaming() as p:
+        joined = p | stream | beam.ParDo(JoinInBundleFn(CONFIG))
+        # e0 and e2 leave as vectors; e1's partials go on to the keyed stage, one element per bundle
+        shapes = joined | "Shapes" >> beam.Map(
+            lambda kv: (kv[0], "vector" if isinstance(kv[1], FeatureVector) else len(kv[1]))
+        )
+        assert_that(
+            shapes,
+            equal_to([("e0", "vector"), ("e1", 1), ("e1", n_e1 - 1), ("e2", "vector")]),
+            label="shapes",
+        )
+        vectors = joined | beam.ParDo(AssembleFn(StagesConfig(assembly_timeout_ms=600_000)))
+        assert_that(vectors, equal_to(want), label="vectors")
 
 
 def test_the_whole_transform_matches_the_offline_replay():
