@@ -1,8 +1,9 @@
 """Assembly stage, keyed by event id: the event's partials so far in a ``ValueState[bytes]``.
 
-Input: partial bytes (``jobs.flink.velocity.encode_partial``) keyed by their event id; output the
-``FeatureVector`` once the event's last partial arrived (``Stages.assemble``), after which the state is
-cleared.
+Input: groups of one event's partials (``jobs.flink.velocity.join_partials``) keyed by their event
+id; output the ``FeatureVector`` once the event's last partial arrived (``Stages.assemble``), after
+which the state is cleared. At parallelism 1 every group is a whole event: the vector comes out after
+one state read that finds nothing, and nothing is written.
 
 State layout v1 (``<Bq``: version, processing time of the first partial), then each partial received so
 far as a u32 length and its bytes, in arrival order. Appending the incoming bytes is cheaper than
@@ -29,7 +30,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
 from jobs.flink.decode import StageCounters
 from jobs.flink.state import bytes_value_state
-from jobs.flink.velocity import decode_partial
+from jobs.flink.velocity import decode_partial, join_partials, split_partials
 from operators.features.assemble import FeatureVector
 from operators.pipeline import AssemblyState, Stages, StagesConfig
 
@@ -44,14 +45,7 @@ def decode_pending(data: bytes) -> tuple[int, list[bytes]]:
     version, first_ms = _PENDING_HEADER.unpack_from(data, 0)
     if version != PENDING_LAYOUT_VERSION:
         raise ValueError(f"pending assembly layout v{version} is not v{PENDING_LAYOUT_VERSION}")
-    pos = _PENDING_HEADER.size
-    partials: list[bytes] = []
-    while pos < len(data):
-        (n,) = _U32.unpack_from(data, pos)
-        pos += _U32.size
-        partials.append(data[pos : pos + n])
-        pos += n
-    return first_ms, partials
+    return first_ms, split_partials(data, _PENDING_HEADER.size)
 
 
 class AssembleFunction(KeyedProcessFunction):  # type: ignore[misc]
@@ -90,39 +84,46 @@ class AssembleFunction(KeyedProcessFunction):  # type: ignore[misc]
             _, state, _ = self._stages.assembly.add(state, decode_partial(p), first_ms)
         return (state, raw) if state is not None else None
 
-    def process_element(self, raw: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[FeatureVector]:
-        partial = decode_partial(raw)
-        eid = partial[0]
+    def process_element(self, group: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[FeatureVector]:
+        raws = split_partials(group)
+        eid = decode_partial(raws[0])[0]
         cache = self._cache
         cached = cache.pop(eid, _MISSING)
         if cached is _MISSING:
             cached = self._read()
         state, old = cached if cached is not None else (None, b"")
+        stored = state is not None
         now_ms = int(time.time() * 1000)
-        vector, new, duplicate = self._stages.assembly.add(state, partial, now_ms)
-        if vector is not None:
-            if state is not None:
-                self._pending.clear()
-            self._counters.inc("vectors")
-            yield vector
-            return
-        if duplicate:
-            self._counters.inc("duplicate_partials")
-            if self._cache_events > 0:
+        added: list[bytes] = []
+        for raw in raws:
+            vector, new, duplicate = self._stages.assembly.add(state, decode_partial(raw), now_ms)
+            if vector is not None:
+                if stored:
+                    self._pending.clear()
+                self._counters.inc("vectors")
+                yield vector
+                return
+            if duplicate:
+                self._counters.inc("duplicate_partials")
+                continue
+            state = new
+            added.append(raw)
+        assert state is not None
+        if not added:  # only repeats
+            if self._cache_events > 0 and cached is not None:
                 cache[eid] = cached
             return
-        assert new is not None
-        if state is None:
-            blob = _PENDING_HEADER.pack(PENDING_LAYOUT_VERSION, new[3]) + _U32.pack(len(raw)) + raw
-            ctx.timer_service().register_processing_time_timer(self._stages.assembly_deadline_ms(new))
+        if stored:
+            blob = old + join_partials(added)
         else:
-            blob = old + _U32.pack(len(raw)) + raw
+            blob = _PENDING_HEADER.pack(PENDING_LAYOUT_VERSION, state[3]) + join_partials(added)
+            ctx.timer_service().register_processing_time_timer(self._stages.assembly_deadline_ms(state))
         self._pending.update(blob)
         if self._cache_events <= 0:  # the benchmark's naive baseline: read the state every time
             return
         if len(cache) >= self._cache_events:
             cache.pop(next(iter(cache)))
-        cache[eid] = (new, blob)
+        cache[eid] = (state, blob)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[FeatureVector]:
         eid: str = ctx.get_current_key()

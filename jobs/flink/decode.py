@@ -1,10 +1,13 @@
 """Decode and fan out (not keyed): Kafka records → entity routes for the velocity stage; bad records and
 events behind the lateness gate → the dead-letter side output.
 
-Main output: ``(Row(route key, route_value(key, facts bytes)), event time ms)`` per entity key the
-event names plus the event-level route ``"0|<event id>"`` (so every partial reaches the assembly
-through the velocity stage, as in the Beam job); the job turns the second field into the record's
-Flink timestamp. Side output ``dead_letter_tag()``: ``Row(Kafka key, DeadLetter bytes)``.
+Main output: ``(Row(route key, route_value(...)), event time ms)`` per entity key the event names; the
+job turns the second field into the record's Flink timestamp. The event's first route also carries
+the event-level partial (so every partial reaches the assembly through the velocity stage, as in the
+Beam job, without an element of its own; an event without entity keys gets the route
+``"0|<event id>"``). Each route says how many of its event's routes go to the same velocity subtask
+(``jobs/flink/keygroups.py``), so that subtask passes the event's partials on as one element.
+Side output ``dead_letter_tag()``: ``Row(Kafka key, DeadLetter bytes)``.
 
 With ``alerts``, side output ``points_tag()``: the anomaly stage's series points of every decoded
 record (``jobs/flink/alerts.py``).
@@ -23,12 +26,13 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from jobs.flink.env import keyed_bytes_type
+from jobs.flink.keygroups import subtask_of
 from operators.features.fanout import EventFacts
 from operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
 from schemas import streamwarden_pb2 as pb
@@ -75,20 +79,32 @@ def decode_facts(data: bytes) -> EventFacts:
     return _new_facts(EventFacts, values)
 
 
-_U16 = struct.Struct("<H")
+_ROUTE_HEADER = struct.Struct("<HBB")
+ROUTE_CARRIES_EVENT = 1
+"""Route flag: the velocity stage also emits the event-level partial for this route."""
 
 
-def route_value(key: str, facts: bytes) -> bytes:
-    """What the decode stage sends to the velocity stage for one route: u16 key length, the key, then
-    the facts bytes (the key travels in the value, so the velocity stage need not ask Flink for it)."""
+class Route(NamedTuple):
+    key: str
+    facts: bytes
+    local_routes: int
+    """How many of the event's routes (this one included) go to the same velocity subtask."""
+    flags: int
+
+
+def route_value(key: str, facts: bytes, local_routes: int = 1, flags: int = 0) -> bytes:
+    """What the decode stage sends to the velocity stage for one route: ``<HBB`` (key length, routes
+    of the event on the same velocity subtask, flags), the key, then the facts bytes (the key travels
+    in the value, so the velocity stage need not ask Flink for it)."""
     raw = key.encode("utf-8")
-    return _U16.pack(len(raw)) + raw + facts
+    return _ROUTE_HEADER.pack(len(raw), local_routes, flags) + raw + facts
 
 
-def split_route_value(value: bytes) -> tuple[str, bytes]:
-    """Inverse of ``route_value``: ``(key, facts bytes)``."""
-    (n,) = _U16.unpack_from(value, 0)
-    return value[2 : 2 + n].decode("utf-8"), value[2 + n :]
+def split_route_value(value: bytes) -> Route:
+    """Inverse of ``route_value``."""
+    n, local_routes, flags = _ROUTE_HEADER.unpack_from(value, 0)
+    pos = _ROUTE_HEADER.size
+    return Route(value[pos : pos + n].decode("utf-8"), value[pos + n :], local_routes, flags)
 
 
 class StageCounters:
@@ -149,6 +165,7 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
     """``Stages.decode`` → lateness gate (observed watermark of this instance) → ``Stages.fan_out``.
 
     ``check_future`` applies the decoder's wall-clock future-time check (off for recorded replays).
+    ``velocity_subtasks = (parallelism, max parallelism)`` of the velocity stage (default: one subtask).
     ``fail_once_after = (n, marker path)`` is a test hook: the instance that reads its ``n``-th record
     while the marker file does not exist creates it and fails the job, once.
     """
@@ -162,8 +179,10 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         fail_once_after: tuple[int, str] | None = None,
         alerts: bool = False,
         anomaly_spec: Path | None = None,
+        velocity_subtasks: tuple[int, int] = (1, 1),
     ) -> None:
         self._config = config
+        self._velocity_subtasks = velocity_subtasks
         self._alerts = alerts
         self._anomaly_spec = anomaly_spec
         self._topic = topic
@@ -176,6 +195,7 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         self._tag = dead_letter_tag()
         self._source = SourceRef(self._topic, -1, -1)
         self._records = 0
+        self._subtask_of: dict[str, int] = {}
         self._counters = StageCounters(runtime_context, ("records_in", "events", "dead_letters"))
         self._points: SeriesPoints | None = None
         if self._alerts:
@@ -220,9 +240,28 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         counters.inc("events")
         fanned = stages.fan_out(out)
         facts = encode_facts(fanned.facts)
-        for route in fanned.keys:
-            yield Row(route, route_value(route, facts)), t
-        yield Row(fanned.event_key, route_value(fanned.event_key, facts)), t
+        keys = fanned.keys
+        if not keys:
+            yield Row(fanned.event_key, route_value(fanned.event_key, facts)), t
+            return
+        if self._velocity_subtasks[0] == 1:
+            n = len(keys)
+            for i, route in enumerate(keys):
+                yield Row(route, route_value(route, facts, n, ROUTE_CARRIES_EVENT if i == 0 else 0)), t
+            return
+        subtasks = [self._subtask(route) for route in keys]
+        for i, route in enumerate(keys):
+            n = subtasks.count(subtasks[i])
+            yield Row(route, route_value(route, facts, n, ROUTE_CARRIES_EVENT if i == 0 else 0)), t
+
+    def _subtask(self, key: str) -> int:
+        cache = self._subtask_of
+        subtask = cache.get(key)
+        if subtask is None:
+            if len(cache) >= 1_000_000:
+                cache.clear()
+            subtask = cache[key] = subtask_of(key, *self._velocity_subtasks)
+        return subtask
 
     def _dead_letter(self, letter: pb.DeadLetter, key: bytes | None) -> tuple[OutputTag, Row]:
         self._counters.inc("dead_letters")

@@ -281,6 +281,13 @@ def build_job(
     records = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events", type_info=raw).uid(
         "events-source"
     )
+    p = parallelism or env.get_parallelism()
+    max_p = env.get_max_parallelism()
+    if max_p <= 0:
+        from pyflink.java_gateway import get_gateway
+
+        ranges = get_gateway().jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment
+        max_p = int(ranges.computeDefaultMaxParallelism(p))
     decoded = (
         records.process(
             DecodeFunction(
@@ -290,6 +297,7 @@ def build_job(
                 fail_once_after=opts.fail_once_after,
                 alerts=opts.alerts,
                 anomaly_spec=opts.anomaly_spec,
+                velocity_subtasks=(p, max_p),
             ),
             output_type=Types.TUPLE([route_type, Types.LONG()]),
         )
@@ -322,13 +330,6 @@ def build_job(
     if opts.score_batch <= 1:
         scored = vectors.process(ScoreFunction(config), output_type=pickled).name("score").uid("score")
     else:
-        p = parallelism or env.get_parallelism()
-        max_p = env.get_max_parallelism()
-        if max_p <= 0:
-            from pyflink.java_gateway import get_gateway
-
-            ranges = get_gateway().jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment
-            max_p = int(ranges.computeDefaultMaxParallelism(p))
         # One buffer per subtask: at parallelism 1 vectors are scored in arrival order.
         sharded = vectors.process(ToScoreShard(one_key_per_subtask(p, max_p)), output_type=route_type).name(
             "score-shard"

@@ -1,8 +1,19 @@
 """Velocity stage, keyed by entity: the key's sliding-window state in Flink keyed state, as bytes.
 
-Input ``jobs.flink.decode.route_value(key, facts bytes)`` keyed by the entity key; output ``Row(event id, partial bytes)``
-(``encode_partial``) keyed by the event id for the assembly. The event-level route
-(``"0|<event id>"``) keeps no state.
+Input ``jobs.flink.decode.route_value(...)`` keyed by the entity key; output ``Row(event id, group)``
+keyed by the event id for the assembly, where a group (``join_partials``) is the partial bytes
+(``encode_partial``) of one event that this subtask computed: the route says how many of its event's
+routes come to this subtask, and the stage holds the partials until they are all in, then sends them
+as one element (at parallelism 1: every partial of the event, so the assembly joins without touching
+state). A route flagged ``ROUTE_CARRIES_EVENT`` adds the event-level partial; the event-level route
+(``"0|<event id>"``, events without entity keys) keeps no state.
+
+Held partials are never in a checkpoint: all routes of an event leave the decode stage while it
+processes one record, so they reach this subtask before the next checkpoint barrier, and the group is
+complete and sent before the snapshot. Only a wrong route count could hold a group back (the stage
+running at another parallelism than the decoder was told); then groups waiting for more than
+``join_max_wait`` later elements are sent as they are (counter ``join_flushed_incomplete``) and the
+keyed assembly joins them.
 
 State, per key, is one ``ValueState[bytes]`` (layout v1, ``<BI``: version, base length) holding a
 *base* — the ``KeyState`` in its versioned layout (``operators/features/state_codec.py``) — followed by a
@@ -32,9 +43,10 @@ from collections.abc import Iterator
 from pyflink.common import Row
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
-from jobs.flink.decode import StageCounters, decode_facts, split_route_value
+from jobs.flink.decode import ROUTE_CARRIES_EVENT, StageCounters, decode_facts, split_route_value
 from jobs.flink.state import bytes_value_state
 from operators.features.assemble import event_partial
+from operators.features.fanout import EventFacts
 from operators.features.window import KeyState, PartialFeatures
 from operators.pipeline import EVENT_KIND, KEY_SEP, Stages, StagesConfig
 
@@ -76,6 +88,22 @@ def decode_partial(data: bytes) -> PartialFeatures:
     pos += n_eid
     facts = decode_facts(data[pos:]) if pos < len(data) else None
     return _new_partial(PartialFeatures, (eid, kind, values, bool(late), mask, facts))
+
+
+def join_partials(parts: list[bytes]) -> bytes:
+    """A group of partials: each as a u32 length and its ``encode_partial`` bytes."""
+    return b"".join(_U32.pack(len(p)) + p for p in parts)
+
+
+def split_partials(data: bytes, pos: int = 0) -> list[bytes]:
+    """Inverse of ``join_partials`` from ``pos``."""
+    parts: list[bytes] = []
+    while pos < len(data):
+        (n,) = _U32.unpack_from(data, pos)
+        pos += _U32.size
+        parts.append(data[pos : pos + n])
+        pos += n
+    return parts
 
 
 # ---------------------------------------------------------------- window state bytes
@@ -139,10 +167,12 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         compact_every: int = 16,
         cache_keys: int = 200_000,
         expiry_tick_ms: int = 60_000,
+        join_max_wait: int = 10_000,
     ) -> None:
-        if compact_every < 1 or cache_keys < 1 or expiry_tick_ms < 1:
-            raise ValueError("compact_every, cache_keys and expiry_tick_ms must be >= 1")
+        if compact_every < 1 or cache_keys < 1 or expiry_tick_ms < 1 or join_max_wait < 1:
+            raise ValueError("compact_every, cache_keys, expiry_tick_ms and join_max_wait must be >= 1")
         self._config = config
+        self._join_max_wait = join_max_wait
         self._compact_every = compact_every
         self._cache_keys = cache_keys
         self._tick_ms = expiry_tick_ms
@@ -151,7 +181,12 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._stages = Stages.shared(self._config)
         self._window = bytes_value_state(runtime_context, "window")
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._counters = StageCounters(runtime_context, ("late_partials", "expired_keys", "restored_keys"))
+        self._open: dict[str, tuple[int, list[bytes], int]] = {}
+        """Per event whose routes are not all in: (routes still to come, partials, element number)."""
+        self._seen = 0
+        self._counters = StageCounters(
+            runtime_context, ("late_partials", "expired_keys", "restored_keys", "join_flushed_incomplete")
+        )
 
     def close(self) -> None:
         self._counters.flush()
@@ -187,11 +222,44 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
             cache.popitem(last=False)
 
     def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
-        key, facts_bytes = split_route_value(value)
+        key, facts_bytes, local_routes, flags = split_route_value(value)
         facts = decode_facts(facts_bytes)
+        eid: str = facts[0]
         if key.startswith(_EVENT_ROUTE):
-            yield Row(facts[0], encode_partial(event_partial(facts), facts_bytes))
-            return
+            parts = [encode_partial(event_partial(facts), facts_bytes)]
+        else:
+            parts = [encode_partial(self._apply(key, facts, facts_bytes, ctx))]
+            if flags & ROUTE_CARRIES_EVENT:
+                parts.append(encode_partial(event_partial(facts), facts_bytes))
+        self._seen += 1
+        if local_routes <= 1:
+            yield Row(eid, join_partials(parts))
+        else:
+            open_ = self._open
+            held = open_.get(eid)
+            if held is None:
+                open_[eid] = (local_routes - 1, parts, self._seen)
+            elif held[0] <= 1:
+                del open_[eid]
+                yield Row(eid, join_partials(held[1] + parts))
+            else:
+                open_[eid] = (held[0] - 1, held[1] + parts, held[2])
+        if self._open and self._seen % 1024 == 0:
+            yield from self._flush_stale()
+
+    def _flush_stale(self) -> Iterator[Row]:
+        """Send groups that waited too long as they are (only a wrong route count leaves any)."""
+        oldest = self._seen - self._join_max_wait
+        for eid, (_, parts, since) in list(self._open.items()):
+            if since <= oldest:
+                del self._open[eid]
+                self._counters.inc("join_flushed_incomplete")
+                yield Row(eid, join_partials(parts))
+
+    def _apply(
+        self, key: str, facts: EventFacts, facts_bytes: bytes, ctx: KeyedProcessFunction.Context
+    ) -> PartialFeatures:
+        """One event on the key's window state: the partial; the state written to Flink."""
         entry = self._entry(key)
         if entry is None:
             entry = _Entry(self._stages.new_key_state(key), b"", b"", 0)
@@ -210,7 +278,7 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
             entry.timer_ms = tick
         if partial[3]:
             self._counters.inc("late_partials")
-        yield Row(facts[0], encode_partial(partial))
+        return partial
 
     def _tick(self, expiry_ms: int) -> int:
         return -(-expiry_ms // self._tick_ms) * self._tick_ms
@@ -244,11 +312,12 @@ class NaiveVelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._window = bytes_value_state(runtime_context, "window-naive")
 
     def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
-        key, facts_bytes = split_route_value(value)
+        key, facts_bytes, _, flags = split_route_value(value)
         facts = decode_facts(facts_bytes)
+        if key.startswith(_EVENT_ROUTE) or flags & ROUTE_CARRIES_EVENT:
+            yield Row(facts[0], join_partials([encode_partial(event_partial(facts), facts_bytes)]))
         if key.startswith(_EVENT_ROUTE):
-            yield Row(facts[0], encode_partial(event_partial(facts), facts_bytes))
             return
         result = self._stages.velocity(self._window.value(), key, facts)
         self._window.update(result.state)
-        yield Row(facts[0], encode_partial(result.partial))
+        yield Row(facts[0], join_partials([encode_partial(result.partial)]))

@@ -7,9 +7,17 @@ from __future__ import annotations
 from collections import defaultdict
 
 from jobs.flink.assemble import decode_pending
-from jobs.flink.decode import decode_facts, encode_facts, route_value, split_route_value
+from jobs.flink.decode import ROUTE_CARRIES_EVENT, decode_facts, encode_facts, route_value, split_route_value
 from jobs.flink.score import decode_vector, encode_vector
-from jobs.flink.velocity import decode_partial, decode_window, encode_partial, encode_window, log_entry
+from jobs.flink.velocity import (
+    decode_partial,
+    decode_window,
+    encode_partial,
+    encode_window,
+    join_partials,
+    log_entry,
+    split_partials,
+)
 from operators.features.fanout import EventFacts
 from operators.features.replay import VelocityPipeline
 from operators.pipeline import Stages, StagesConfig
@@ -34,10 +42,18 @@ def test_facts_routes_partials_and_vectors_round_trip() -> None:
         fanned = stages.fan_out(event)
         raw = encode_facts(fanned.facts)
         assert decode_facts(raw) == fanned.facts
-        for key in [*fanned.keys, fanned.event_key]:
-            assert split_route_value(route_value(key, raw)) == (key, raw)
+        for i, key in enumerate([*fanned.keys, fanned.event_key]):
+            assert split_route_value(route_value(key, raw)) == (key, raw, 1, 0)
+            assert split_route_value(route_value(key, raw, i + 2, ROUTE_CARRIES_EVENT)) == (
+                key,
+                raw,
+                i + 2,
+                ROUTE_CARRIES_EVENT,
+            )
         partial = stages.velocity(None, fanned.event_key, fanned.facts).partial
         assert decode_partial(encode_partial(partial, raw)) == partial
+        parts = [encode_partial(partial, raw), b"", encode_partial(partial)]
+        assert split_partials(join_partials(parts)) == parts
         vector = pipe.process(event)
         assert decode_vector(encode_vector(vector)) == vector
         assert decode_vector(
