@@ -313,6 +313,7 @@ def build_job(
             compact_every=opts.velocity_compact_every,
             cache_keys=opts.velocity_cache_keys,
             expiry_tick_ms=opts.expiry_tick_ms,
+            route_subtasks=(p, max_p),
         )
     )
     partials = (

@@ -10,8 +10,10 @@ state). A route flagged ``ROUTE_CARRIES_EVENT`` adds the event-level partial; th
 
 Held partials are never in a checkpoint: all routes of an event leave the decode stage while it
 processes one record, so they reach this subtask before the next checkpoint barrier, and the group is
-complete and sent before the snapshot. Only a wrong route count could hold a group back (the stage
-running at another parallelism than the decoder was told); then groups waiting for more than
+complete and sent before the snapshot. The counts hold for the parallelism and max parallelism the job
+was built with (``route_subtasks``); a subtask that finds itself running at others (e.g. an adaptive
+scheduler that got fewer slots) ignores the counts and sends every route's partials at once (counter
+``join_disabled``): slower, still exact. As a last guard, groups waiting for more than
 ``join_max_wait`` later elements are sent as they are (counter ``join_flushed_incomplete``) and the
 keyed assembly joins them.
 
@@ -143,6 +145,20 @@ def decode_window(data: bytes) -> tuple[bytes, list[bytes]]:
 _EVENT_ROUTE = f"{EVENT_KIND}{KEY_SEP}"
 
 
+def parallelism_of(runtime_context: RuntimeContext) -> tuple[int, int]:
+    """``(parallelism, max parallelism)`` of the running operator. PyFlink 2.3's thread-mode context
+    calls ``getNumberOfParallelSubtasks`` on the Java ``RuntimeContext``, which Flink 2 moved to
+    ``getTaskInfo()``; ask the task info directly there."""
+    java_ctx = getattr(runtime_context, "_runtime_context", None)
+    if java_ctx is not None and hasattr(java_ctx, "getTaskInfo"):
+        info = java_ctx.getTaskInfo()
+        return int(info.getNumberOfParallelSubtasks()), int(info.getMaxNumberOfParallelSubtasks())
+    return (
+        runtime_context.get_number_of_parallel_subtasks(),
+        runtime_context.get_max_number_of_parallel_subtasks(),
+    )
+
+
 class _Entry:
     """A cached live state: the ``KeyState``, its last encoded base, the log since (entries joined),
     how many events that log holds, and the expiry timer this instance registered last (0 = none)."""
@@ -168,11 +184,13 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         cache_keys: int = 200_000,
         expiry_tick_ms: int = 60_000,
         join_max_wait: int = 10_000,
+        route_subtasks: tuple[int, int] = (1, 1),
     ) -> None:
         if compact_every < 1 or cache_keys < 1 or expiry_tick_ms < 1 or join_max_wait < 1:
             raise ValueError("compact_every, cache_keys, expiry_tick_ms and join_max_wait must be >= 1")
         self._config = config
         self._join_max_wait = join_max_wait
+        self._route_subtasks = route_subtasks
         self._compact_every = compact_every
         self._cache_keys = cache_keys
         self._tick_ms = expiry_tick_ms
@@ -185,8 +203,14 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         """Per event whose routes are not all in: (routes still to come, partials, element number)."""
         self._seen = 0
         self._counters = StageCounters(
-            runtime_context, ("late_partials", "expired_keys", "restored_keys", "join_flushed_incomplete")
+            runtime_context,
+            ("late_partials", "expired_keys", "restored_keys", "join_flushed_incomplete", "join_disabled"),
         )
+        actual = parallelism_of(runtime_context)
+        # At parallelism 1 every route is local whatever the max parallelism.
+        self._trust_counts = actual == self._route_subtasks or actual[0] == self._route_subtasks[0] == 1
+        if not self._trust_counts:
+            self._counters.inc("join_disabled")
 
     def close(self) -> None:
         self._counters.flush()
@@ -232,7 +256,7 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
             if flags & ROUTE_CARRIES_EVENT:
                 parts.append(encode_partial(event_partial(facts), facts_bytes))
         self._seen += 1
-        if local_routes <= 1:
+        if local_routes <= 1 or not self._trust_counts:
             yield Row(eid, join_partials(parts))
         else:
             open_ = self._open
