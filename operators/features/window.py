@@ -56,12 +56,15 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from operators.features.fanout import FIELD_INDEX, EventFacts
 from operators.features.hll import SlidingHll, item_hash
 from operators.features.spec import ENTITY_KIND_VALUES, EVENT_TYPE_NAMES, FeatureSpec, WindowSpec
 from schemas import streamwarden_pb2 as pb
+
+if TYPE_CHECKING:
+    from operators.features.state_codec import PlanCodec, RingCache, SetEncoding
 
 LANE_BITS = 64
 NO_TIME = -(1 << 62)
@@ -222,6 +225,8 @@ class KindPlan:
         defaults += [r.default for _ in self.geoms for r in ent.ratios]
         self.defaults = tuple(defaults)
         self.fingerprint = spec.fingerprint()
+        self.codec: PlanCodec | None = None
+        """The state layout's per-kind constants, built by ``state_codec`` on first use."""
 
 
 def _compile_ratios(
@@ -256,8 +261,10 @@ class KeyState:
         "late_events",
         "next_ms",
         "plan",
+        "ring_enc",
         "rings",
         "seen",
+        "seen_enc",
         "start",
         "tick",
         "total",
@@ -291,6 +298,12 @@ class KeyState:
         """Per distinct aggregation its HLL once it switched (None = all exact)."""
         self.tick = 0
         """Free for the owner's expiry index (``VelocityStore``); not part of the state bytes."""
+        self.ring_enc: list[RingCache | None] | None = None
+        """``state_codec``'s cache of each ring's encoding (checked against a copy of the ring, so ring
+        changes need no bookkeeping), allocated by the first encode; not part of the state."""
+        self.seen_enc: list[SetEncoding | None] | None = None
+        """``state_codec``'s cache of each exact set's values part, checked against the set's identity
+        and size (inserts only append); not part of the state. Removing values must reset the entry."""
 
     # ------------------------------------------------------------------ hot path
     def on_event(self, facts: EventFacts) -> PartialFeatures:
@@ -543,6 +556,8 @@ class KeyState:
         plan = self.plan
         seen = self.seen[di]
         assert seen is not None
+        if self.seen_enc is not None:
+            self.seen_enc[di] = None
         cutoff = min((h - g.n + 1) * g.bucket_ms for h, g in zip(self.heads, plan.geoms, strict=True))
         for value in [v for v, last in seen.items() if last < cutoff]:
             del seen[value]
@@ -584,16 +599,27 @@ class KeyState:
 
     def to_bytes(self) -> bytes:
         """Compact versioned bytes (see ``state_codec.py``); ``from_bytes`` restores it exactly."""
-        from operators.features.state_codec import encode_state
-
-        return encode_state(self)
+        encode = _encode_state or _load_codec()[0]
+        return encode(self)
 
     @classmethod
     def from_bytes(cls, plan: KindPlan, data: bytes) -> KeyState:
         """Restore a state written by ``to_bytes`` under the same spec."""
-        from operators.features.state_codec import decode_state
+        decode = _decode_state or _load_codec()[1]
+        return decode(plan, data)
 
-        return decode_state(plan, data)
+
+# ``state_codec`` imports this module, so its functions are bound on first use (not per call).
+_encode_state: Callable[[KeyState], bytes] | None = None
+_decode_state: Callable[[KindPlan, bytes], KeyState] | None = None
+
+
+def _load_codec() -> tuple[Callable[[KeyState], bytes], Callable[[KindPlan, bytes], KeyState]]:
+    global _encode_state, _decode_state
+    from operators.features.state_codec import decode_state, encode_state
+
+    _encode_state, _decode_state = encode_state, decode_state
+    return encode_state, decode_state
 
 
 _new_partial = tuple.__new__
