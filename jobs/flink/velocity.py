@@ -93,12 +93,13 @@ def decode_partial(data: bytes) -> PartialFeatures:
 
 
 def join_partials(parts: list[bytes]) -> bytes:
-    """A group of partials: each as a u32 length and its ``encode_partial`` bytes."""
+    """Entries back to back, each a u32 length and its bytes: a group of partials (``encode_partial``
+    bytes), and the logs of the window and assembly state layouts."""
     return b"".join(_U32.pack(len(p)) + p for p in parts)
 
 
 def split_partials(data: bytes, pos: int = 0) -> list[bytes]:
-    """Inverse of ``join_partials`` from ``pos``."""
+    """Inverse of ``join_partials``, reading from ``pos``."""
     parts: list[bytes] = []
     while pos < len(data):
         (n,) = _U32.unpack_from(data, pos)
@@ -129,15 +130,7 @@ def decode_window(data: bytes) -> tuple[bytes, list[bytes]]:
     if version != WINDOW_LAYOUT_VERSION:
         raise ValueError(f"window state layout v{version} is not v{WINDOW_LAYOUT_VERSION}")
     pos = _WINDOW_HEADER.size
-    base = data[pos : pos + n_base]
-    pos += n_base
-    log: list[bytes] = []
-    while pos < len(data):
-        (n,) = _U32.unpack_from(data, pos)
-        pos += _U32.size
-        log.append(data[pos : pos + n])
-        pos += n
-    return base, log
+    return data[pos : pos + n_base], split_partials(data, pos + n_base)
 
 
 # ---------------------------------------------------------------- the operator

@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from schemas import streamwarden_pb2 as pb
 from schemas.codec import SCHEMA_VERSION
 
 T0_MS = 1_700_000_000_000
 """A fixed epoch-ms start (2023-11-14) so bucket alignment is reproducible."""
+
+
+SMALL_GROUPS: list[dict[str, Any]] = [
+    {
+        "name": "all",
+        "event_types": ["SIGNUP", "LOGIN", "LOGIN_FAILED", "PLAY", "LIKE", "COMMENT"],
+        "aggregations": [
+            {"name": "count_event", "op": "count"},
+            {"name": "distinct_ip", "op": "distinct", "field": "ip"},
+        ],
+    },
+    {
+        "name": "play",
+        "event_types": ["PLAY"],
+        "aggregations": [
+            {"name": "count_play", "op": "count"},
+            {"name": "sum_play_ms", "op": "sum", "field": "play_duration_ms"},
+            {"name": "distinct_track", "op": "distinct", "field": "target_content"},
+        ],
+    },
+    {
+        "name": "short",
+        "event_types": ["PLAY"],
+        "where": {"field": "play_duration_ms", "min": 30_000, "max": 35_000},
+        "aggregations": [
+            {"name": "count_short", "op": "count"},
+            {"name": "distinct_short_device", "op": "distinct", "field": "device"},
+        ],
+    },
+    {
+        "name": "failed",
+        "event_types": ["LOGIN_FAILED"],
+        "aggregations": [{"name": "count_failed", "op": "count"}],
+    },
+]
+"""Aggregation groups for the short-window specs the velocity tests build: every aggregation kind,
+a range filter, and distinct columns on several fields."""
+
+SMALL_RATIOS: list[dict[str, str]] = [
+    {"name": "ratio_short", "numerator": "count_short", "denominator": "count_play"},
+    {"name": "ratio_failed", "numerator": "count_failed", "denominator": "count_event"},
+]
+"""Ratios over ``SMALL_GROUPS``."""
 
 
 def make_event(

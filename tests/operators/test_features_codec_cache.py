@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from operators.features.fanout import FanOut
 from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, parse_spec
 from operators.features.state_codec import LAYOUT_VERSION, MAGIC
-from operators.features.synth import T0_MS, make_event
+from operators.features.synth import SMALL_GROUPS, SMALL_RATIOS, T0_MS, make_event
 from operators.features.window import NO_TIME, KeyState, compile_plans
 from schemas import streamwarden_pb2 as pb
 
@@ -121,39 +121,6 @@ def uncached_encode(state: KeyState) -> bytes:
 
 # ---------------------------------------------------------------- spec and streams
 
-_GROUPS: list[dict[str, Any]] = [
-    {
-        "name": "all",
-        "event_types": ["SIGNUP", "LOGIN", "LOGIN_FAILED", "PLAY", "LIKE", "COMMENT"],
-        "aggregations": [
-            {"name": "count_event", "op": "count"},
-            {"name": "distinct_ip", "op": "distinct", "field": "ip"},
-        ],
-    },
-    {
-        "name": "play",
-        "event_types": ["PLAY"],
-        "aggregations": [
-            {"name": "count_play", "op": "count"},
-            {"name": "sum_play_ms", "op": "sum", "field": "play_duration_ms"},
-            {"name": "distinct_track", "op": "distinct", "field": "target_content"},
-        ],
-    },
-    {
-        "name": "short",
-        "event_types": ["PLAY"],
-        "where": {"field": "play_duration_ms", "min": 30_000, "max": 35_000},
-        "aggregations": [
-            {"name": "count_short", "op": "count"},
-            {"name": "distinct_short_device", "op": "distinct", "field": "device"},
-        ],
-    },
-    {
-        "name": "failed",
-        "event_types": ["LOGIN_FAILED"],
-        "aggregations": [{"name": "count_failed", "op": "count"}],
-    },
-]
 
 # Twelve more columns: 20 per key, so lane bitmaps take 3 bytes (the packers' general path).
 _WIDE_GROUPS: list[dict[str, Any]] = [
@@ -186,10 +153,7 @@ def codec_spec(*, nested: bool, wide: bool, exact_limit: int, precision: int) ->
         }
     )
     names = list(windows)
-    ratios = [
-        {"name": "ratio_short", "numerator": "count_short", "denominator": "count_play"},
-        {"name": "ratio_failed", "numerator": "count_failed", "denominator": "count_event"},
-    ]
+    ratios = SMALL_RATIOS
     return parse_spec(
         {
             "version": 1,
@@ -200,11 +164,11 @@ def codec_spec(*, nested: bool, wide: bool, exact_limit: int, precision: int) ->
             "entities": {
                 "account": {
                     "windows": names,
-                    "groups": _GROUPS + (_WIDE_GROUPS if wide else []),
+                    "groups": SMALL_GROUPS + (_WIDE_GROUPS if wide else []),
                     "ratios": ratios,
                 },
-                "ip": {"windows": list(reversed(names)), "groups": _GROUPS[:2]},
-                "device": {"windows": names[-1:], "groups": _GROUPS[1:2]},
+                "ip": {"windows": list(reversed(names)), "groups": SMALL_GROUPS[:2]},
+                "device": {"windows": names[-1:], "groups": SMALL_GROUPS[1:2]},
             },
         }
     )

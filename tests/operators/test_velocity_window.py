@@ -13,45 +13,11 @@ from operators.features.naive import NaiveKeyState, NaivePlan
 from operators.features.replay import VelocityStore
 from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, default_spec, parse_spec
 from operators.features.state_codec import StateFormatError
-from operators.features.synth import T0_MS, make_event
+from operators.features.synth import SMALL_GROUPS, SMALL_RATIOS, T0_MS, make_event
 from operators.features.window import NO_TIME, KeyState, compile_plans
 from schemas import streamwarden_pb2 as pb
 
 LATENESS_MS = 7_000
-
-_GROUPS = [
-    {
-        "name": "all",
-        "event_types": ["SIGNUP", "LOGIN", "LOGIN_FAILED", "PLAY", "LIKE", "COMMENT"],
-        "aggregations": [
-            {"name": "count_event", "op": "count"},
-            {"name": "distinct_ip", "op": "distinct", "field": "ip"},
-        ],
-    },
-    {
-        "name": "play",
-        "event_types": ["PLAY"],
-        "aggregations": [
-            {"name": "count_play", "op": "count"},
-            {"name": "sum_play_ms", "op": "sum", "field": "play_duration_ms"},
-            {"name": "distinct_track", "op": "distinct", "field": "target_content"},
-        ],
-    },
-    {
-        "name": "short",
-        "event_types": ["PLAY"],
-        "where": {"field": "play_duration_ms", "min": 30_000, "max": 35_000},
-        "aggregations": [
-            {"name": "count_short", "op": "count"},
-            {"name": "distinct_short_device", "op": "distinct", "field": "device"},
-        ],
-    },
-    {
-        "name": "failed",
-        "event_types": ["LOGIN_FAILED"],
-        "aggregations": [{"name": "count_failed", "op": "count"}],
-    },
-]
 
 
 def small_spec(*, nested: bool = True, exact_limit: int = 4096, precision: int = 8) -> FeatureSpec:
@@ -65,10 +31,7 @@ def small_spec(*, nested: bool = True, exact_limit: int = 4096, precision: int =
         }
     )
     names = list(windows)
-    ratios = [
-        {"name": "ratio_short", "numerator": "count_short", "denominator": "count_play"},
-        {"name": "ratio_failed", "numerator": "count_failed", "denominator": "count_event"},
-    ]
+    ratios = SMALL_RATIOS
     return parse_spec(
         {
             "version": 1,
@@ -77,8 +40,8 @@ def small_spec(*, nested: bool = True, exact_limit: int = 4096, precision: int =
             "hll_precision": precision,
             "windows": windows,
             "entities": {
-                "account": {"windows": names, "groups": _GROUPS, "ratios": ratios},
-                "ip": {"windows": list(reversed(names)), "groups": _GROUPS[:2]},
+                "account": {"windows": names, "groups": SMALL_GROUPS, "ratios": ratios},
+                "ip": {"windows": list(reversed(names)), "groups": SMALL_GROUPS[:2]},
             },
         }
     )
