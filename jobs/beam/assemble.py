@@ -1,7 +1,8 @@
 """Assembly stage: a join within the bundle, then the join keyed by event id for what is left.
 
-``JoinInBundleFn`` (not keyed) is the assembly's combiner lifting: it joins the partials of each event
-that arrive within one bundle in a dict and passes the complete vector on at once; at the end of the
+``BundleJoin`` (no state; run inside ``VelocityFn``, or as ``JoinInBundleFn``) is the assembly's
+combiner lifting: it joins the partials of each event that arrive within one bundle in a dict and
+passes the complete vector on at once; at the end of the
 bundle it passes every still-incomplete event on as one element with its partials. On the DirectRunner
 every partial of an event arrives while the record that carries it is processed (all stages are fused
 into one), so nearly every event is complete there and the keyed stage touches no state for it; on
@@ -65,37 +66,30 @@ AssemblyInput = FeatureVector | PartialFeatures | tuple[PartialFeatures, ...]
 """What ``AssembleFn`` takes under an event id: a vector joined upstream, one partial, or several."""
 
 
-class JoinInBundleFn(beam.DoFn):  # type: ignore[misc]
-    """``(event id, PartialFeatures)`` → ``(event id, FeatureVector)`` as soon as the event's partials
-    are all in (within this bundle), else at the bundle's end ``(event id, (partial, ...))``."""
+class BundleJoin:
+    """The join of one bundle's partials by event id (no state): ``add`` returns ``(event id, vector)``
+    once an event's partials are all in; ``leftovers`` yields the incomplete events at the bundle's end
+    as ``(event id, (partial, ...))`` windowed values for the keyed ``AssembleFn``."""
 
-    def __init__(self, config: StagesConfig) -> None:
-        self._config = config
+    def __init__(self, stages: Stages) -> None:
+        self._assembly = stages.assembly
         self._joined = Metrics.counter(METRICS_NAMESPACE, "joined_in_bundle")
         self._passed_on = Metrics.counter(METRICS_NAMESPACE, "partials_passed_on")
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicate_partials")
-
-    def setup(self) -> None:
-        self._stages = Stages.shared(self._config)
-
-    def start_bundle(self) -> None:
         self._open: dict[str, tuple[AssemblyState, list[PartialFeatures], Timestamp, BoundedWindow]] = {}
 
-    def process(
-        self,
-        element: tuple[str, PartialFeatures],
-        ts: Any = beam.DoFn.TimestampParam,
-        window: Any = beam.DoFn.WindowParam,
-    ) -> Iterator[tuple[str, AssemblyInput]]:
-        eid, partial = element
+    def add(
+        self, partial: PartialFeatures, ts: Timestamp, window: BoundedWindow
+    ) -> tuple[str, FeatureVector] | None:
+        eid = partial[0]
         entry = self._open.get(eid)
-        vector, new, duplicate = self._stages.assembly.add(entry[0] if entry else None, partial, 0)
+        vector, new, duplicate = self._assembly.add(entry[0] if entry else None, partial, 0)
         if vector is not None:
             if entry is not None:
                 del self._open[eid]
             self._joined.inc()
-            yield eid, vector
-        elif duplicate:
+            return eid, vector
+        if duplicate:
             self._duplicates.inc()
         elif entry is None:
             assert new is not None
@@ -104,12 +98,41 @@ class JoinInBundleFn(beam.DoFn):  # type: ignore[misc]
             assert new is not None
             entry[1].append(partial)
             self._open[eid] = (new, entry[1], entry[2], entry[3])
+        return None
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
+    def leftovers(self) -> Iterator[WindowedValue]:
         for eid, (_, partials, ts, window) in self._open.items():
             self._passed_on.inc(len(partials))
             yield WindowedValue((eid, tuple(partials)), ts, (window,))
         self._open = {}
+
+
+class JoinInBundleFn(beam.DoFn):  # type: ignore[misc]
+    """``(event id, PartialFeatures)`` → ``(event id, FeatureVector)`` as soon as the event's partials
+    are all in (within this bundle), else at the bundle's end ``(event id, (partial, ...))``. The job
+    does this inside ``VelocityFn``; this DoFn is the same join for partials from elsewhere."""
+
+    def __init__(self, config: StagesConfig) -> None:
+        self._config = config
+
+    def setup(self) -> None:
+        self._stages = Stages.shared(self._config)
+
+    def start_bundle(self) -> None:
+        self._join = BundleJoin(self._stages)
+
+    def process(
+        self,
+        element: tuple[str, PartialFeatures],
+        ts: Any = beam.DoFn.TimestampParam,
+        window: Any = beam.DoFn.WindowParam,
+    ) -> Iterator[tuple[str, AssemblyInput]]:
+        joined = self._join.add(element[1], ts, window)
+        if joined is not None:
+            yield joined
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from self._join.leftovers()
 
 
 class AssembleFn(beam.DoFn):  # type: ignore[misc]

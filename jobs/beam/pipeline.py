@@ -3,8 +3,7 @@
 ::
 
     ReadFromKafka(events) ─ DecodeFn ─┬─ dead letters ─────────────────────────────▶ WriteToKafka(deadletter)
-                                      └─ (entity key, facts) ─ VelocityFn [keyed by entity]
-                                           ─ (event id, partial) ─ JoinInBundleFn [per bundle]
+                                      └─ (entity key, facts) ─ VelocityFn [keyed by entity; joins per bundle]
                                            ─ (event id, vector | partials) ─ AssembleFn [keyed by event id]
                                            ─ vector ─ ScoreFn [micro-batch] ─ DecideFn ─┬─ features ─▶ WriteToKafka(features)
                                            ─ (subject, action) ─ CooldownFn [keyed by subject] ─▶ WriteToKafka(actions)
@@ -32,7 +31,7 @@ from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.ptransform import PTransform
 
 from jobs.beam.alerts import AnomalyAlerts
-from jobs.beam.assemble import AssembleFn, JoinInBundleFn
+from jobs.beam.assemble import AssembleFn
 from jobs.beam.cooldown import CooldownFn
 from jobs.beam.decide import FEATURES, DecideFn
 from jobs.beam.decode import DEAD_LETTERS, METRICS_NAMESPACE, DecodeFn
@@ -120,8 +119,7 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
         ).with_outputs(DEAD_LETTERS, main="routes")
         decided = (
             decoded.routes
-            | "Velocity" >> beam.ParDo(VelocityFn(config))
-            | "JoinInBundle" >> beam.ParDo(JoinInBundleFn(config))
+            | "Velocity" >> beam.ParDo(VelocityFn(config, join_in_bundle=True))
             | "Assemble" >> beam.ParDo(AssembleFn(config, arm_timers=self._arm_timers))
             | "Score" >> beam.ParDo(ScoreFn(config, max_batch=self._score_batch))
             | "Decide"

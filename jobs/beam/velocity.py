@@ -23,7 +23,9 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.windowed_value import WindowedValue
 
+from jobs.beam.assemble import AssemblyInput, BundleJoin
 from jobs.beam.coders import StateBytesCoder
 from jobs.beam.decode import METRICS_NAMESPACE, WithEventPartial
 from operators.features.assemble import event_partial
@@ -64,12 +66,18 @@ _WINDOW = beam.DoFn.StateParam(WINDOW)
 
 
 class VelocityFn(beam.DoFn):  # type: ignore[misc]
-    """``(entity key, facts | WithEventPartial)`` → ``(event id, PartialFeatures)`` via
-    ``Stages.velocity_object`` on the key's state (plus the event-level partial for a
-    ``WithEventPartial``); the event-level route (``"0|<event id>"``) keeps no state."""
+    """``(entity key, facts | WithEventPartial)`` → partials via ``Stages.velocity_object`` on the key's
+    state (plus the event-level partial for a ``WithEventPartial``); the event-level route
+    (``"0|<event id>"``) keeps no state.
 
-    def __init__(self, config: StagesConfig) -> None:
+    With ``join_in_bundle`` (the job's setting) the partials go through a ``BundleJoin``, as the Flink
+    velocity stage groups them: out come ``(event id, FeatureVector)`` for events complete within the
+    bundle and, at its end, ``(event id, (partial, ...))`` for the rest, both for ``AssembleFn``.
+    Without it, ``(event id, PartialFeatures)`` per partial."""
+
+    def __init__(self, config: StagesConfig, *, join_in_bundle: bool = False) -> None:
         self._config = config
+        self._join_in_bundle = join_in_bundle
         self._late = Metrics.counter(METRICS_NAMESPACE, "late_partials")
         self._expired = Metrics.counter(METRICS_NAMESPACE, "expired_keys")
 
@@ -78,19 +86,40 @@ class VelocityFn(beam.DoFn):  # type: ignore[misc]
         register_plans(self._stages)
         self._clock: EventClock = self._stages.event_clock()
 
+    def start_bundle(self) -> None:
+        self._join = BundleJoin(self._stages) if self._join_in_bundle else None
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._join is not None:
+            yield from self._join.leftovers()
+
     def process(
-        self, element: tuple[str, EventFacts | WithEventPartial], window: Any = _WINDOW
-    ) -> Iterator[tuple[str, PartialFeatures]]:
+        self,
+        element: tuple[str, EventFacts | WithEventPartial],
+        window: Any = _WINDOW,
+        ts: Any = beam.DoFn.TimestampParam,
+        win: Any = beam.DoFn.WindowParam,
+    ) -> Iterator[tuple[str, AssemblyInput]]:
         key, value = element
+        for partial in self._partials(key, value, window):
+            if self._join is None:
+                yield partial[0], partial
+            else:
+                joined = self._join.add(partial, ts, win)
+                if joined is not None:
+                    yield joined
+
+    def _partials(self, key: str, value: EventFacts | WithEventPartial, window: Any) -> list[PartialFeatures]:
+        out: list[PartialFeatures] = []
         if type(value) is WithEventPartial:
             facts = value.facts
-            yield facts[0], event_partial(facts)
+            out.append(event_partial(facts))
         else:
             facts = value
         if key.startswith(_EVENT_ROUTE):
             partial, _, _ = self._stages.velocity_object(None, key, facts)
-            yield facts[0], partial
-            return
+            out.append(partial)
+            return out
         watermark_ms = self._clock.observe(facts[1])
         partial, state, expired = self._stages.velocity_object(window.read(), key, facts, watermark_ms)
         window.write(state)
@@ -98,4 +127,5 @@ class VelocityFn(beam.DoFn):  # type: ignore[misc]
             self._expired.inc()
         if partial[3]:
             self._late.inc()
-        yield facts[0], partial
+        out.append(partial)
+        return out
