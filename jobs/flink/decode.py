@@ -244,15 +244,14 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         if not keys:
             yield Row(fanned.event_key, route_value(fanned.event_key, facts)), t
             return
+        # Routes of this event on each route's velocity subtask (all of them at parallelism 1).
         if self._velocity_subtasks[0] == 1:
-            n = len(keys)
-            for i, route in enumerate(keys):
-                yield Row(route, route_value(route, facts, n, ROUTE_CARRIES_EVENT if i == 0 else 0)), t
-            return
-        subtasks = [self._subtask(route) for route in keys]
+            local = [len(keys)] * len(keys)
+        else:
+            subtasks = [self._subtask(route) for route in keys]
+            local = [subtasks.count(s) for s in subtasks]
         for i, route in enumerate(keys):
-            n = subtasks.count(subtasks[i])
-            yield Row(route, route_value(route, facts, n, ROUTE_CARRIES_EVENT if i == 0 else 0)), t
+            yield Row(route, route_value(route, facts, local[i], ROUTE_CARRIES_EVENT if i == 0 else 0)), t
 
     def _subtask(self, key: str) -> int:
         cache = self._subtask_of
