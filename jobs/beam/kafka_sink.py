@@ -3,11 +3,12 @@
 The sinks of one process share one producer per Kafka connection and producer settings (created by
 the first sink's ``setup``, closed after the last one's ``teardown``): the job's three or four sinks
 then send in the same requests, and the first sink to flush at the end of a bundle waits for all of
-them, the others find nothing left (one broker round trip per bundle, not one per sink — about 20 ms
-each on the embedded broker, most of a small bundle's time). Each bundle ends with a ``flush``, and any message that was not delivered (failed, or still queued at the flush timeout) fails
-the bundle with ``DeliveryError`` — so the runner retries it, or the pipeline stops and a restart replays
-from the last committed source offsets. Nothing is swallowed. Because ``ReadFromKafka`` commits offsets
-in a bundle finalizer (after this flush, when the two are fused into one stage), the read→write path is
+them while the others find nothing left: one broker round trip per bundle instead of one per sink
+(a flush took about 20 ms on the embedded broker). Each bundle ends with a ``flush``, and any message
+that was not delivered (failed, or still queued at the flush timeout) fails the bundle with
+``DeliveryError`` — so the runner retries it, or the pipeline stops and a restart replays from the
+last committed source offsets. Nothing is swallowed. Because ``ReadFromKafka`` commits offsets in a
+bundle finalizer (after this flush, when the two are fused into one stage), the read→write path is
 at-least-once.
 """
 
