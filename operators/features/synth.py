@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from operators.features.spec import FeatureSpec, parse_spec
 from schemas import streamwarden_pb2 as pb
 from schemas.codec import SCHEMA_VERSION
 
@@ -53,6 +54,39 @@ SMALL_RATIOS: list[dict[str, str]] = [
     {"name": "ratio_failed", "numerator": "count_failed", "denominator": "count_event"},
 ]
 """Ratios over ``SMALL_GROUPS``."""
+
+SMALL_LATENESS_MS = 7_000
+"""Allowed lateness of ``small_feature_spec``."""
+
+
+def small_feature_spec(
+    windows: dict[str, dict[str, int]],
+    *,
+    exact_limit: int,
+    precision: int,
+    extra_groups: list[dict[str, Any]] | None = None,
+    device: bool = False,
+) -> FeatureSpec:
+    """A spec over ``windows`` for the velocity tests: ``account`` with ``SMALL_GROUPS`` (plus
+    ``extra_groups``) and ``SMALL_RATIOS`` over the windows in order, ``ip`` with the first two groups
+    over them reversed, and with ``device`` a ``device`` entity with the second group on the last one."""
+    names = list(windows)
+    entities: dict[str, Any] = {
+        "account": {"windows": names, "groups": SMALL_GROUPS + (extra_groups or []), "ratios": SMALL_RATIOS},
+        "ip": {"windows": list(reversed(names)), "groups": SMALL_GROUPS[:2]},
+    }
+    if device:
+        entities["device"] = {"windows": names[-1:], "groups": SMALL_GROUPS[1:2]}
+    return parse_spec(
+        {
+            "version": 1,
+            "allowed_lateness_ms": SMALL_LATENESS_MS,
+            "exact_distinct_limit": exact_limit,
+            "hll_precision": precision,
+            "windows": windows,
+            "entities": entities,
+        }
+    )
 
 
 def make_event(

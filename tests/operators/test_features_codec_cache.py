@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from operators.features.fanout import FanOut
-from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, parse_spec
+from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec
 from operators.features.state_codec import LAYOUT_VERSION, MAGIC
-from operators.features.synth import SMALL_GROUPS, SMALL_RATIOS, T0_MS, make_event
+from operators.features.synth import SMALL_LATENESS_MS, T0_MS, make_event, small_feature_spec
 from operators.features.window import NO_TIME, KeyState, compile_plans
 from schemas import streamwarden_pb2 as pb
 
-LATENESS_MS = 7_000
+LATENESS_MS = SMALL_LATENESS_MS
 
 
 # ---------------------------------------------------------------- reference: layout v1, no caches
@@ -152,25 +152,12 @@ def codec_spec(*, nested: bool, wide: bool, exact_limit: int, precision: int) ->
             "21s": {"length_ms": 21_000, "bucket_ms": 3_000},
         }
     )
-    names = list(windows)
-    ratios = SMALL_RATIOS
-    return parse_spec(
-        {
-            "version": 1,
-            "allowed_lateness_ms": LATENESS_MS,
-            "exact_distinct_limit": exact_limit,
-            "hll_precision": precision,
-            "windows": windows,
-            "entities": {
-                "account": {
-                    "windows": names,
-                    "groups": SMALL_GROUPS + (_WIDE_GROUPS if wide else []),
-                    "ratios": ratios,
-                },
-                "ip": {"windows": list(reversed(names)), "groups": SMALL_GROUPS[:2]},
-                "device": {"windows": names[-1:], "groups": SMALL_GROUPS[1:2]},
-            },
-        }
+    return small_feature_spec(
+        windows,
+        exact_limit=exact_limit,
+        precision=precision,
+        extra_groups=_WIDE_GROUPS if wide else None,
+        device=True,
     )
 
 

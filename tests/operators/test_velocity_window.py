@@ -13,11 +13,11 @@ from operators.features.naive import NaiveKeyState, NaivePlan
 from operators.features.replay import VelocityStore
 from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, default_spec, parse_spec
 from operators.features.state_codec import StateFormatError
-from operators.features.synth import SMALL_GROUPS, SMALL_RATIOS, T0_MS, make_event
+from operators.features.synth import SMALL_LATENESS_MS, T0_MS, make_event, small_feature_spec
 from operators.features.window import NO_TIME, KeyState, compile_plans
 from schemas import streamwarden_pb2 as pb
 
-LATENESS_MS = 7_000
+LATENESS_MS = SMALL_LATENESS_MS
 
 
 def small_spec(*, nested: bool = True, exact_limit: int = 4096, precision: int = 8) -> FeatureSpec:
@@ -30,21 +30,7 @@ def small_spec(*, nested: bool = True, exact_limit: int = 4096, precision: int =
             "21s": {"length_ms": 21_000, "bucket_ms": 3_000},
         }
     )
-    names = list(windows)
-    ratios = SMALL_RATIOS
-    return parse_spec(
-        {
-            "version": 1,
-            "allowed_lateness_ms": LATENESS_MS,
-            "exact_distinct_limit": exact_limit,
-            "hll_precision": precision,
-            "windows": windows,
-            "entities": {
-                "account": {"windows": names, "groups": SMALL_GROUPS, "ratios": ratios},
-                "ip": {"windows": list(reversed(names)), "groups": SMALL_GROUPS[:2]},
-            },
-        }
-    )
+    return small_feature_spec(windows, exact_limit=exact_limit, precision=precision)
 
 
 event_strategy = st.tuples(
