@@ -100,6 +100,10 @@ class BundleJoin:
             self._open[eid] = (new, entry[1], entry[2], entry[3])
         return None
 
+    def clear(self) -> None:
+        """Forget what a bundle left (a new bundle, also after a failed one)."""
+        self._open = {}
+
     def leftovers(self) -> Iterator[WindowedValue]:
         for eid, (_, partials, ts, window) in self._open.items():
             self._passed_on.inc(len(partials))
@@ -117,9 +121,10 @@ class JoinInBundleFn(beam.DoFn):  # type: ignore[misc]
 
     def setup(self) -> None:
         self._stages = Stages.shared(self._config)
+        self._join = BundleJoin(self._stages)
 
     def start_bundle(self) -> None:
-        self._join = BundleJoin(self._stages)
+        self._join.clear()
 
     def process(
         self,

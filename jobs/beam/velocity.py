@@ -85,9 +85,11 @@ class VelocityFn(beam.DoFn):  # type: ignore[misc]
         self._stages = Stages.shared(self._config)
         register_plans(self._stages)
         self._clock: EventClock = self._stages.event_clock()
+        self._join = BundleJoin(self._stages) if self._join_in_bundle else None
 
     def start_bundle(self) -> None:
-        self._join = BundleJoin(self._stages) if self._join_in_bundle else None
+        if self._join is not None:
+            self._join.clear()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if self._join is not None:
