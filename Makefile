@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,7 +32,7 @@ unit: $(STAMP)
 
 # Regenerate schemas/*_pb2.py(i) from the .proto sources (tests check they are current).
 proto: $(STAMP)
-	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m streamwarden.schemas.generate
 
 bench: $(STAMP)
 	$(BIN)/streamwarden bench

@@ -19,24 +19,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Annotated, Self
+from types import TracebackType
+from typing import Self
 
-import typer
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from jobs.config import KafkaConfig, TopicsConfig
-from jobs.kafka_io import embedded_kafka_config, ensure_topics
-from operators.errors import BrokerError
+from streamwarden.operators.errors import BrokerError
 
 #: The job's topics, in ``TopicsConfig`` order: events, events.deadletter, actions, alerts, features, labels.
-DEFAULT_TOPICS: tuple[str, ...] = tuple(TopicsConfig().model_dump().values())  # type: ignore[call-arg]
 
 #: tansu reads these from the environment; the launcher passes its own flags and must not inherit them.
 _TANSU_ENV = (
@@ -165,10 +160,6 @@ class EmbeddedBroker:
         """True while the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def kafka_config(self) -> KafkaConfig:
-        """The embedded ``KafkaConfig`` (short group timeouts) pointing at this broker."""
-        return embedded_kafka_config(self.bootstrap_servers)
-
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines of the broker log (empty if there is none yet)."""
         try:
@@ -271,12 +262,6 @@ class EmbeddedBroker:
             time.sleep(0.05)
         return False
 
-    def create_topics(self, names: Sequence[str], partitions: int = 1) -> dict[str, int]:
-        """Create the missing topics (idempotent) and wait until metadata shows them; returns partition counts."""
-        if not self.is_running():
-            raise BrokerError(f"the embedded broker is not running; log {self.log_path}:\n{self.log_tail()}")
-        return ensure_topics(self.kafka_config(), names, partitions, replication_factor=1)
-
     def stop(self) -> None:
         """Stop the broker: SIGINT (tansu's prompt shutdown), SIGKILL after the grace period. Idempotent.
 
@@ -327,69 +312,3 @@ class EmbeddedBroker:
 
 
 # ---------------------------------------------------------------- `streamwarden broker`
-
-
-CreateTopics = Callable[[Sequence[str], int], object]
-
-
-@contextlib.contextmanager
-def broker_or_external(bootstrap_servers: str | None) -> Iterator[tuple[KafkaConfig, CreateTopics]]:
-    """For benchmarks and checks: the given Kafka (embedded client profile) or, when ``None``, a fresh
-    embedded broker for the duration of the block; yields its config and a topic creator."""
-    if bootstrap_servers:
-        kafka = embedded_kafka_config(bootstrap_servers)
-
-        def create(names: Sequence[str], partitions: int) -> object:
-            return ensure_topics(kafka, names, partitions, replication_factor=1)
-
-        yield kafka, create
-        return
-    with EmbeddedBroker() as broker:
-        yield broker.kafka_config(), broker.create_topics
-
-
-def run_foreground_cmd(
-    port: Annotated[
-        int | None, typer.Option(help="Port on 127.0.0.1 to listen on; default: a free port.")
-    ] = None,
-    topics: Annotated[str, typer.Option(help="Comma-separated topics to create at start.")] = ",".join(
-        DEFAULT_TOPICS
-    ),
-    partitions: Annotated[int, typer.Option(min=1, help="Partitions of each created topic.")] = 3,
-) -> None:
-    """Run the embedded Kafka-compatible broker (tansu, in memory) until Ctrl-C or SIGTERM."""
-    names = [t.strip() for t in topics.split(",") if t.strip()]
-    stop_requested = threading.Event()
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        stop_requested.set()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    broker = EmbeddedBroker(port)
-    try:
-        broker.start()
-        created = broker.create_topics(names, partitions) if names else {}
-        typer.echo(
-            f"broker ready on {broker.bootstrap_servers} in {broker.startup_s or 0:.2f} s (pid {broker.pid})"
-        )
-        typer.echo(f"log: {broker.log_path}")
-        if created:
-            typer.echo("topics: " + ", ".join(f"{n} ({p} partitions)" for n, p in created.items()))
-        typer.echo(f"export STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
-        typer.echo("data lives in memory only; Ctrl-C to stop")
-        sys.stdout.flush()
-        while not stop_requested.wait(0.5):
-            if not broker.is_running():
-                typer.echo(
-                    f"the broker exited unexpectedly; log {broker.log_path}:\n{broker.log_tail()}", err=True
-                )
-                raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    except BrokerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    finally:
-        broker.stop()
-        signal.signal(signal.SIGTERM, previous)
-    typer.echo("broker stopped")

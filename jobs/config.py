@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from operators.config_io import format_validation_error, load_yaml_mapping
-from operators.errors import ConfigError
+from streamwarden.operators.config_io import format_validation_error, load_yaml_mapping
+from streamwarden.operators.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamwarden.operators.pipeline import StagesConfig
 
 ENV_PREFIX = "STREAMWARDEN_"
 
@@ -125,3 +128,18 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
         return JobConfig.model_validate(_merge(data, env))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from exc
+
+
+def stages_config(job: JobConfig, out_of_orderness_ms: int | None = None) -> StagesConfig:
+    """The operators' configuration of a job, shared by the engine bindings (``model_card`` None = the
+    shipped models; ``out_of_orderness_ms`` None = the operators' default)."""
+    from streamwarden.operators.pipeline import StagesConfig
+
+    return StagesConfig(
+        feature_spec=job.feature_spec,
+        model_cards=(job.model_card,) if job.model_card is not None else None,
+        policy=job.policy,
+        allowed_lateness_ms=job.allowed_lateness_ms,
+        out_of_orderness_ms=out_of_orderness_ms,
+        max_future_ms=job.max_future_ms,
+    )

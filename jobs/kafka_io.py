@@ -31,13 +31,13 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from jobs.config import KafkaConfig
-from operators.errors import BrokerError
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.operators.errors import BrokerError
 
 LOG = logging.getLogger("streamwarden.kafka")
 
 #: Group timeouts of the embedded profile: tansu completes a subscribe-join after about half the session
-#: timeout, so librdkafka's 45 s default would mean ~23 s of nothing (see ARCHITECTURE.md).
+#: timeout, so librdkafka's 45 s default would mean ~23 s of nothing (see docs/architecture.md, "Engine facts").
 EMBEDDED_SESSION_TIMEOUT_MS = 2_000
 EMBEDDED_HEARTBEAT_INTERVAL_MS = 300
 #: tansu holds a fetch for the full fetch.wait.max.ms: librdkafka's 500 ms default means ~200 ms from
@@ -532,3 +532,8 @@ class CheckedProducer:
     ) -> None:
         if exc_type is None:
             self.flush()
+
+
+def create_local_topics(bootstrap_servers: str, names: Sequence[str], partitions: int = 1) -> dict[str, int]:
+    """``ensure_topics`` on a local single-node broker (replication factor 1)."""
+    return ensure_topics(embedded_kafka_config(bootstrap_servers), names, partitions, replication_factor=1)

@@ -14,7 +14,13 @@ from typing import Any
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
-from operators.scoring.model_card import ModelCard, TrainingInfo, dump_model_card, iso_utc, sha256_hex
+from streamwarden.operators.scoring.model_card import (
+    ModelCard,
+    TrainingInfo,
+    dump_model_card,
+    iso_utc,
+    sha256_hex,
+)
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"

@@ -12,19 +12,15 @@ already rate limited. The organic false-positive rate counts organic events cove
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import numpy as np
-import typer
-
-from models.train import DEFAULT_EVAL_SEED, _label_index, label_event, replay_seed
-from operators.policy import DEFAULT_POLICY_PATH, CooldownTable, Decider, load_policy
-from operators.scoring import ScoringEngine, default_card_paths
-from operators.traffic import SCENARIO_NAMES
-from schemas import streamwarden_pb2 as pb
+from streamwarden.models.train import DEFAULT_EVAL_SEED, _label_index, label_event, replay_seed
+from streamwarden.operators.policy import DEFAULT_POLICY_PATH, CooldownTable, Decider, load_policy
+from streamwarden.operators.scoring import ScoringEngine, default_card_paths
+from streamwarden.operators.traffic import SCENARIO_NAMES
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 SCORE_BATCH = 256
 ACTOR_KINDS = frozenset({pb.ACCOUNT, pb.IP, pb.DEVICE, pb.ASN})
@@ -121,32 +117,3 @@ def evaluate_policy(
         "organic_events_enforced": organic_enforced,
         "organic_false_positive_rate": round(organic_enforced / max(1, organic_events), 6),
     }
-
-
-def policy_report_cmd(
-    seed: Annotated[int, typer.Option(help="Traffic seed to evaluate on (default: the held-out seed).")] = (
-        DEFAULT_EVAL_SEED
-    ),
-    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = DEFAULT_POLICY_PATH,
-    duration_s: Annotated[float | None, typer.Option(help="Event-time length of the traffic run.")] = None,
-) -> None:
-    """Per-rule precision and per-scenario recall of the policy on labelled held-out traffic."""
-    result = evaluate_policy(seed, policy_path=policy, duration_s=duration_s)
-    typer.echo(
-        f"policy {result['policy_version']} on seed {seed} ({result['events']} events), {result['model_version']}"
-    )
-    typer.echo(f"  {'rule':28s} {'mode':8s} {'actions':>8s} {'event_prec':>10s} {'subj_prec':>10s}")
-    for rule_id, m in result["rules"].items():
-        ep = "-" if m["event_precision"] is None else f"{m['event_precision']:.4f}"
-        sp = "-" if m["subject_precision"] is None else f"{m['subject_precision']:.4f}"
-        typer.echo(f"  {rule_id:28s} {m['mode']:8s} {m['actions']:8d} {ep:>10s} {sp:>10s}")
-    typer.echo(f"  {'scenario':28s} {'positives':>9s} {'recall (covered by enforced action)':>36s}")
-    for name, m in result["scenarios"].items():
-        typer.echo(f"  {name:28s} {m['positives']:9d} {m['recall']:36.4f}")
-    typer.echo(
-        f"  organic events covered by an enforced action: {result['organic_events_enforced']} of "
-        f"{result['organic_events']} ({result['organic_false_positive_rate']:.4%})"
-    )
-    typer.echo(
-        json.dumps(result, sort_keys=True, default=lambda o: o.item() if isinstance(o, np.generic) else o)
-    )

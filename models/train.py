@@ -24,34 +24,26 @@ precision counts every false positive; recall is the share of the scenario's eve
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import typer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from models.export import write_model
-from operators.errors import StreamwardenError
-from operators.evaluation.feedback import read_dataset
-from operators.features import FeatureSpec, default_spec, replay
-from operators.scoring import MODELS_DIR, Scorer, load_model_card
-from operators.scoring.model_card import EvalMetrics, Metrics, TrainingInfo
-from operators.traffic import SCENARIO_NAMES, Label, iter_traffic, labels, load_spec
-from operators.traffic.spec import TrafficSpec
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import decode_event
+from streamwarden.operators.evaluation.feedback import read_dataset
+from streamwarden.operators.features import FeatureSpec, default_spec, replay
+from streamwarden.operators.scoring import MODELS_DIR, Scorer, load_model_card
+from streamwarden.operators.scoring.model_card import EvalMetrics, Metrics, TrainingInfo
+from streamwarden.operators.traffic import SCENARIO_NAMES, Label, iter_traffic, labels, load_spec
+from streamwarden.operators.traffic.spec import TrafficSpec
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import decode_event
 
 DEFAULT_SEED = 1
 DEFAULT_EVAL_SEED = 2
@@ -216,6 +208,12 @@ def dataset_labeling(path: Path) -> str:
 
 def make_estimators(seed: int) -> dict[str, tuple[Any, str, dict[str, Any], str]]:
     """name → (unfitted estimator, algorithm, params, description)."""
+    # scikit-learn takes ~1.5 s to import: only the commands that train pay for it.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     gbt_params: dict[str, Any] = {
         "max_iter": 100,
         "max_depth": 3,
@@ -256,6 +254,8 @@ def choose_threshold(y: npt.NDArray[Any], scores: npt.NDArray[Any], target_preci
 
 
 def metrics_at(y: npt.NDArray[Any], scores: npt.NDArray[Any], threshold: float) -> Metrics:
+    from sklearn.metrics import average_precision_score
+
     pred = scores >= threshold
     tp = int(np.sum(pred & (y == 1)))
     fp = int(np.sum(pred & (y == 0)))
@@ -302,6 +302,8 @@ def train(
 
     ``dataset``: train on this dataset file (``streamwarden feedback build``) instead of seed ``seed``'s
     generated traffic; evaluation stays on ``eval_seed``'s traffic, so feature names must match."""
+    from streamwarden.models.export import write_model
+
     t0 = time.perf_counter()
     labeling = LABELING
     if dataset is not None:
@@ -410,66 +412,6 @@ def _training_info(
 # ---- commands ----------------------------------------------------------------------------------
 
 
-def train_cmd(
-    seed: Annotated[int, typer.Option(help="Traffic seed of the training data.")] = DEFAULT_SEED,
-    eval_seed: Annotated[
-        int, typer.Option(help="Traffic seed of the held-out evaluation data.")
-    ] = DEFAULT_EVAL_SEED,
-    out: Annotated[
-        Path, typer.Option(help="Folder receiving <name>/model.onnx and model.yaml.")
-    ] = MODELS_DIR,
-    target_precision: Annotated[
-        float, typer.Option(min=0.5, max=1.0, help="Precision the threshold is chosen for.")
-    ] = TARGET_PRECISION,
-    duration_s: Annotated[
-        float | None, typer.Option(help="Event-time length of each traffic run (default: the spec's).")
-    ] = None,
-    created_ms: Annotated[
-        int, typer.Option(help="Timestamp written into the cards (fixed by default for reproducible bytes).")
-    ] = DEFAULT_CREATED_MS,
-    check: Annotated[
-        bool,
-        typer.Option("--check", help="Train into a temporary folder and compare with the shipped cards."),
-    ] = False,
-    dataset: Annotated[
-        Path | None,
-        typer.Option(
-            help="Train on this dataset file (streamwarden feedback build) instead of --seed's traffic."
-        ),
-    ] = None,
-) -> None:
-    """Train the gbt and logreg models on replayed features, export ONNX and write model cards."""
-    if dataset is not None and check:
-        typer.echo(
-            "error: --check reproduces the shipped cards from --seed; do not combine it with --dataset",
-            err=True,
-        )
-        raise typer.Exit(2)
-    if check:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = train(
-                Path(tmp), seed=seed, eval_seed=eval_seed, target_precision=target_precision,
-                duration_s=duration_s, created_ms=created_ms,
-            )  # fmt: skip
-            problems = compare_cards(result.card_paths, out)
-        if problems:
-            for p in problems:
-                typer.echo(f"DIFFERS: {p}", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"reproduced: {', '.join(sorted(result.card_paths))} match {out} ({result.seconds:.1f} s)")
-        return
-    try:
-        result = train(
-            out, seed=seed, eval_seed=eval_seed, target_precision=target_precision,
-            duration_s=duration_s, created_ms=created_ms, dataset=dataset,
-        )  # fmt: skip
-    except StreamwardenError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"trained {len(result.card_paths)} models in {result.seconds:.1f} s")
-    report(list(result.card_paths.values()))
-
-
 def compare_cards(new: dict[str, Path], shipped_dir: Path) -> list[str]:
     """Differences between freshly trained cards and the shipped ones (sha256, threshold, metrics)."""
     problems = []
@@ -503,21 +445,3 @@ def report(card_paths: Sequence[Path]) -> list[dict[str, Any]]:
             typer.echo(f"  {scen:22s} {m.precision:9.4f} {m.recall:9.4f} {m.pr_auc:9.4f} {m.positives:9d}")
             rows.append({"model": card.name, "version": card.version, "scenario": scen, **m.model_dump()})
     return rows
-
-
-def models_report_cmd(
-    cards: Annotated[
-        list[Path] | None, typer.Argument(help="Model card YAML files (default: every shipped model).")
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Also print one JSON line with every figure.")
-    ] = False,
-) -> None:
-    """Print the held-out precision, recall and PR-AUC of the model cards, overall and per scenario."""
-    paths = list(cards) if cards else sorted(MODELS_DIR.glob("*/model.yaml"))
-    if not paths:
-        typer.echo(f"no model cards under {MODELS_DIR}; run `streamwarden train`", err=True)
-        raise typer.Exit(1)
-    rows = report(paths)
-    if as_json:
-        typer.echo(json.dumps(rows, sort_keys=True))

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from operators.errors import ConfigError
+from streamwarden.operators.errors import ConfigError
 
 
 def format_validation_error(source: str, exc: ValidationError) -> str:

@@ -41,19 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from operators.features.assemble import FeatureVector, VectorLayout, event_partial
-from operators.features.fanout import EventFacts, FanOut
-from operators.features.replay import VelocityPipeline
-from operators.features.spec import FeatureSpec, load_spec
-from operators.features.state_codec import StateFormatError
-from operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
-from operators.policy.cooldown import CooldownGate, subject_key
-from operators.policy.decider import Decider
-from operators.policy.policy import DEFAULT_POLICY_PATH, Policy, load_policy
-from operators.scoring.model_card import default_card_paths
-from operators.scoring.scorer import ScoringEngine
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import DEFAULT_MAX_FUTURE_MS, SourceRef, dead_letter, decode_event
+from streamwarden.operators.features.assemble import FeatureVector, VectorLayout, event_partial
+from streamwarden.operators.features.fanout import EventFacts, FanOut
+from streamwarden.operators.features.replay import VelocityPipeline
+from streamwarden.operators.features.spec import FeatureSpec, load_spec
+from streamwarden.operators.features.state_codec import StateFormatError, decode_state, encode_state
+from streamwarden.operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
+from streamwarden.operators.policy.cooldown import CooldownGate, subject_key
+from streamwarden.operators.policy.decider import Decider
+from streamwarden.operators.policy.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from streamwarden.operators.scoring.model_card import default_card_paths
+from streamwarden.operators.scoring.scorer import ScoringEngine
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import DEFAULT_MAX_FUTURE_MS, SourceRef, dead_letter, decode_event
 
 Clock = Callable[[], int]
 """Wall clock in epoch ms (decision times, assembly timeouts, the decoder's future-time check)."""
@@ -442,14 +442,14 @@ class Stages:
 
     def encode_key_state(self, state: KeyState) -> bytes:
         """The state's versioned bytes (``state_codec`` layout)."""
-        return state.to_bytes()
+        return encode_state(state)
 
     def decode_key_state(self, data: bytes) -> KeyState:
         """Restore ``encode_key_state`` bytes; the plan comes from the kind in the layout's header
         (byte 4 of ``<3sBBBIqQ``); raises ``StateFormatError`` on bytes of another spec."""
         if len(data) < 5 or data[4] not in self.plans:
             raise StateFormatError("not a key state of this feature spec")
-        return KeyState.from_bytes(self.plans[data[4]], data)
+        return decode_state(self.plans[data[4]], data)
 
     def velocity_object(
         self, state: KeyState | None, key: str, facts: EventFacts, watermark_ms: int | None = None
@@ -478,7 +478,7 @@ class Stages:
         partial, new, _ = self.velocity_object(live, key, facts, watermark_ms)
         if new is None:
             return VelocityResult(partial, None, None)
-        return VelocityResult(partial, new.to_bytes(), new.expiry_ms())
+        return VelocityResult(partial, encode_state(new), new.expiry_ms())
 
     # ---- assembly (keyed by event id)
 

@@ -1,5 +1,5 @@
 """Wire contracts of streamwarden: protobuf messages and their encode/decode helpers."""
 
-from schemas import streamwarden_pb2 as pb
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 __all__ = ["pb"]

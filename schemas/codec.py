@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from google.protobuf.message import DecodeError
 
-from schemas import streamwarden_pb2 as pb
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 SCHEMA_VERSION = 1
 """The ``Event.schema_version`` this code writes and the only one it accepts."""

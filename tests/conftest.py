@@ -13,10 +13,10 @@ import yaml
 from confluent_kafka import KafkaException
 from hypothesis import settings
 
-from deploy.broker import EmbeddedBroker
-from jobs.config import KafkaConfig
-from jobs.kafka_io import make_admin
-from operators.anomaly import DEFAULT_SPEC_PATH as DEFAULT_ANOMALY_SPEC_PATH
+from streamwarden.deploy.broker import EmbeddedBroker
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config, make_admin
+from streamwarden.operators.anomaly import DEFAULT_SPEC_PATH as DEFAULT_ANOMALY_SPEC_PATH
 
 # Shared 2-core machines are noisy: a per-example deadline would only measure the neighbours.
 settings.register_profile("streamwarden", deadline=None)
@@ -43,7 +43,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 @pytest.fixture
 def kafka_config(broker: EmbeddedBroker) -> KafkaConfig:
     """The embedded-profile ``KafkaConfig`` (short group timeouts) for the session broker."""
-    return broker.kafka_config()
+    return embedded_kafka_config(broker.bootstrap_servers)
 
 
 @pytest.fixture
@@ -54,13 +54,15 @@ def kafka_topics(broker: EmbeddedBroker) -> Iterator[Callable[..., list[str]]]:
 
     def make(*bases: str, partitions: int = 1) -> list[str]:
         names = [f"{base}-{uuid.uuid4().hex[:10]}" for base in bases]
-        broker.create_topics(names, partitions)
+        create_local_topics(broker.bootstrap_servers, names, partitions)
         created.extend(names)
         return names
 
     yield make
     if created and broker.is_running():
-        futures = make_admin(broker.kafka_config()).delete_topics(created, operation_timeout=5)
+        futures = make_admin(embedded_kafka_config(broker.bootstrap_servers)).delete_topics(
+            created, operation_timeout=5
+        )
         for future in futures.values():
             with contextlib.suppress(KafkaException, TimeoutError):
                 future.result(timeout=5)

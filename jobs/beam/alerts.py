@@ -40,15 +40,15 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from jobs.beam.coders import StateBytesCoder
-from jobs.beam.decode import METRICS_NAMESPACE
-from jobs.beam.kafka_source import KafkaRecord
-from operators.anomaly import AnomalyOperator, AnomalySpec, SeriesRouter, load_anomaly_spec
-from operators.anomaly.replay import END_OF_INPUT_WATERMARK_MS
-from operators.anomaly.series import NO_TIME_MS, SeriesBucketer, split_series_id
-from operators.pipeline import Stages, StagesConfig
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SourceRef
+from streamwarden.jobs.beam.coders import StateBytesCoder
+from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.jobs.beam.kafka_source import KafkaRecord
+from streamwarden.operators.anomaly import AnomalyOperator, AnomalySpec, SeriesRouter, load_anomaly_spec
+from streamwarden.operators.anomaly.replay import END_OF_INPUT_WATERMARK_MS
+from streamwarden.operators.anomaly.series import NO_TIME_MS, SeriesBucketer, split_series_id
+from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SourceRef
 
 SeriesItem = tuple[int, float, int]
 """``(point time ms | NO_TIME_MS for a tick, amount, watermark ms)``."""
@@ -67,7 +67,7 @@ def anomaly_spec(path: Path | None) -> AnomalySpec:
     return spec
 
 
-class SeriesPointsFn(beam.DoFn):  # type: ignore[misc]
+class SeriesPointsFn(beam.DoFn):
     """Records → series points and ticks keyed by series id (see the module docstring).
 
     One instance sees the whole stream in arrival order (the DirectRunner runs one worker); the
@@ -207,7 +207,7 @@ END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 _END_OF_INPUT = beam.DoFn.TimerParam(END_OF_INPUT)
 
 
-class AnomalyFn(beam.DoFn):  # type: ignore[misc]
+class AnomalyFn(beam.DoFn):
     """``(series id, point | tick)`` → ``(fingerprint, AnomalyAlert bytes)``: the series'
     ``AnomalyOperator`` (state: its bytes) advanced to the element's watermark, then fed the point."""
 
@@ -282,9 +282,10 @@ class AnomalyAlerts(PTransform[PCollection[KafkaRecord], PCollection[tuple[bytes
 
     def expand(self, records: PCollection[KafkaRecord]) -> PCollection[tuple[bytes, bytes]]:
         anomaly_spec(self._spec_path)  # a bad spec fails at construction, naming the file
-        return (
+        points: PCollection[tuple[bytes, bytes]] = (
             records
             | "SeriesPoints"
             >> beam.ParDo(SeriesPointsFn(self._config, self._spec_path, check_future=self._check_future))
             | "Anomaly" >> beam.ParDo(AnomalyFn(self._spec_path, flush_at_end=self._flush_at_end))
         )
+        return points

@@ -33,11 +33,11 @@ from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from jobs.beam.coders import StateBytesCoder
-from jobs.beam.decode import METRICS_NAMESPACE
-from operators.features.assemble import FeatureVector
-from operators.features.window import PartialFeatures
-from operators.pipeline import (
+from streamwarden.jobs.beam.coders import StateBytesCoder
+from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.operators.features.assemble import FeatureVector
+from streamwarden.operators.features.window import PartialFeatures
+from streamwarden.operators.pipeline import (
     AssemblyState,
     Stages,
     StagesConfig,
@@ -111,7 +111,7 @@ class BundleJoin:
         self._open = {}
 
 
-class JoinInBundleFn(beam.DoFn):  # type: ignore[misc]
+class JoinInBundleFn(beam.DoFn):
     """``(event id, PartialFeatures)`` → ``(event id, FeatureVector)`` as soon as the event's partials
     are all in (within this bundle), else at the bundle's end ``(event id, (partial, ...))``. The job
     does this inside ``VelocityFn``; this DoFn is the same join for partials from elsewhere."""
@@ -140,7 +140,7 @@ class JoinInBundleFn(beam.DoFn):  # type: ignore[misc]
         yield from self._join.leftovers()
 
 
-class AssembleFn(beam.DoFn):  # type: ignore[misc]
+class AssembleFn(beam.DoFn):
     """``(event id, AssemblyInput)`` → ``FeatureVector`` once every partial of the event arrived."""
 
     def __init__(self, config: StagesConfig, *, arm_timers: bool = True) -> None:

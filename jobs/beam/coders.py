@@ -5,7 +5,7 @@ from __future__ import annotations
 from apache_beam.coders import Coder
 
 
-class StateBytesCoder(Coder):  # type: ignore[misc]
+class StateBytesCoder(Coder):
     """Base of the keyed-state coders: subclasses only ``encode``/``decode`` between a live state object
     and its versioned byte layout. Deterministic, and equal to any other instance of the same class."""
 

@@ -13,15 +13,15 @@ from apache_beam.coders import BytesCoder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from jobs.beam.decode import METRICS_NAMESPACE
-from operators.pipeline import Stages, StagesConfig
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 GATE = ReadModifyWriteStateSpec("cooldown", BytesCoder())
 _GATE = beam.DoFn.StateParam(GATE)
 
 
-class CooldownFn(beam.DoFn):  # type: ignore[misc]
+class CooldownFn(beam.DoFn):
     """``(subject key, Action bytes)`` → ``(subject key bytes, Action bytes)`` for admitted actions."""
 
     def __init__(self, config: StagesConfig) -> None:

@@ -11,14 +11,14 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from jobs.beam.decode import METRICS_NAMESPACE
-from jobs.beam.score import ScoredBatch
-from operators.pipeline import Stages, StagesConfig
+from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.jobs.beam.score import ScoredBatch
+from streamwarden.operators.pipeline import Stages, StagesConfig
 
 FEATURES = "features"
 
 
-class DecideFn(beam.DoFn):  # type: ignore[misc]
+class DecideFn(beam.DoFn):
     """A scored batch → ``(subject key, Action bytes)`` per action before cooldown; with
     ``write_features`` also ``(event id, FeatureRecord bytes)`` per event on ``FEATURES``."""
 

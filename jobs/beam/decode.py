@@ -16,11 +16,11 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from jobs.beam.kafka_source import KafkaRecord
-from operators.features.fanout import EventFacts
-from operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SourceRef
+from streamwarden.jobs.beam.kafka_source import KafkaRecord
+from streamwarden.operators.features.fanout import EventFacts
+from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SourceRef
 
 METRICS_NAMESPACE = "streamwarden"
 DEAD_LETTERS = "dead_letters"
@@ -34,7 +34,7 @@ class WithEventPartial(NamedTuple):
     facts: EventFacts
 
 
-class DecodeFn(beam.DoFn):  # type: ignore[misc]
+class DecodeFn(beam.DoFn):
     """``Stages.decode`` → lateness gate (observed watermark of this instance) → ``Stages.fan_out``.
 
     ``check_future`` uses the wall clock for the future-time check (off for recorded replays).

@@ -28,8 +28,8 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms.ptransform import PTransform
 from confluent_kafka import KafkaError, Message, Producer
 
-from jobs.config import KafkaConfig
-from jobs.kafka_io import DeliveryError, make_producer
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import DeliveryError, make_producer
 
 LOG = logging.getLogger("streamwarden.beam.kafka_sink")
 METRICS_NAMESPACE = "kafka_sink"

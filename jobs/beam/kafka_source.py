@@ -1,7 +1,7 @@
 """Kafka read for Beam in Python (confluent-kafka): an unbounded splittable DoFn, a bounded offset-range
 mode, and a length-delimited file reader with the same output record.
 
-Why this shape (see ARCHITECTURE.md): Beam's cross-language ``ReadFromKafka`` needs a jar from Maven, so
+Why this shape (see docs/architecture.md, "Engine facts"): Beam's cross-language ``ReadFromKafka`` needs a jar from Maven, so
 the read is a Python SDF. The DirectRunner's default engine (FnApiRunner) runs it: every ``process`` call
 is one bundle that polls for a while, outputs, and checkpoints with ``defer_remainder()``; the restriction
 carries the next offset of every partition, so a residual resumes exactly where its bundle stopped.
@@ -44,11 +44,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.config import KafkaConfig
-from jobs.kafka_io import make_consumer
-from operators.errors import BrokerError
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import read_delimited
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import make_consumer
+from streamwarden.operators.errors import BrokerError
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import read_delimited
 
 LOG = logging.getLogger("streamwarden.beam.kafka_source")
 # The read's input comes from Create (global window), so outputs are built already windowed: this skips
@@ -694,7 +694,7 @@ _SELF_WATERMARK = beam.DoFn.WatermarkEstimatorParam()
 
 
 class _UnboundedKafkaReadFn(_KafkaReadFn):
-    @beam.DoFn.unbounded_per_element()
+    @beam.DoFn.unbounded_per_element()  # type: ignore[untyped-decorator]
     def process(
         self,
         shard: _Shard,

@@ -26,17 +26,18 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import PCollection
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.ptransform import PTransform
 
-from jobs.beam.alerts import AnomalyAlerts
-from jobs.beam.assemble import AssembleFn
-from jobs.beam.cooldown import CooldownFn
-from jobs.beam.decide import FEATURES, DecideFn
-from jobs.beam.decode import DEAD_LETTERS, METRICS_NAMESPACE, DecodeFn
-from jobs.beam.kafka_sink import WriteToKafka
-from jobs.beam.kafka_source import (
+from streamwarden.jobs.beam.alerts import AnomalyAlerts
+from streamwarden.jobs.beam.assemble import AssembleFn
+from streamwarden.jobs.beam.cooldown import CooldownFn
+from streamwarden.jobs.beam.decide import FEATURES, DecideFn
+from streamwarden.jobs.beam.decode import DEAD_LETTERS, METRICS_NAMESPACE, DecodeFn
+from streamwarden.jobs.beam.kafka_sink import WriteToKafka
+from streamwarden.jobs.beam.kafka_source import (
     KafkaRecord,
     ReadFromKafka,
     ReadOptions,
@@ -44,12 +45,11 @@ from jobs.beam.kafka_source import (
     event_time_from_event,
     request_stop,
 )
-from jobs.beam.runtime import tune_state_cache
-from jobs.beam.score import ScoreFn
-from jobs.beam.velocity import VelocityFn
-from jobs.config import JobConfig, KafkaConfig
-from jobs.run import stages_config
-from operators.pipeline import Stages, StagesConfig
+from streamwarden.jobs.beam.runtime import tune_state_cache
+from streamwarden.jobs.beam.score import ScoreFn
+from streamwarden.jobs.beam.velocity import VelocityFn
+from streamwarden.jobs.config import JobConfig, KafkaConfig, stages_config
+from streamwarden.operators.pipeline import Stages, StagesConfig
 
 __all__ = [
     "JobMetrics",
@@ -141,7 +141,7 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
 
 
 def build_job(
-    pipeline: beam.Pipeline,
+    pipeline: Pipeline,
     job: JobConfig,
     *,
     read_options: ReadOptions | None = None,
@@ -159,7 +159,7 @@ def build_job(
             options=read_options,
             event_time_fn=event_time_from_event,
         )
-    outputs = records | "Streamwarden" >> StreamwardenTransform(
+    outputs: JobOutputs = records | "Streamwarden" >> StreamwardenTransform(
         stages_config(job),
         write_features=job.write_features,
         check_future=check_future,
@@ -185,7 +185,7 @@ def run_beam(
     """Build the operators (start-up errors name the file), run the job on the DirectRunner until the
     read stops (``read_options``: max records, idle timeout, stop token), and return the result."""
     _ = Stages.shared(stages_config(job)).decider  # load and check spec, models, policy now
-    pipeline = beam.Pipeline(options=options if options is not None else pipeline_options())
+    pipeline = Pipeline(options=options if options is not None else pipeline_options())
     build_job(pipeline, job, read_options=read_options, score_batch=score_batch)
     result = pipeline.run()
     result.wait_until_finish()

@@ -18,15 +18,15 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from jobs.beam.decode import METRICS_NAMESPACE
-from operators.features.assemble import FeatureVector
-from operators.pipeline import Stages, StagesConfig
+from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.operators.features.assemble import FeatureVector
+from streamwarden.operators.pipeline import Stages, StagesConfig
 
 Scored = tuple[FeatureVector, dict[str, float]]
 ScoredBatch = list[Scored]
 
 
-class ScoreFn(beam.DoFn):  # type: ignore[misc]
+class ScoreFn(beam.DoFn):
     """``FeatureVector``s → ``[(vector, {model: score}), ...]`` per micro-batch of up to ``max_batch``."""
 
     def __init__(self, config: StagesConfig, *, max_batch: int = 256) -> None:

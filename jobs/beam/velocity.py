@@ -25,14 +25,14 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.windowed_value import WindowedValue
 
-from jobs.beam.assemble import AssemblyInput, BundleJoin
-from jobs.beam.coders import StateBytesCoder
-from jobs.beam.decode import METRICS_NAMESPACE, WithEventPartial
-from operators.features.assemble import event_partial
-from operators.features.fanout import EventFacts
-from operators.features.state_codec import StateFormatError
-from operators.features.window import KeyState, KindPlan, PartialFeatures
-from operators.pipeline import EVENT_KIND, KEY_SEP, EventClock, Stages, StagesConfig
+from streamwarden.jobs.beam.assemble import AssemblyInput, BundleJoin
+from streamwarden.jobs.beam.coders import StateBytesCoder
+from streamwarden.jobs.beam.decode import METRICS_NAMESPACE, WithEventPartial
+from streamwarden.operators.features.assemble import event_partial
+from streamwarden.operators.features.fanout import EventFacts
+from streamwarden.operators.features.state_codec import StateFormatError, decode_state, encode_state
+from streamwarden.operators.features.window import KeyState, KindPlan, PartialFeatures
+from streamwarden.operators.pipeline import EVENT_KIND, KEY_SEP, EventClock, Stages, StagesConfig
 
 # Key states name their kind and spec fingerprint in their header (state_codec: ``<3sBBBI...``):
 # magic, layout version, kind, window count, fingerprint. The coder resolves the plan from them.
@@ -51,21 +51,21 @@ class KeyStateCoder(StateBytesCoder):
     """``KeyState`` ↔ its versioned bytes; the plan is looked up from the bytes' header."""
 
     def encode(self, value: KeyState) -> bytes:
-        return value.to_bytes()
+        return encode_state(value)
 
     def decode(self, encoded: bytes) -> KeyState:
         _, _, kind, _, fingerprint = _HEADER.unpack_from(encoded, 0)
         plan = _PLANS.get((kind, fingerprint))
         if plan is None:
             raise StateFormatError(f"no feature spec with fingerprint {fingerprint} for kind {kind} loaded")
-        return KeyState.from_bytes(plan, encoded)
+        return decode_state(plan, encoded)
 
 
 WINDOW = ReadModifyWriteStateSpec("window", KeyStateCoder())
 _WINDOW = beam.DoFn.StateParam(WINDOW)
 
 
-class VelocityFn(beam.DoFn):  # type: ignore[misc]
+class VelocityFn(beam.DoFn):
     """``(entity key, facts | WithEventPartial)`` → partials via ``Stages.velocity_object`` on the key's
     state (plus the event-level partial for a ``WithEventPartial``); the event-level route
     (``"0|<event id>"``) keeps no state.
@@ -113,11 +113,12 @@ class VelocityFn(beam.DoFn):  # type: ignore[misc]
 
     def _partials(self, key: str, value: EventFacts | WithEventPartial, window: Any) -> list[PartialFeatures]:
         out: list[PartialFeatures] = []
+        facts: EventFacts
         if type(value) is WithEventPartial:
             facts = value.facts
             out.append(event_partial(facts))
         else:
-            facts = value
+            facts = value  # type: ignore[assignment]  # type() is, not isinstance: mypy cannot narrow it
         if key.startswith(_EVENT_ROUTE):
             partial, _, _ = self._stages.velocity_object(None, key, facts)
             out.append(partial)

@@ -27,11 +27,11 @@ from pathlib import Path
 from pyflink.common import Row
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
-from jobs.flink.decode import StageCounters
-from jobs.flink.state import bytes_value_state
-from operators.anomaly import AnomalyOperator, AnomalySpec, SeriesRouter, load_anomaly_spec
-from operators.anomaly.series import NO_TIME_MS
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.jobs.flink.state import bytes_value_state
+from streamwarden.operators.anomaly import AnomalyOperator, AnomalySpec, SeriesRouter, load_anomaly_spec
+from streamwarden.operators.anomaly.series import NO_TIME_MS
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 _STEP = struct.Struct("<qdq")
 _BASE = struct.Struct("<BI")

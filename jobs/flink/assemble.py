@@ -28,11 +28,11 @@ from typing import Any
 
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
-from jobs.flink.decode import StageCounters
-from jobs.flink.state import bytes_value_state
-from jobs.flink.velocity import decode_partial, join_partials, split_partials
-from operators.features.assemble import FeatureVector
-from operators.pipeline import AssemblyState, Stages, StagesConfig
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.jobs.flink.state import bytes_value_state
+from streamwarden.jobs.flink.velocity import decode_partial, join_partials, split_partials
+from streamwarden.operators.features.assemble import FeatureVector
+from streamwarden.operators.pipeline import AssemblyState, Stages, StagesConfig
 
 PENDING_LAYOUT_VERSION = 1
 _PENDING_HEADER = struct.Struct("<Bq")

@@ -33,16 +33,16 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
-import typer
 import yaml
 
-from jobs.flink.connector import connector_jars
-from operators.errors import StreamwardenError
+from streamwarden.jobs.flink.connector import connector_jars
+from streamwarden.operators.errors import StreamwardenError
 
 DEFAULT_JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELED", "SUSPENDED"})
+STATE_FILE = "cluster.json"
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 
 
@@ -444,42 +444,3 @@ class LocalFlinkCluster:
                 f"flink run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
             )
         return match.group(1)
-
-
-# --- command functions (registered by jobs/cli.py) ---------------------------------------------------
-
-STATE_FILE = "cluster.json"
-DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "streamwarden-flink-cluster"
-_WORK_DIR_HELP = "Cluster directory (conf, lib, log, pid, cluster.json)."
-
-
-def cluster_start_cmd(
-    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
-    task_slots: Annotated[int, typer.Option(help="TaskManager slots.")] = 2,
-) -> None:
-    """Start a local standalone Flink cluster bound to 127.0.0.1 and print its REST URL."""
-    cluster = LocalFlinkCluster(work_dir.resolve(), task_slots=task_slots).start()
-    typer.echo(f"Flink cluster up: {cluster.rest_url} (dir {cluster.work_dir})")
-
-
-def cluster_submit_cmd(
-    py_file: Annotated[Path, typer.Argument(help="The Python job file, e.g. jobs/flink/job.py.")],
-    job_args: Annotated[
-        list[str] | None, typer.Argument(help="Arguments for the job file (after --).")
-    ] = None,
-    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
-    savepoint: Annotated[str | None, typer.Option(help="Restore from this savepoint/checkpoint.")] = None,
-) -> None:
-    """Submit a Python job (detached) to the cluster started by 'cluster-start'; print its job id."""
-    cluster = LocalFlinkCluster.attach(work_dir.resolve())
-    typer.echo(cluster.submit(py_file.resolve(), job_args or [], savepoint=savepoint))
-
-
-def cluster_stop_cmd(
-    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
-) -> None:
-    """Stop the cluster started by 'cluster-start' and kill any process it left behind."""
-    cluster = LocalFlinkCluster.attach(work_dir.resolve())
-    cluster.stop()
-    (cluster.work_dir / STATE_FILE).unlink(missing_ok=True)
-    typer.echo("Flink cluster stopped")

@@ -20,11 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
-from operators.errors import StreamwardenError
+from streamwarden.operators.errors import StreamwardenError
 
 WHEEL_NAME = "shigawire-apache-flink-libraries"
 WHEEL_VERSION = "2.0.0.post1"
@@ -176,18 +173,3 @@ def connector_jars() -> list[Path]:
 def jar_urls(jars: list[Path] | None = None) -> list[str]:
     """``file://`` URLs for ``pipeline.jars``."""
     return [p.resolve().as_uri() for p in (jars if jars is not None else connector_jars())]
-
-
-def jars_cmd(
-    dest: Annotated[
-        Path | None,
-        typer.Option(help="Put the jars here instead of the cache (e.g. /opt/flink/lib in an image build)."),
-    ] = None,
-) -> None:
-    """Fetch (if needed) the pinned Kafka connector jars and print their paths, one a line."""
-    for path in ensure_connector_jars(dest):
-        typer.echo(str(path))
-
-
-if __name__ == "__main__":  # python -m jobs.flink.connector [--dest DIR] (used by the Docker build)
-    typer.run(jars_cmd)

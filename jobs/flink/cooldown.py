@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pyflink.common import Row
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
-from jobs.flink.decode import StageCounters
-from jobs.flink.state import bytes_value_state
-from operators.pipeline import Stages, StagesConfig
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.jobs.flink.state import bytes_value_state
+from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 
 class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]

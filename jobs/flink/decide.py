@@ -10,10 +10,10 @@ from typing import Any
 from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
-from jobs.flink.decode import StageCounters
-from jobs.flink.env import keyed_bytes_type
-from jobs.flink.score import Scored
-from operators.pipeline import Stages, StagesConfig
+from streamwarden.jobs.flink.env import keyed_bytes_type
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.jobs.flink.score import Scored
+from streamwarden.operators.pipeline import Stages, StagesConfig
 
 
 def features_tag() -> OutputTag:

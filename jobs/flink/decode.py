@@ -26,23 +26,19 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
-from jobs.flink.env import keyed_bytes_type
-from jobs.flink.keygroups import subtask_of
-from operators.features.fanout import EventFacts
-from operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SourceRef
-
-if TYPE_CHECKING:
-    from jobs.flink.alerts import SeriesPoints
-
-METRICS_GROUP = "streamwarden"
-
+from streamwarden.jobs.flink.alerts import SeriesPoints
+from streamwarden.jobs.flink.env import keyed_bytes_type
+from streamwarden.jobs.flink.keygroups import subtask_of
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.operators.features.fanout import EventFacts
+from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SourceRef
 
 # ---------------------------------------------------------------- facts codec
 
@@ -107,47 +103,11 @@ def split_route_value(value: bytes) -> Route:
     return Route(value[pos : pos + n].decode("utf-8"), value[pos + n :], local_routes, flags)
 
 
-class StageCounters:
-    """Flink counters (group ``streamwarden``) incremented locally and pushed every ``every``
-    increments (each push is a call into the JVM in thread mode) and on ``flush()``."""
-
-    def __init__(self, runtime_context: RuntimeContext, names: tuple[str, ...], every: int = 1000) -> None:
-        self._group = runtime_context.get_metrics_group().add_group(METRICS_GROUP)
-        self._counters: dict[str, Any] = {}
-        self._pending: dict[str, int] = {}
-        self._every = every
-        for name in names:
-            self._add(name)
-
-    def _add(self, name: str) -> None:
-        self._counters[name] = self._group.counter(name)
-        self._pending[name] = 0
-
-    def inc(self, name: str, n: int = 1) -> None:
-        pending = self._pending[name] + n
-        if pending >= self._every:
-            self._counters[name].inc(pending)
-            pending = 0
-        self._pending[name] = pending
-
-    def inc_named(self, name: str, n: int = 1) -> None:
-        """``inc`` for a name not known in advance (created on first use)."""
-        if name not in self._pending:
-            self._add(name)
-        self.inc(name, n)
-
-    def flush(self) -> None:
-        for name, pending in self._pending.items():
-            if pending:
-                self._counters[name].inc(pending)
-                self._pending[name] = 0
-
-
 def points_tag() -> OutputTag:
     """The side output of anomaly series points: ``(Row(series id, point bytes), Flink timestamp)``."""
     from pyflink.common.typeinfo import Types
 
-    from jobs.flink.env import bytes_type
+    from streamwarden.jobs.flink.env import bytes_type
 
     return OutputTag("series-points", Types.TUPLE([Types.ROW([Types.STRING(), bytes_type()]), Types.LONG()]))
 
@@ -199,8 +159,6 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         self._counters = StageCounters(runtime_context, ("records_in", "events", "dead_letters"))
         self._points: SeriesPoints | None = None
         if self._alerts:
-            from jobs.flink.alerts import SeriesPoints
-
             self._points = SeriesPoints(self._anomaly_spec, self._stages.out_of_orderness_ms)
             self._points_tag = points_tag()
 

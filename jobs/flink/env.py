@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.config import KafkaConfig
-from jobs.flink.connector import connector_jars, jar_urls
-from operators.errors import ConfigError
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.flink.connector import connector_jars, jar_urls
+from streamwarden.operators.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyflink.common import Configuration

@@ -39,11 +39,12 @@ if __package__ in (None, ""):  # run as a file (python jobs/flink/job.py, flink 
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobs.config import JobConfig, load_config
-from jobs.flink.env import FlinkConfig, Guarantee, StartFrom
-from operators.config_io import format_validation_error
-from operators.errors import ConfigError
-from operators.pipeline import StagesConfig
+from streamwarden.jobs.config import JobConfig, load_config
+from streamwarden.jobs.config import stages_config as config_stages
+from streamwarden.jobs.flink.env import FlinkConfig, Guarantee, StartFrom
+from streamwarden.operators.config_io import format_validation_error
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.pipeline import StagesConfig
 
 if TYPE_CHECKING:
     from pyflink.common import JobExecutionResult
@@ -143,15 +144,8 @@ class FlinkJobOptions(BaseModel):
 
 
 def stages_config(job: JobConfig, options: FlinkJobOptions | None = None) -> StagesConfig:
-    """The operators' configuration of a job (same as ``jobs.beam.pipeline.stages_config``)."""
-    return StagesConfig(
-        feature_spec=job.feature_spec,
-        model_cards=(job.model_card,) if job.model_card is not None else None,
-        policy=job.policy,
-        allowed_lateness_ms=job.allowed_lateness_ms,
-        out_of_orderness_ms=options.out_of_orderness_ms if options is not None else None,
-        max_future_ms=job.max_future_ms,
-    )
+    """The operators' configuration of a job, with the job's out-of-orderness bound."""
+    return config_stages(job, options.out_of_orderness_ms if options is not None else None)
 
 
 def parse_stop_at(spec: str) -> dict[tuple[str, int], int]:
@@ -251,15 +245,15 @@ def build_job(
     from pyflink.common import WatermarkStrategy
     from pyflink.common.typeinfo import Types
 
-    from jobs.flink.alerts import AnomalyFunction, anomaly_spec
-    from jobs.flink.assemble import AssembleFunction
-    from jobs.flink.cooldown import CooldownFunction
-    from jobs.flink.decide import DecideFunction, features_tag
-    from jobs.flink.decode import DecodeFunction, dead_letter_tag, points_tag
-    from jobs.flink.env import bytes_type, kafka_bytes_sink, kafka_bytes_source, keyed_bytes_type
-    from jobs.flink.score import ScoreBatchFunction, ScoreFunction, ToScoreShard
-    from jobs.flink.velocity import NaiveVelocityFunction, VelocityFunction
-    from operators.pipeline import Stages
+    from streamwarden.jobs.flink.alerts import AnomalyFunction, anomaly_spec
+    from streamwarden.jobs.flink.assemble import AssembleFunction
+    from streamwarden.jobs.flink.cooldown import CooldownFunction
+    from streamwarden.jobs.flink.decide import DecideFunction, features_tag
+    from streamwarden.jobs.flink.decode import DecodeFunction, dead_letter_tag, points_tag
+    from streamwarden.jobs.flink.env import bytes_type, kafka_bytes_sink, kafka_bytes_source, keyed_bytes_type
+    from streamwarden.jobs.flink.score import ScoreBatchFunction, ScoreFunction, ToScoreShard
+    from streamwarden.jobs.flink.velocity import NaiveVelocityFunction, VelocityFunction
+    from streamwarden.operators.pipeline import Stages
 
     opts = options or FlinkJobOptions()  # type: ignore[call-arg]
     config = stages_config(job, opts)
@@ -399,7 +393,7 @@ def job_env(flink: FlinkConfig | None, *, apply_defaults: bool = True) -> Stream
     ``flink`` None, the settings the process was started with (``flink run``)."""
     from pyflink.datastream import StreamExecutionEnvironment
 
-    from jobs.flink.env import create_env
+    from streamwarden.jobs.flink.env import create_env
 
     if flink is None:
         return StreamExecutionEnvironment.get_execution_environment()
@@ -438,7 +432,7 @@ def stop_after(job: JobConfig, max_records: int) -> dict[tuple[str, int], int]:
     events topic (its committed offset, else the partition's first offset)."""
     from confluent_kafka import TopicPartition
 
-    from jobs.kafka_io import make_consumer
+    from streamwarden.jobs.kafka_io import make_consumer
 
     topic = job.topics.events
     consumer = make_consumer(job.kafka, job.group_id)

@@ -26,10 +26,11 @@ from pyflink.common import Row
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeContext
 
-from jobs.flink.decode import StageCounters, decode_facts, encode_facts
-from jobs.flink.state import bytes_map_state
-from operators.features.assemble import FeatureVector
-from operators.pipeline import Stages, StagesConfig
+from streamwarden.jobs.flink.decode import decode_facts, encode_facts
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.jobs.flink.state import bytes_map_state
+from streamwarden.operators.features.assemble import FeatureVector
+from streamwarden.operators.pipeline import Stages, StagesConfig
 
 Scored = tuple[FeatureVector, dict[str, float]]
 FINAL_WATERMARK_MS = 2**63 - 1

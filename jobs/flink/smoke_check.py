@@ -18,13 +18,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import typer
 from confluent_kafka import TopicPartition
 
-from jobs.config import KafkaConfig
-from jobs.kafka_io import make_consumer, make_producer
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import make_consumer, make_producer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE_JOB = Path(__file__).resolve().with_name("smoke_job.py")
@@ -221,38 +220,3 @@ def run_smoke(
         ),
         "keyed_stage_events_per_s": round(result.events_per_s),
     }
-
-
-def smoke_cmd(
-    events: Annotated[int, typer.Option(help="Records per run.")] = 20_000,
-    modes: Annotated[
-        list[str] | None, typer.Option("--mode", help="thread and/or process (repeatable).")
-    ] = None,
-    bootstrap_servers: Annotated[
-        str | None, typer.Option(help="Use this broker instead of starting the embedded one.")
-    ] = None,
-) -> None:
-    """Run the Flink smoke job (bytes in -> keyed Python state -> EXACTLY_ONCE out) on a MiniCluster per mode.
-
-    Prints one JSON line per mode: correctness problems, start-up times and the keyed stage's events/s.
-    """
-    import contextlib
-    import tempfile
-
-    from deploy.broker import broker_or_external
-
-    chosen: list[Literal["thread", "process"]] = []
-    for m in modes or ["thread", "process"]:
-        if m not in ("thread", "process"):
-            raise typer.BadParameter(f"--mode must be thread or process, got {m}")
-        chosen.append(m)  # type: ignore[arg-type]
-    with contextlib.ExitStack() as stack:
-        kafka, create = stack.enter_context(broker_or_external(bootstrap_servers))
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sw-flink-smoke-")))
-        failed = False
-        for mode in chosen:
-            report = run_smoke(kafka, create, work / mode, mode=mode, n=events)
-            failed |= bool(report["problems"])
-            typer.echo(json.dumps(report))
-    if failed:
-        raise typer.Exit(1)

@@ -27,8 +27,8 @@ from pyflink.common import Row, WatermarkStrategy  # noqa: E402
 from pyflink.common.typeinfo import Types  # noqa: E402
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext  # noqa: E402
 
-from jobs.config import KafkaConfig  # noqa: E402
-from jobs.flink.env import (  # noqa: E402
+from streamwarden.jobs.config import KafkaConfig  # noqa: E402
+from streamwarden.jobs.flink.env import (  # noqa: E402
     FlinkConfig,
     bytes_type,
     create_env,
@@ -36,7 +36,7 @@ from jobs.flink.env import (  # noqa: E402
     kafka_bytes_source,
     keyed_bytes_type,
 )
-from jobs.flink.state import bytes_value_state  # noqa: E402
+from streamwarden.jobs.flink.state import bytes_value_state  # noqa: E402
 
 
 class CountPerKey(KeyedProcessFunction):  # type: ignore[misc]

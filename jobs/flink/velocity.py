@@ -45,12 +45,14 @@ from collections.abc import Iterator
 from pyflink.common import Row
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
-from jobs.flink.decode import ROUTE_CARRIES_EVENT, StageCounters, decode_facts, split_route_value
-from jobs.flink.state import bytes_value_state
-from operators.features.assemble import event_partial
-from operators.features.fanout import EventFacts
-from operators.features.window import KeyState, PartialFeatures
-from operators.pipeline import EVENT_KIND, KEY_SEP, Stages, StagesConfig
+from streamwarden.jobs.flink.decode import ROUTE_CARRIES_EVENT, decode_facts, split_route_value
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.jobs.flink.state import bytes_value_state
+from streamwarden.operators.features.assemble import event_partial
+from streamwarden.operators.features.fanout import EventFacts
+from streamwarden.operators.features.state_codec import encode_state
+from streamwarden.operators.features.window import KeyState, PartialFeatures
+from streamwarden.operators.pipeline import EVENT_KIND, KEY_SEP, Stages, StagesConfig
 
 # ---------------------------------------------------------------- partials
 
@@ -284,7 +286,7 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         state = entry.state
         partial = state.on_event(facts)
         if entry.logged + 1 >= self._compact_every:
-            entry.base, entry.log, entry.logged = state.to_bytes(), b"", 0
+            entry.base, entry.log, entry.logged = encode_state(state), b"", 0
         else:
             entry.log += log_entry(facts_bytes)
             entry.logged += 1

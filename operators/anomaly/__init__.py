@@ -4,7 +4,7 @@ Engine-free. Keyed engines call ``points_for_event`` (fan-out to series ids), th
 ``AnomalyOperator.add`` / ``advance_to`` / ``next_timer_ms`` / ``to_bytes``; see ``operator.py``.
 """
 
-from operators.anomaly.detectors import (
+from streamwarden.operators.anomaly.detectors import (
     HoltDetector,
     RobustZDetector,
     Score,
@@ -12,9 +12,9 @@ from operators.anomaly.detectors import (
     build_detector,
     detector_from_bytes,
 )
-from operators.anomaly.lifecycle import AlertLifecycle, fingerprint
-from operators.anomaly.operator import AnomalyOperator, BucketOutcome
-from operators.anomaly.series import (
+from streamwarden.operators.anomaly.lifecycle import AlertLifecycle, fingerprint
+from streamwarden.operators.anomaly.operator import AnomalyOperator, BucketOutcome
+from streamwarden.operators.anomaly.series import (
     ClosedBucket,
     SeriesAggregator,
     SeriesPoint,
@@ -24,7 +24,7 @@ from operators.anomaly.series import (
     series_id,
     split_series_id,
 )
-from operators.anomaly.spec import (
+from streamwarden.operators.anomaly.spec import (
     DEFAULT_SPEC_PATH,
     AnomalySpec,
     HoltConfig,

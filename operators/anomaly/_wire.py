@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from array import array
 
-from operators.errors import StreamwardenError
+from streamwarden.operators.errors import StreamwardenError
 
 
 class StateFormatError(StreamwardenError, ValueError):

@@ -12,11 +12,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from operators.anomaly.operator import AnomalyOperator
-from operators.anomaly.series import bucket_start
-from operators.anomaly.spec import MetricSpec
-from operators.errors import StreamwardenError
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.series import bucket_start
+from streamwarden.operators.anomaly.spec import MetricSpec
+from streamwarden.operators.errors import StreamwardenError
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 
 class SeriesShapeError(StreamwardenError, ValueError):

@@ -14,8 +14,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Protocol
 
-from operators.anomaly._wire import Reader, StateFormatError, Writer
-from operators.anomaly.spec import (
+from streamwarden.operators.anomaly._wire import Reader, StateFormatError, Writer
+from streamwarden.operators.anomaly.spec import (
     DetectorConfig,
     HoltConfig,
     RobustZConfig,

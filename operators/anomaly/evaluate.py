@@ -12,10 +12,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from operators.anomaly.operator import AnomalyOperator
-from operators.anomaly.series import ClosedBucket
-from operators.anomaly.spec import MetricSpec, SeasonalConfig, with_detector
-from operators.anomaly.synth import ANOMALY_KINDS, SyntheticSeries
+from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.series import ClosedBucket
+from streamwarden.operators.anomaly.spec import MetricSpec, SeasonalConfig, with_detector
+from streamwarden.operators.anomaly.synth import ANOMALY_KINDS, SyntheticSeries
 
 DETECT_SLACK = 5
 RECOVERY_SLACK = 60

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from operators.anomaly._wire import Reader, Writer
-from operators.anomaly.detectors import Score
-from operators.anomaly.spec import LifecycleConfig
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.anomaly._wire import Reader, Writer
+from streamwarden.operators.anomaly.detectors import Score
+from streamwarden.operators.anomaly.spec import LifecycleConfig
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 Status = pb.AnomalyAlert.Status
 Severity = pb.AnomalyAlert.Severity

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from operators.anomaly._wire import Reader, StateFormatError, Writer
-from operators.anomaly.detectors import AnyDetector, Score, build_detector, detector_from_bytes
-from operators.anomaly.lifecycle import AlertLifecycle, fingerprint
-from operators.anomaly.series import ClosedBucket, SeriesBucketer, split_series_id
-from operators.anomaly.spec import AnomalySpec, MetricSpec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.anomaly._wire import Reader, StateFormatError, Writer
+from streamwarden.operators.anomaly.detectors import AnyDetector, Score, build_detector, detector_from_bytes
+from streamwarden.operators.anomaly.lifecycle import AlertLifecycle, fingerprint
+from streamwarden.operators.anomaly.series import ClosedBucket, SeriesBucketer, split_series_id
+from streamwarden.operators.anomaly.spec import AnomalySpec, MetricSpec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 _OPERATOR_VERSION = 1
 

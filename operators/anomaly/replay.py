@@ -44,11 +44,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from operators.anomaly.operator import AnomalyOperator
-from operators.anomaly.series import NO_TIME_MS, SeriesPoint, SeriesRouter
-from operators.anomaly.spec import AnomalySpec
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import (
+from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.series import NO_TIME_MS, SeriesPoint, SeriesRouter
+from streamwarden.operators.anomaly.spec import AnomalySpec
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import (
     DEFAULT_MAX_FUTURE_MS,
     ErrorKind,
     SourceRef,

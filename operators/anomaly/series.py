@@ -12,9 +12,9 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from operators.anomaly._wire import Reader, StateFormatError, Writer
-from operators.anomaly.spec import GLOBAL_SERIES_KEY, AnomalySpec, MetricSpec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.anomaly._wire import Reader, StateFormatError, Writer
+from streamwarden.operators.anomaly.spec import GLOBAL_SERIES_KEY, AnomalySpec, MetricSpec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 NO_TIME_MS = -(2**63)
 """Sentinel for 'no time yet' (smaller than every real event time)."""

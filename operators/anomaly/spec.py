@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from operators.config_io import format_validation_error, load_yaml_mapping
-from operators.errors import ConfigError
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.config_io import format_validation_error, load_yaml_mapping
+from streamwarden.operators.errors import ConfigError
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 DEFAULT_SPEC_PATH = Path(__file__).resolve().parent / "default_metrics.yaml"
 

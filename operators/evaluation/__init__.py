@@ -6,7 +6,7 @@ shadow-mode promotion (``shadow.py``); ``count_subjects`` counts the organic sub
 rate divides by.
 """
 
-from operators.evaluation.report import (
+from streamwarden.operators.evaluation.report import (
     SUBJECT_KINDS,
     EvaluationReport,
     LatencyReport,
@@ -17,7 +17,7 @@ from operators.evaluation.report import (
     evaluate,
     percentile,
 )
-from operators.evaluation.shadow import PolicyDiff, RuleDiff, compare_policies
+from streamwarden.operators.evaluation.shadow import PolicyDiff, RuleDiff, compare_policies
 
 __all__ = [
     "SUBJECT_KINDS",

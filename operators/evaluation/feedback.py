@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from operators.errors import ConfigError
-from operators.evaluation.report import counted, subject_of
-from operators.traffic import ENTITY_KINDS, Label
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.evaluation.report import counted, subject_of
+from streamwarden.operators.traffic import ENTITY_KINDS, Label
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 DECISION_LABELS: tuple[str, ...] = ("abuse", "benign")
 ACTOR_KINDS: tuple[str, ...] = ("account", "ip", "device", "asn")

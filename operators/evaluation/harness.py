@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.errors import ConfigError
-from operators.evaluation.report import (
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.evaluation.report import (
     EvaluationReport,
     count_subjects,
     counted,
@@ -28,9 +28,16 @@ from operators.evaluation.report import (
     percentile,
     subject_of,
 )
-from operators.traffic import SCENARIO_NAMES, Label, TrafficSpec, iter_traffic, labels, read_labels
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import decode_event, read_delimited
+from streamwarden.operators.traffic import (
+    SCENARIO_NAMES,
+    Label,
+    TrafficSpec,
+    iter_traffic,
+    labels,
+    read_labels,
+)
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import decode_event, read_delimited
 
 ACTOR_KINDS: tuple[str, ...] = ("account", "ip", "device", "asn")
 """Label kinds that make an event part of an attack (target kinds name the object of abuse)."""

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from operators.evaluation.harness import SubjectMark
-from operators.evaluation.report import EvaluationReport
-from operators.traffic import Label
+from streamwarden.operators.evaluation.harness import SubjectMark
+from streamwarden.operators.evaluation.report import EvaluationReport
+from streamwarden.operators.traffic import Label
 
 PRECISION_COLOR = "#4c72b0"
 RECALL_COLOR = "#55a868"

@@ -52,8 +52,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from operators.traffic.labels import Label
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.traffic.labels import Label
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 Subject = tuple[str, str]
 """(kind, id), e.g. ("account", "acc_1f...")."""

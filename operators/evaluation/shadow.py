@@ -25,9 +25,9 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from operators.evaluation.report import OverallReport, Subject, counted, evaluate, subject_of
-from operators.traffic.labels import Label
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.evaluation.report import OverallReport, Subject, counted, evaluate, subject_of
+from streamwarden.operators.traffic.labels import Label
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 ActionKey = tuple[str, str, str, int]
 """(subject kind, subject id, event id, verdict) of one rule's action."""

@@ -5,12 +5,12 @@ Engine bindings use: ``FanOut`` (event → facts + keys), ``KeyState`` (``on_eve
 (``add``/``expire``). ``VelocityPipeline``/``replay`` run the same chain in one process.
 """
 
-from operators.features.assemble import Assembler, FeatureVector, event_features, event_partial
-from operators.features.fanout import EntityKey, EventFacts, FanOut
-from operators.features.replay import ReplayStats, VelocityPipeline, VelocityStore, replay
-from operators.features.spec import FeatureSpec, default_spec, load_spec
-from operators.features.state_codec import StateFormatError
-from operators.features.window import KeyState, KindPlan, PartialFeatures, compile_plans
+from streamwarden.operators.features.assemble import Assembler, FeatureVector, event_features, event_partial
+from streamwarden.operators.features.fanout import EntityKey, EventFacts, FanOut
+from streamwarden.operators.features.replay import ReplayStats, VelocityPipeline, VelocityStore, replay
+from streamwarden.operators.features.spec import FeatureSpec, default_spec, load_spec
+from streamwarden.operators.features.state_codec import StateFormatError
+from streamwarden.operators.features.window import KeyState, KindPlan, PartialFeatures, compile_plans
 
 __all__ = [
     "Assembler",

@@ -22,9 +22,14 @@ from collections import deque
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from operators.features.fanout import EVENT_BIT, EventFacts
-from operators.features.spec import ENTITY_KIND_VALUES, EVENT_FEATURES, EVENT_TYPE_NAMES, FeatureSpec
-from operators.features.window import KindPlan, PartialFeatures, compile_plans
+from streamwarden.operators.features.fanout import EVENT_BIT, EventFacts
+from streamwarden.operators.features.spec import (
+    ENTITY_KIND_VALUES,
+    EVENT_FEATURES,
+    EVENT_TYPE_NAMES,
+    FeatureSpec,
+)
+from streamwarden.operators.features.window import KindPlan, PartialFeatures, compile_plans
 
 HOUR_MS = 3_600_000
 _N_TYPES = len(EVENT_TYPE_NAMES)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from operators.features.spec import ENTITY_KIND_VALUES, EVENT_TYPE_NAMES, FeatureSpec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, EVENT_TYPE_NAMES, FeatureSpec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 EVENT_BIT = 1
 """Bit of ``expect_mask`` for the event-level partial (EntityKind 0 is unused by entities)."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from operators.features.fanout import FIELD_INDEX, EventFacts
-from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec
-from operators.features.window import NO_TIME, PartialFeatures
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features.fanout import FIELD_INDEX, EventFacts
+from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec
+from streamwarden.operators.features.window import NO_TIME, PartialFeatures
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 
 class NaivePlan:

@@ -24,12 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from operators.features.assemble import Assembler, FeatureVector
-from operators.features.fanout import EntityKey, EventFacts, FanOut
-from operators.features.spec import FeatureSpec
-from operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import decode_event, read_delimited
+from streamwarden.operators.features.assemble import Assembler, FeatureVector
+from streamwarden.operators.features.fanout import EntityKey, EventFacts, FanOut
+from streamwarden.operators.features.spec import FeatureSpec
+from streamwarden.operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import decode_event, read_delimited
 
 GC_THRESHOLD = (100_000, 20, 100)
 """Collector thresholds for a process holding many live keys (see ``tuned_gc``)."""
@@ -213,7 +213,7 @@ def iter_event_file(path: Path) -> Iterator[pb.Event | pb.DeadLetter]:
     """Decode a length-delimited event file (``schemas.codec.write_delimited``) record by record."""
     with path.open("rb") as stream:
         for i, raw in enumerate(read_delimited(stream)):
-            from schemas.codec import SourceRef
+            from streamwarden.schemas.codec import SourceRef
 
             yield decode_event(raw, SourceRef(topic=str(path), partition=0, offset=i))
 

@@ -22,9 +22,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from operators.config_io import format_validation_error, load_yaml_mapping
-from operators.errors import ConfigError
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.config_io import format_validation_error, load_yaml_mapping
+from streamwarden.operators.errors import ConfigError
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default_spec.yaml")
 

@@ -34,9 +34,9 @@ from itertools import accumulate, compress, islice
 from operator import lshift, ne
 from typing import Any
 
-from operators.errors import StreamwardenError
-from operators.features.hll import SlidingHll
-from operators.features.window import NO_TIME, KeyState, KindPlan
+from streamwarden.operators.errors import StreamwardenError
+from streamwarden.operators.features.hll import SlidingHll
+from streamwarden.operators.features.window import NO_TIME, KeyState, KindPlan
 
 MAGIC = b"SWK"
 LAYOUT_VERSION = 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from operators.features.spec import FeatureSpec, parse_spec
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SCHEMA_VERSION
+from streamwarden.operators.features.spec import FeatureSpec, parse_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SCHEMA_VERSION
 
 T0_MS = 1_700_000_000_000
 """A fixed epoch-ms start (2023-11-14) so bucket alignment is reproducible."""

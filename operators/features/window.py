@@ -58,13 +58,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from operators.features.fanout import FIELD_INDEX, EventFacts
-from operators.features.hll import SlidingHll, item_hash
-from operators.features.spec import ENTITY_KIND_VALUES, EVENT_TYPE_NAMES, FeatureSpec, WindowSpec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features.fanout import FIELD_INDEX, EventFacts
+from streamwarden.operators.features.hll import SlidingHll, item_hash
+from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, EVENT_TYPE_NAMES, FeatureSpec, WindowSpec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
-if TYPE_CHECKING:
-    from operators.features.state_codec import PlanCodec, RingCache, SetEncoding
+if TYPE_CHECKING:  # the codec imports this module, never the other way round
+    from streamwarden.operators.features.state_codec import PlanCodec, RingCache, SetEncoding
 
 LANE_BITS = 64
 NO_TIME = -(1 << 62)
@@ -596,30 +596,6 @@ class KeyState:
     def values(self) -> tuple[float, ...]:
         """The key's current block (as of its high-water mark), without applying anything."""
         return self._partial(_NO_FACTS, False).values
-
-    def to_bytes(self) -> bytes:
-        """Compact versioned bytes (see ``state_codec.py``); ``from_bytes`` restores it exactly."""
-        encode = _encode_state or _load_codec()[0]
-        return encode(self)
-
-    @classmethod
-    def from_bytes(cls, plan: KindPlan, data: bytes) -> KeyState:
-        """Restore a state written by ``to_bytes`` under the same spec."""
-        decode = _decode_state or _load_codec()[1]
-        return decode(plan, data)
-
-
-# ``state_codec`` imports this module, so its functions are bound on first use (not per call).
-_encode_state: Callable[[KeyState], bytes] | None = None
-_decode_state: Callable[[KindPlan, bytes], KeyState] | None = None
-
-
-def _load_codec() -> tuple[Callable[[KeyState], bytes], Callable[[KindPlan, bytes], KeyState]]:
-    global _encode_state, _decode_state
-    from operators.features.state_codec import decode_state, encode_state
-
-    _encode_state, _decode_state = encode_state, decode_state
-    return encode_state, decode_state
 
 
 _new_partial = tuple.__new__

@@ -4,9 +4,9 @@ Engines call ``load_policy`` once at start-up, build a ``Decider`` (keyed by eve
 ``CooldownGate`` (keyed by ``subject_key``), and call ``Decider.decide`` per event.
 """
 
-from operators.policy.cooldown import CooldownGate, CooldownTable, subject_key
-from operators.policy.decider import Decider, action_id, subject_id
-from operators.policy.policy import DEFAULT_POLICY_PATH, Policy, Rule, load_policy, parse_policy
+from streamwarden.operators.policy.cooldown import CooldownGate, CooldownTable, subject_key
+from streamwarden.operators.policy.decider import Decider, action_id, subject_id
+from streamwarden.operators.policy.policy import DEFAULT_POLICY_PATH, Policy, Rule, load_policy, parse_policy
 
 __all__ = [
     "DEFAULT_POLICY_PATH",

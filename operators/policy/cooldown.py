@@ -28,9 +28,9 @@ import struct
 import zlib
 from collections.abc import Iterable
 
-from operators.errors import ConfigError
-from operators.policy.policy import Policy
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.policy.policy import Policy
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 STATE_LAYOUT_VERSION = 1
 DEFAULT_MAX_DELAY_MS = 120_000

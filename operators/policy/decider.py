@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from operators.policy.expr import Predicate, Values, compile_condition
-from operators.policy.policy import Policy, Rule
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.policy.expr import Predicate, Values, compile_condition
+from streamwarden.operators.policy.policy import Policy, Rule
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 Clock = Callable[[], int]
 FeatureInput = Mapping[str, float] | Sequence[float] | npt.NDArray[np.floating[Any]]

@@ -23,10 +23,16 @@ from pydantic import (
     field_validator,
 )
 
-from operators.errors import ConfigError
-from operators.policy.expr import ConditionSyntaxError, Node, parse_structured, refs
-from operators.policy.yaml_source import Loc, YamlSource, format_loc, format_validation, read_yaml
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.policy.expr import ConditionSyntaxError, Node, parse_structured, refs
+from streamwarden.operators.policy.yaml_source import (
+    Loc,
+    YamlSource,
+    format_loc,
+    format_validation,
+    read_yaml,
+)
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "default_policy.yaml"
 

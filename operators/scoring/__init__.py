@@ -1,7 +1,7 @@
 """ONNX model scoring (engine-free): model cards, a micro-batch scorer with safe hot reload,
 and a multi-model engine. Engines build a ``ScoringEngine`` once and call ``score_batch``."""
 
-from operators.scoring.model_card import (
+from streamwarden.operators.scoring.model_card import (
     DEFAULT_MODEL,
     DEFAULT_MODEL_NAMES,
     MODELS_DIR,
@@ -10,7 +10,7 @@ from operators.scoring.model_card import (
     default_card_paths,
     load_model_card,
 )
-from operators.scoring.scorer import ReloadResult, Scorer, ScoringEngine
+from streamwarden.operators.scoring.scorer import ReloadResult, Scorer, ScoringEngine
 
 __all__ = [
     "DEFAULT_MODEL",

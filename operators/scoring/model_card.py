@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from operators.errors import ModelError
-from operators.policy.yaml_source import format_validation, read_yaml
+from streamwarden.operators.errors import ModelError
+from streamwarden.operators.policy.yaml_source import format_validation, read_yaml
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 """Where the shipped models live (``models/<name>/model.yaml``)."""

@@ -23,8 +23,13 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from operators.errors import ModelError
-from operators.scoring.model_card import LoadedCard, ModelCard, default_card_paths, load_model_card
+from streamwarden.operators.errors import ModelError
+from streamwarden.operators.scoring.model_card import (
+    LoadedCard,
+    ModelCard,
+    default_card_paths,
+    load_model_card,
+)
 
 Rows = Sequence[Sequence[float]] | npt.NDArray[Any]
 Scores = npt.NDArray[np.float32]

@@ -12,9 +12,15 @@ Public API:
 Same spec, same bytes: no clock, no global random state.
 """
 
-from operators.traffic.generator import TrafficRecord, iter_traffic, labels
-from operators.traffic.labels import ENTITY_KINDS, Label, read_labels, write_labels
-from operators.traffic.spec import MALFORMED_KINDS, SCENARIO_NAMES, TrafficSpec, load_spec, small_spec
+from streamwarden.operators.traffic.generator import TrafficRecord, iter_traffic, labels
+from streamwarden.operators.traffic.labels import ENTITY_KINDS, Label, read_labels, write_labels
+from streamwarden.operators.traffic.spec import (
+    MALFORMED_KINDS,
+    SCENARIO_NAMES,
+    TrafficSpec,
+    load_spec,
+    small_spec,
+)
 
 __all__ = [
     "ENTITY_KINDS",

@@ -16,13 +16,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from operators.traffic import ids
-from operators.traffic.labels import ENTITY_KINDS, Label
-from operators.traffic.organic import ORGANIC_SOURCE, Draft, Organic, World
-from operators.traffic.scenarios import build
-from operators.traffic.spec import SCENARIO_NAMES, TrafficSpec
-from operators.traffic.wire import TYPE_FIELD, encode_event, varint
-from schemas.codec import SCHEMA_VERSION
+from streamwarden.operators.traffic import ids
+from streamwarden.operators.traffic.labels import ENTITY_KINDS, Label
+from streamwarden.operators.traffic.organic import ORGANIC_SOURCE, Draft, Organic, World
+from streamwarden.operators.traffic.scenarios import build
+from streamwarden.operators.traffic.spec import SCENARIO_NAMES, TrafficSpec
+from streamwarden.operators.traffic.wire import TYPE_FIELD, encode_event, varint
+from streamwarden.schemas.codec import SCHEMA_VERSION
 
 _M32 = 0xFFFFFFFF
 _DELAY_SALT = 0xD1A7

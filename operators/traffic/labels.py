@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from operators.errors import ConfigError
+from streamwarden.operators.errors import ConfigError
 
 ENTITY_KINDS: tuple[str, ...] = ("account", "ip", "device", "target_content", "target_account", "asn")
 """Label entity kinds, in the order ``labels`` lists them."""

@@ -21,10 +21,16 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from operators.traffic import ids
-from operators.traffic.spec import TrafficSpec
-from operators.traffic.wire import actor_chunk, content_chunk, created_field, created_fields, target_chunk
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.traffic import ids
+from streamwarden.operators.traffic.spec import TrafficSpec
+from streamwarden.operators.traffic.wire import (
+    actor_chunk,
+    content_chunk,
+    created_field,
+    created_fields,
+    target_chunk,
+)
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 Draft = tuple[int, int, bytes, bytes, bytes, int, bytes, str]
 """An event before it gets an id: (event_time_ms, type, actor, target, content, play_duration_ms,

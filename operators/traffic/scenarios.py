@@ -10,9 +10,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from operators.traffic import ids
-from operators.traffic.labels import ENTITY_KINDS
-from operators.traffic.organic import (
+from streamwarden.operators.traffic import ids
+from streamwarden.operators.traffic.labels import ENTITY_KINDS
+from streamwarden.operators.traffic.organic import (
     COMMENT,
     DAY_MS,
     FOLLOW,
@@ -30,8 +30,8 @@ from operators.traffic.organic import (
     World,
     ua_for,
 )
-from operators.traffic.spec import SCENARIO_NAMES, TrafficSpec
-from operators.traffic.wire import actor_chunk, content_chunk, created_field, target_chunk
+from streamwarden.operators.traffic.spec import SCENARIO_NAMES, TrafficSpec
+from streamwarden.operators.traffic.wire import actor_chunk, content_chunk, created_field, target_chunk
 
 _RESIDENTIAL = tuple((asn, country) for asn, country, _ in HOME_ISPS)
 _K_IP_ASN = 7

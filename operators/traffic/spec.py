@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from operators.config_io import format_validation_error, load_yaml_mapping
-from operators.errors import ConfigError
+from streamwarden.operators.config_io import format_validation_error, load_yaml_mapping
+from streamwarden.operators.errors import ConfigError
 
 MalformedKind = Literal["UNDECODABLE", "MISSING_EVENT_ID", "MISSING_EVENT_TIME", "UNKNOWN_SCHEMA_VERSION"]
 """Kinds of malformed record; each is the ``DeadLetter.ErrorKind`` name the decoder must give it."""

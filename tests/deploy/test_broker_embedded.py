@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from deploy.broker import EmbeddedBroker, find_tansu_binary
-from operators.errors import BrokerError
+from streamwarden.deploy.broker import EmbeddedBroker, find_tansu_binary
+from streamwarden.jobs.kafka_io import create_local_topics
+from streamwarden.operators.errors import BrokerError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,11 +94,11 @@ def test_start_answers_metadata_and_stop_leaves_no_process(tmp_path: Path) -> No
 @pytest.mark.integration
 def test_create_topics_shows_partitions_and_is_idempotent(broker: EmbeddedBroker) -> None:
     name = f"broker-three-{time.monotonic_ns()}"
-    assert broker.create_topics([name], partitions=3) == {name: 3}
+    assert create_local_topics(broker.bootstrap_servers, [name], partitions=3) == {name: 3}
     md = AdminClient({"bootstrap.servers": broker.bootstrap_servers}).list_topics(timeout=5)
     assert sorted(md.topics[name].partitions) == [0, 1, 2]
     # A second call changes nothing and reports the existing partition count.
-    assert broker.create_topics([name], partitions=5) == {name: 3}
+    assert create_local_topics(broker.bootstrap_servers, [name], partitions=5) == {name: 3}
 
 
 @pytest.mark.integration
@@ -123,7 +124,7 @@ def test_broker_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_foreground_command_creates_topics_and_stops_on_sigterm(tmp_path: Path) -> None:
-    script = "import typer\nfrom deploy.broker import run_foreground_cmd\ntyper.run(run_foreground_cmd)\n"
+    script = "import typer\nfrom streamwarden.jobs.cli.broker import run_foreground_cmd\ntyper.run(run_foreground_cmd)\n"
     proc = subprocess.Popen(
         [sys.executable, "-c", script, "--topics", "in,out", "--partitions", "2"],
         cwd=REPO,

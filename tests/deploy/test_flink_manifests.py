@@ -11,8 +11,8 @@ import pyflink.version
 import pytest
 import yaml
 
-from jobs.flink.cluster import flink_python_jar
-from jobs.flink.connector import JARS
+from streamwarden.jobs.flink.cluster import flink_python_jar
+from streamwarden.jobs.flink.connector import JARS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "flink"
@@ -58,7 +58,7 @@ def test_dockerfile_python_matches_project():
 
 def test_dockerfile_puts_connector_and_flink_python_jars_in_lib():
     text = _dockerfile()
-    assert "python -m jobs.flink.connector --dest /opt/flink/lib" in text
+    assert "streamwarden flink jars --dest /opt/flink/lib" in text
     assert "cp /opt/flink/opt/flink-python-*.jar /opt/flink/lib/" in text
     assert {jar.file_name for jar in JARS} == {"flink-connector-kafka.jar", "kafka-clients.jar"}
 
@@ -153,7 +153,7 @@ def test_flink_configuration_paths_match_image():
 
 
 def test_job_config_in_configmap_is_a_valid_jobconfig():
-    from jobs.config import JobConfig
+    from streamwarden.jobs.config import JobConfig
 
     data = yaml.safe_load(_manifests()["ConfigMap"]["data"]["job.yaml"])
     cfg = JobConfig.model_validate(data)

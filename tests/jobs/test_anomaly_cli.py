@@ -12,11 +12,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from jobs.anomaly_cli import eval_cmd, parse_timestamp_ms, score_cmd
-from operators.anomaly.operator import AnomalyOperator
-from operators.anomaly.series import points_for_event
-from operators.anomaly.spec import load_anomaly_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.cli.anomaly import eval_cmd, parse_timestamp_ms, score_cmd
+from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.series import points_for_event
+from streamwarden.operators.anomaly.spec import load_anomaly_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 B = 60_000
 T0 = 1_700_000_040_000
@@ -63,7 +63,7 @@ def _streaming(
     spec = load_anomaly_spec(spec_path)
     metric = spec.metric("plays_per_track")
     if detector:
-        from operators.anomaly.spec import with_detector
+        from streamwarden.operators.anomaly.spec import with_detector
 
         metric = with_detector(metric, detector)
     rng = np.random.default_rng(0)

@@ -9,9 +9,9 @@ import typer
 from google.protobuf import json_format
 from typer.testing import CliRunner
 
-from jobs.alerts_cli import alert_to_dict, alert_to_json, format_alert, tail_cmd
-from operators.anomaly.lifecycle import fingerprint
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.cli.alerts import alert_to_dict, alert_to_json, format_alert, tail_cmd
+from streamwarden.operators.anomaly.lifecycle import fingerprint
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 
 def _alert(status: int = pb.AnomalyAlert.FIRING, key: str = "track-42") -> pb.AnomalyAlert:

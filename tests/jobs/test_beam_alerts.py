@@ -10,14 +10,14 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 
-from jobs.beam.alerts import AnomalyAlerts
-from jobs.beam.kafka_source import KafkaRecord
-from jobs.beam.pipeline import StreamwardenTransform, pipeline_options
-from operators.anomaly import load_anomaly_spec
-from operators.anomaly.replay import alert_sort_key, replay
-from operators.pipeline import StagesConfig
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.beam.alerts import AnomalyAlerts
+from streamwarden.jobs.beam.kafka_source import KafkaRecord
+from streamwarden.jobs.beam.pipeline import StreamwardenTransform, pipeline_options
+from streamwarden.operators.anomaly import load_anomaly_spec
+from streamwarden.operators.anomaly.replay import alert_sort_key, replay
+from streamwarden.operators.pipeline import StagesConfig
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = [pytest.mark.engine]
 

@@ -19,9 +19,9 @@ from apache_beam.runners.runner import PipelineResult
 from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import TopicPartition
 
-from deploy.broker import free_port
-from jobs.beam.kafka_sink import WriteToKafka
-from jobs.beam.kafka_source import (
+from streamwarden.deploy.broker import free_port
+from streamwarden.jobs.beam.kafka_sink import WriteToKafka
+from streamwarden.jobs.beam.kafka_source import (
     KafkaRecord,
     ReadDelimitedFile,
     ReadFromKafka,
@@ -30,10 +30,10 @@ from jobs.beam.kafka_source import (
     event_time_from_event,
     request_stop,
 )
-from jobs.config import KafkaConfig
-from jobs.kafka_io import DeliveryError, drain, make_consumer, make_producer
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SCHEMA_VERSION, write_delimited
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import DeliveryError, drain, make_consumer, make_producer
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SCHEMA_VERSION, write_delimited
 
 pytestmark = [pytest.mark.engine]
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.beam.kafka_source import (
+from streamwarden.jobs.beam.kafka_source import (
     _STOP,
     KafkaRestriction,
     KafkaRestrictionTracker,

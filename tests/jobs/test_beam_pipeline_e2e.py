@@ -11,13 +11,19 @@ import apache_beam as beam
 import pytest
 from confluent_kafka import TopicPartition
 
-from jobs.beam.kafka_source import KafkaRecord, ReadFromKafka, ReadOptions, event_time_from_event
-from jobs.beam.pipeline import build_job, job_metrics, pipeline_options, run_beam, stages_config
-from jobs.config import JobConfig, KafkaConfig, TopicsConfig
-from jobs.kafka_io import drain, make_consumer, make_producer
-from operators.pipeline import LATE_EVENT, Stages, dead_letter_reason, iter_kafka_like, replay_actions
-from operators.traffic import TrafficRecord, iter_traffic, labels, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.beam.kafka_source import KafkaRecord, ReadFromKafka, ReadOptions, event_time_from_event
+from streamwarden.jobs.beam.pipeline import build_job, job_metrics, pipeline_options, run_beam, stages_config
+from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
+from streamwarden.jobs.kafka_io import drain, make_consumer, make_producer
+from streamwarden.operators.pipeline import (
+    LATE_EVENT,
+    Stages,
+    dead_letter_reason,
+    iter_kafka_like,
+    replay_actions,
+)
+from streamwarden.operators.traffic import TrafficRecord, iter_traffic, labels, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 

@@ -15,16 +15,16 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from jobs.beam.assemble import AssembleFn, JoinInBundleFn
-from jobs.beam.kafka_source import KafkaRecord
-from jobs.beam.pipeline import StreamwardenTransform
-from jobs.beam.velocity import VelocityFn
-from operators.features.assemble import Assembler, FeatureVector
-from operators.features.synth import T0_MS, make_event
-from operators.features.window import KeyState
-from operators.pipeline import Stages, StagesConfig, iter_kafka_like, key_kind, replay_actions
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.beam.assemble import AssembleFn, JoinInBundleFn
+from streamwarden.jobs.beam.kafka_source import KafkaRecord
+from streamwarden.jobs.beam.pipeline import StreamwardenTransform
+from streamwarden.jobs.beam.velocity import VelocityFn
+from streamwarden.operators.features.assemble import Assembler, FeatureVector
+from streamwarden.operators.features.synth import T0_MS, make_event
+from streamwarden.operators.features.window import KeyState
+from streamwarden.operators.pipeline import Stages, StagesConfig, iter_kafka_like, key_kind, replay_actions
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = [pytest.mark.engine]
 

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.testing import CliRunner
 
-from jobs.bench_all import BENCHES, Bench, bench_all_cmd, last_json_object, ratios, run_one
+from streamwarden.jobs.bench.all import BENCHES, Bench, bench_all_cmd, last_json_object, ratios, run_one
 
 SCORER = next(b for b in BENCHES if b.name == "scorer")
 
@@ -37,7 +37,7 @@ def test_ratios_from_figures_of_one_run() -> None:
 
 
 def test_run_one_reports_errors_and_timeouts() -> None:
-    broken = Bench("broken", "jobs.bench_all:no_such_command", (), (), 60, 60)
+    broken = Bench("broken", "streamwarden.jobs.bench.all:no_such_command", (), (), 60, 60)
     failed = run_one(broken, (), timeout_s=60)
     assert "figures" not in failed and "no_such_command" in failed["error"]
     slow = run_one(SCORER, ("--seconds", "5"), timeout_s=1.5)

@@ -12,22 +12,24 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobs.eval import EngineName, eval_cmd, evaluate_engine, shadow_cmd
-from jobs.generate import FileSink, run_generate
-from operators.evaluation.harness import traffic_from_spec
-from operators.pipeline import StagesConfig
-from operators.traffic import SCENARIO_NAMES, iter_traffic, labels, load_spec, small_spec, write_labels
+from streamwarden.jobs.cli.app import app as cli_app
+from streamwarden.jobs.cli.eval import EngineName, evaluate_engine
+from streamwarden.jobs.cli.generate import FileSink, run_generate
+from streamwarden.operators.evaluation.harness import traffic_from_spec
+from streamwarden.operators.pipeline import StagesConfig
+from streamwarden.operators.traffic import (
+    SCENARIO_NAMES,
+    iter_traffic,
+    labels,
+    load_spec,
+    small_spec,
+    write_labels,
+)
 
 
 def _app() -> typer.Typer:
-    """The wiring of jobs/cli.py: an ``eval`` group whose callback is ``eval_cmd``, with ``shadow``."""
-    app = typer.Typer()
-    eval_app = typer.Typer()
-    eval_app.callback(invoke_without_command=True)(eval_cmd)
-    eval_app.command("shadow")(shadow_cmd)
-    app.add_typer(eval_app, name="eval")
-    app.command("other")(lambda: None)
-    return app
+    """The real ``streamwarden`` command line (``eval`` is loaded lazily from ``jobs/cli/eval.py``)."""
+    return cli_app
 
 
 def _last_json(output: str) -> dict[str, Any]:

@@ -14,11 +14,12 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobs.config import KafkaConfig
-from jobs.feedback import feedback_build_cmd
-from jobs.kafka_io import CheckedProducer
-from models.train import load_dataset, train, train_cmd
-from operators.evaluation.feedback import (
+from streamwarden.jobs.cli.feedback import feedback_build_cmd
+from streamwarden.jobs.cli.models import train_cmd
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import CheckedProducer
+from streamwarden.models.train import load_dataset, train
+from streamwarden.operators.evaluation.feedback import (
     ReviewDecision,
     join_training_rows,
     read_dataset,
@@ -26,11 +27,11 @@ from operators.evaluation.feedback import (
     simulate_reviews,
     write_dataset,
 )
-from operators.evaluation.harness import traffic_from_spec
-from operators.pipeline import Stages, StagesConfig, replay_actions
-from operators.scoring import Scorer, load_model_card
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.evaluation.harness import traffic_from_spec
+from streamwarden.operators.pipeline import Stages, StagesConfig, replay_actions
+from streamwarden.operators.scoring import Scorer, load_model_card
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobs.eval import format_diff, run_shadow, shadow_cmd
-from operators.evaluation.harness import traffic_from_spec
-from operators.pipeline import StagesConfig
-from operators.policy import DEFAULT_POLICY_PATH
-from operators.traffic import small_spec
+from streamwarden.jobs.cli.eval import format_diff, run_shadow, shadow_cmd
+from streamwarden.operators.evaluation.harness import traffic_from_spec
+from streamwarden.operators.pipeline import StagesConfig
+from streamwarden.operators.policy import DEFAULT_POLICY_PATH
+from streamwarden.operators.traffic import small_spec
 
 PROMOTED, REMOVED, TIGHTENED = "model-only-shadow-flag", "spam-comment-block", "signup-burst-challenge"
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from jobs.flink.cluster import LocalFlinkCluster, _alive
-from jobs.flink.smoke_check import (
+from streamwarden.jobs.flink.cluster import LocalFlinkCluster, _alive
+from streamwarden.jobs.flink.smoke_check import (
     SMOKE_JOB,
     check_outputs,
     produce_smoke_input,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from jobs.config import KafkaConfig
-from jobs.flink import connector
-from jobs.flink.env import REPO_ROOT, FlinkConfig, flink_settings, java_kafka_properties
-from operators.errors import ConfigError
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.flink import connector
+from streamwarden.jobs.flink.env import REPO_ROOT, FlinkConfig, flink_settings, java_kafka_properties
+from streamwarden.operators.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from jobs.flink.assemble import decode_pending
-from jobs.flink.decode import ROUTE_CARRIES_EVENT, decode_facts, encode_facts, route_value, split_route_value
-from jobs.flink.score import decode_vector, encode_vector
-from jobs.flink.velocity import (
+from streamwarden.jobs.flink.assemble import decode_pending
+from streamwarden.jobs.flink.decode import (
+    ROUTE_CARRIES_EVENT,
+    decode_facts,
+    encode_facts,
+    route_value,
+    split_route_value,
+)
+from streamwarden.jobs.flink.score import decode_vector, encode_vector
+from streamwarden.jobs.flink.velocity import (
     decode_partial,
     decode_window,
     encode_partial,
@@ -18,11 +24,12 @@ from jobs.flink.velocity import (
     log_entry,
     split_partials,
 )
-from operators.features.fanout import EventFacts
-from operators.features.replay import VelocityPipeline
-from operators.pipeline import Stages, StagesConfig
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features.fanout import EventFacts
+from streamwarden.operators.features.replay import VelocityPipeline
+from streamwarden.operators.features.state_codec import encode_state
+from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 
 def _events(n: int = 1500) -> list[pb.Event]:
@@ -78,13 +85,13 @@ def test_window_base_plus_log_rebuilds_the_same_state() -> None:
     for facts in facts_seen[:split]:
         base_state.on_event(facts)
     blob = encode_window(
-        base_state.to_bytes(), b"".join(log_entry(encode_facts(f)) for f in facts_seen[split:])
+        encode_state(base_state), b"".join(log_entry(encode_facts(f)) for f in facts_seen[split:])
     )
     base, log = decode_window(blob)
     rebuilt = stages.decode_key_state(base)
     for raw in log:
         rebuilt.on_event(decode_facts(raw))
-    assert rebuilt.to_bytes() == direct.to_bytes()
+    assert encode_state(rebuilt) == encode_state(direct)
     assert rebuilt.values() == direct.values()
 
 

@@ -14,14 +14,22 @@ from typing import Any
 
 import pytest
 
-from jobs.bench_flink import action_ids, job_config_for, produce, read_topic, run_bounded, write_job_config
-from jobs.flink.env import FlinkConfig
-from jobs.flink.job import FlinkJobOptions, stages_config
-from operators.anomaly import load_anomaly_spec
-from operators.anomaly.replay import alert_sort_key, replay
-from operators.pipeline import Stages, dead_letter_reason, iter_kafka_like, replay_actions
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.bench.flink import (
+    action_ids,
+    job_config_for,
+    produce,
+    read_topic,
+    run_bounded,
+    write_job_config,
+)
+from streamwarden.jobs.flink.env import FlinkConfig
+from streamwarden.jobs.flink.job import FlinkJobOptions, stages_config
+from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config
+from streamwarden.operators.anomaly import load_anomaly_spec
+from streamwarden.operators.anomaly.replay import alert_sort_key, replay
+from streamwarden.operators.pipeline import Stages, dead_letter_reason, iter_kafka_like, replay_actions
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
@@ -55,8 +63,8 @@ def flink_run(
     records = list(iter_traffic(SPEC))
     suffix = uuid.uuid4().hex[:8]
     topics = [f"{name}-{suffix}" for name in ("events", "actions", "deadletter", "features", "alerts")]
-    broker.create_topics(topics, 1)
-    kafka = broker.kafka_config()
+    create_local_topics(broker.bootstrap_servers, topics, 1)
+    kafka = embedded_kafka_config(broker.bootstrap_servers)
     ends = produce(
         kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
     )
@@ -132,13 +140,13 @@ def test_alerts_equal_the_anomaly_replay(flink_run: dict[str, Any]) -> None:
 
 
 def test_flink_and_beam_give_the_same_actions(broker: Any, flink_run: dict[str, Any]) -> None:
-    from jobs.beam.kafka_source import ReadOptions
-    from jobs.beam.pipeline import run_beam
+    from streamwarden.jobs.beam.kafka_source import ReadOptions
+    from streamwarden.jobs.beam.pipeline import run_beam
 
     flink_job = flink_run["job"]
     suffix = uuid.uuid4().hex[:8]
     outputs = [f"{name}-beam-{suffix}" for name in ("actions", "deadletter", "features", "alerts")]
-    broker.create_topics(outputs, 1)
+    create_local_topics(broker.bootstrap_servers, outputs, 1)
     topics = flink_job.topics.model_copy(
         update={"actions": outputs[0], "deadletter": outputs[1], "features": outputs[2], "alerts": outputs[3]}
     )
@@ -146,5 +154,5 @@ def test_flink_and_beam_give_the_same_actions(broker: Any, flink_run: dict[str, 
     n = len(flink_run["records"])
     run_beam(beam_job, read_options=ReadOptions(max_records=n, bundle_max_ms=100))  # type: ignore[call-arg]
 
-    beam_ids = Counter(action_ids(read_topic(broker.kafka_config(), outputs[0])))
+    beam_ids = Counter(action_ids(read_topic(embedded_kafka_config(broker.bootstrap_servers), outputs[0])))
     assert beam_ids == Counter(a.action_id for a in flink_run["actions"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.bench_flink import (
+from streamwarden.jobs.bench.flink import (
     broker_isolates_transactions,
     job_config_for,
     produce,
@@ -24,11 +24,12 @@ from jobs.bench_flink import (
     run_bounded,
     write_job_config,
 )
-from jobs.flink.env import FlinkConfig
-from jobs.flink.job import FlinkJobOptions, stages_config
-from operators.pipeline import Stages, iter_kafka_like, replay_actions
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.flink.env import FlinkConfig
+from streamwarden.jobs.flink.job import FlinkJobOptions, stages_config
+from streamwarden.jobs.kafka_io import embedded_kafka_config
+from streamwarden.operators.pipeline import Stages, iter_kafka_like, replay_actions
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
@@ -38,7 +39,7 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
 ) -> None:
     records = list(iter_traffic(small_spec(seed=22, duration_s=60.0)))
     topics = kafka_topics("events", "actions", "deadletter", "features", "probe")
-    kafka = broker.kafka_config()
+    kafka = embedded_kafka_config(broker.bootstrap_servers)
     ends = produce(
         kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
     )

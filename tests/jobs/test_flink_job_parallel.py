@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.bench_flink import job_config_for, produce, read_topic, run_bounded, write_job_config
-from jobs.flink.env import FlinkConfig
-from jobs.flink.job import FlinkJobOptions
-from jobs.flink.keygroups import subtask_of
-from operators.pipeline import Stages, StagesConfig
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.bench.flink import job_config_for, produce, read_topic, run_bounded, write_job_config
+from streamwarden.jobs.flink.env import FlinkConfig
+from streamwarden.jobs.flink.job import FlinkJobOptions
+from streamwarden.jobs.flink.keygroups import subtask_of
+from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config
+from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
@@ -30,8 +31,8 @@ def test_parallelism_two_joins_every_event_once(broker: object, tmp_path: Path) 
     assert split > len(valid) // 4, "the traffic must spread events over both subtasks"
     suffix = uuid.uuid4().hex[:8]
     topics = [f"{name}-{suffix}" for name in ("events", "actions", "deadletter", "features")]
-    broker.create_topics(topics, 2)  # type: ignore[attr-defined]
-    kafka = broker.kafka_config()  # type: ignore[attr-defined]
+    create_local_topics(broker.bootstrap_servers, topics, 2)
+    kafka = embedded_kafka_config(broker.bootstrap_servers)
     ends = produce(
         kafka,
         topics[0],

@@ -13,13 +13,21 @@ from typing import Any
 
 import pytest
 
-from jobs.bench_flink import JOB_FILE, job_args, job_config_for, produce, read_topic, write_job_config
-from jobs.flink.cluster import LocalFlinkCluster
-from jobs.flink.env import FlinkConfig
-from jobs.flink.job import FlinkJobOptions, stages_config
-from operators.pipeline import Stages, iter_kafka_like, replay_actions
-from operators.traffic import iter_traffic, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.bench.flink import (
+    JOB_FILE,
+    job_args,
+    job_config_for,
+    produce,
+    read_topic,
+    write_job_config,
+)
+from streamwarden.jobs.flink.cluster import LocalFlinkCluster
+from streamwarden.jobs.flink.env import FlinkConfig
+from streamwarden.jobs.flink.job import FlinkJobOptions, stages_config
+from streamwarden.jobs.kafka_io import embedded_kafka_config
+from streamwarden.operators.pipeline import Stages, iter_kafka_like, replay_actions
+from streamwarden.operators.traffic import iter_traffic, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +51,7 @@ def test_stop_with_savepoint_and_restore_carries_window_state_over(
     half = len(records) // 2
     first, second = records[:half], records[half:]
     topics = kafka_topics("events", "actions", "deadletter", "features")
-    kafka = broker.kafka_config()
+    kafka = embedded_kafka_config(broker.bootstrap_servers)
     job = job_config_for(kafka, topics, f"flink-sp-{uuid.uuid4().hex[:8]}", write_features=True)
     args = job_args(
         write_job_config(tmp_path / "job.yaml", job),

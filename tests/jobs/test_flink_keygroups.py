@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from jobs.flink.keygroups import java_string_hash, subtask_of
+from streamwarden.jobs.flink.keygroups import java_string_hash, subtask_of
 
 pytestmark = [pytest.mark.engine]
 

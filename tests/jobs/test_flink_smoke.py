@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.flink.smoke_check import run_smoke
+from streamwarden.jobs.flink.smoke_check import run_smoke
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 

@@ -3,7 +3,7 @@ broker, consumed back by a consumer group, decoded: every record is either an ``
 of the kind the generator intended, nothing lost, nothing doubled.
 
 The reader stops on the count it expects, then keeps polling a little to catch extra records; it never
-asks the broker for the end offset (tansu reports the last batch's base offset, see ARCHITECTURE.md).
+asks the broker for the end offset (tansu reports the last batch's base offset, see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import NamedTuple
 import pytest
 from confluent_kafka import TopicPartition
 
-from jobs.config import KafkaConfig
-from jobs.generate import KafkaSink, run_generate
-from jobs.kafka_io import BatchConsumer
-from operators.traffic import MALFORMED_KINDS, TrafficRecord, TrafficSpec, iter_traffic
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SourceRef, decode_event
+from streamwarden.jobs.cli.generate import KafkaSink, run_generate
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import BatchConsumer
+from streamwarden.operators.traffic import MALFORMED_KINDS, TrafficRecord, TrafficSpec, iter_traffic
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SourceRef, decode_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

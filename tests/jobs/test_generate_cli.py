@@ -6,9 +6,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobs.generate import FileSink, MemorySink, Pacer, generate_cmd, run_generate
-from operators.traffic import TrafficRecord, iter_traffic, labels, read_labels, small_spec
-from schemas.codec import read_delimited
+from streamwarden.jobs.cli.generate import FileSink, MemorySink, Pacer, generate_cmd, run_generate
+from streamwarden.operators.traffic import TrafficRecord, iter_traffic, labels, read_labels, small_spec
+from streamwarden.schemas.codec import read_delimited
 
 
 def cli() -> typer.Typer:
@@ -124,8 +124,8 @@ def test_live_pacing_sends_each_record_at_its_arrival_time():
 def test_now_starts_event_time_at_the_wall_clock(tmp_path):
     import time
 
-    from schemas import streamwarden_pb2 as pb
-    from schemas.codec import decode_event
+    from streamwarden.schemas import streamwarden_pb2 as pb
+    from streamwarden.schemas.codec import decode_event
 
     _, path = spec_file(tmp_path)
     out = tmp_path / "events.pb"

@@ -10,9 +10,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobs.generate import generate_cmd
-from jobs.kafka_io import drain
-from operators.traffic import iter_traffic, small_spec
+from streamwarden.jobs.cli.generate import generate_cmd
+from streamwarden.jobs.kafka_io import drain
+from streamwarden.operators.traffic import iter_traffic, small_spec
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_generate_produces_keyed_traffic_to_kafka(tmp_path, broker, kafka_config
 def test_bench_generate_prints_figures_and_a_json_line_last(broker):
     import json
 
-    from jobs.generate import bench_generate_cmd
+    from streamwarden.jobs.cli.generate import bench_generate_cmd
 
     app = typer.Typer()
     app.command("generate")(bench_generate_cmd)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import JobConfig, load_config
-from operators.errors import ConfigError
+from streamwarden.jobs.config import JobConfig, load_config
+from streamwarden.operators.errors import ConfigError
 
 
 def test_defaults_without_file() -> None:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Message, TopicPartition
 
-from deploy.broker import free_port
-from jobs.config import KafkaConfig
-from jobs.kafka_io import (
+from streamwarden.deploy.broker import free_port
+from streamwarden.jobs.config import KafkaConfig
+from streamwarden.jobs.kafka_io import (
     EMBEDDED_FETCH_WAIT_MAX_MS,
     EMBEDDED_HEARTBEAT_INTERVAL_MS,
     EMBEDDED_SESSION_TIMEOUT_MS,
@@ -29,7 +29,7 @@ from jobs.kafka_io import (
     next_offsets,
     poll_batch,
 )
-from operators.errors import BrokerError
+from streamwarden.operators.errors import BrokerError
 
 Topics = Callable[..., list[str]]
 

@@ -7,7 +7,7 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from jobs.bench_scorer import bench_scorer_cmd
+from streamwarden.jobs.bench.scorer import bench_scorer_cmd
 
 
 def test_bench_scorer_prints_figures_and_json_last():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.train import (
+from streamwarden.models.train import (
     _label_index,
     choose_threshold,
     compare_cards,
@@ -14,11 +14,11 @@ from models.train import (
     metrics_at,
     train,
 )
-from operators.features import default_spec
-from operators.policy import load_policy
-from operators.scoring import Scorer, ScoringEngine, default_card_paths
-from operators.traffic import Label
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features import default_spec
+from streamwarden.operators.policy import load_policy
+from streamwarden.operators.scoring import Scorer, ScoringEngine, default_card_paths
+from streamwarden.operators.traffic import Label
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 LABELS = [
     Label("streaming_farm", "ip", "10.0.0.1", 1_000, 2_000),

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from operators.anomaly.detectors import (
+from streamwarden.operators.anomaly.detectors import (
     HoltDetector,
     RobustZDetector,
     SeasonalDetector,
@@ -15,16 +15,16 @@ from operators.anomaly.detectors import (
     detector_from_bytes,
     score_from_z,
 )
-from operators.anomaly.operator import AnomalyOperator
-from operators.anomaly.series import ClosedBucket
-from operators.anomaly.spec import (
+from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.series import ClosedBucket
+from streamwarden.operators.anomaly.spec import (
     HoltConfig,
     LifecycleConfig,
     MetricSpec,
     RobustZConfig,
     SeasonalConfig,
 )
-from operators.anomaly.synth import DAY_MS, generate_series
+from streamwarden.operators.anomaly.synth import DAY_MS, generate_series
 
 BUCKET_MS = 60_000
 MAX_DELAY_BUCKETS = {"spike": 2, "drop_to_zero": 3, "level_shift": 3, "level_down": 5}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.anomaly.detectors import Score
-from operators.anomaly.lifecycle import AlertLifecycle, fingerprint, severity_for
-from operators.anomaly.spec import LifecycleConfig
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.anomaly.detectors import Score
+from streamwarden.operators.anomaly.lifecycle import AlertLifecycle, fingerprint, severity_for
+from streamwarden.operators.anomaly.spec import LifecycleConfig
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 FIRING, RESOLVED = pb.AnomalyAlert.FIRING, pb.AnomalyAlert.RESOLVED
 B = 60_000

@@ -7,11 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from operators.anomaly._wire import StateFormatError
-from operators.anomaly.operator import AnomalyOperator
-from operators.anomaly.series import SeriesAggregator, points_for_event, series_id
-from operators.anomaly.spec import AnomalySpec, parse_anomaly_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.anomaly._wire import StateFormatError
+from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.series import SeriesAggregator, points_for_event, series_id
+from streamwarden.operators.anomaly.spec import AnomalySpec, parse_anomaly_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 B = 60_000
 T0 = 1_700_000_040_000

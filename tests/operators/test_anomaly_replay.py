@@ -8,18 +8,18 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from operators.anomaly.operator import AnomalyOperator
-from operators.anomaly.replay import (
+from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.replay import (
     END_OF_INPUT_WATERMARK_MS,
     AnomalyReplay,
     alert_sort_key,
     replay,
     replay_alerts,
 )
-from operators.anomaly.series import ClosedBucket, bucket_start
-from operators.anomaly.spec import AnomalySpec, parse_anomaly_spec
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SCHEMA_VERSION
+from streamwarden.operators.anomaly.series import ClosedBucket, bucket_start
+from streamwarden.operators.anomaly.spec import AnomalySpec, parse_anomaly_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SCHEMA_VERSION
 
 B = 60_000
 T0 = 1_700_000_040_000  # a minute boundary

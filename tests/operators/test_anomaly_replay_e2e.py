@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from operators.anomaly.replay import ReplayResult, replay
-from operators.anomaly.spec import AnomalySpec, load_anomaly_spec
-from operators.traffic import Label, TrafficSpec, iter_traffic, labels
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SCHEMA_VERSION
+from streamwarden.operators.anomaly.replay import ReplayResult, replay
+from streamwarden.operators.anomaly.spec import AnomalySpec, load_anomaly_spec
+from streamwarden.operators.traffic import Label, TrafficSpec, iter_traffic, labels
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SCHEMA_VERSION
 
 MIN_MS = 60_000
 BASELINE_MIN = 45

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.anomaly._wire import StateFormatError
-from operators.anomaly.series import (
+from streamwarden.operators.anomaly._wire import StateFormatError
+from streamwarden.operators.anomaly.series import (
     ClosedBucket,
     SeriesAggregator,
     SeriesPoint,
@@ -19,8 +19,8 @@ from operators.anomaly.series import (
     series_id,
     split_series_id,
 )
-from operators.anomaly.spec import AnomalySpec, load_anomaly_spec, parse_anomaly_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.anomaly.spec import AnomalySpec, load_anomaly_spec, parse_anomaly_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 B = 60_000
 T0 = 1_700_000_040_000  # a multiple of 60 s

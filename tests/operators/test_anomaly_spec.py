@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.anomaly.spec import (
+from streamwarden.operators.anomaly.spec import (
     HoltConfig,
     RobustZConfig,
     SeasonalConfig,
@@ -14,7 +14,7 @@ from operators.anomaly.spec import (
     parse_anomaly_spec,
     with_detector,
 )
-from operators.errors import ConfigError
+from streamwarden.operators.errors import ConfigError
 
 
 def test_metric_detector_is_merged_over_defaults_when_the_kind_matches() -> None:

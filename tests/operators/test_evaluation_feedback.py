@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from operators.errors import ConfigError
-from operators.evaluation.feedback import (
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.evaluation.feedback import (
     ReviewDecision,
     join_training_rows,
     parse_decisions,
@@ -19,8 +19,8 @@ from operators.evaluation.feedback import (
     simulate_reviews,
     write_dataset,
 )
-from operators.traffic import Label
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.traffic import Label
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 NAMES = ("f.a", "f.b")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from operators.errors import ConfigError
-from operators.evaluation import evaluate
-from operators.evaluation.harness import (
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.evaluation import evaluate
+from streamwarden.operators.evaluation.harness import (
     event_scenarios,
     first_actions,
     format_table,
@@ -19,10 +19,10 @@ from operators.evaluation.harness import (
     summary,
     traffic_from_files,
 )
-from operators.evaluation.html import latency_histogram_svg, render_html, timeline_svg
-from operators.traffic import Label, write_labels
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import write_delimited
+from streamwarden.operators.evaluation.html import latency_histogram_svg, render_html, timeline_svg
+from streamwarden.operators.traffic import Label, write_labels
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import write_delimited
 
 A = pb.Action
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from operators.evaluation import compare_policies, count_subjects, evaluate, percentile
-from operators.traffic import ENTITY_KINDS, Label
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.evaluation import compare_policies, count_subjects, evaluate, percentile
+from streamwarden.operators.traffic import ENTITY_KINDS, Label
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 A = pb.Action
 FARM, SPAM, STUFF, SIGNUP = "streaming_farm", "spam_burst", "credential_stuffing", "signup_burst"

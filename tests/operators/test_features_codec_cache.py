@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from operators.features.fanout import FanOut
-from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec
-from operators.features.state_codec import LAYOUT_VERSION, MAGIC
-from operators.features.synth import SMALL_LATENESS_MS, T0_MS, make_event, small_feature_spec
-from operators.features.window import NO_TIME, KeyState, compile_plans
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features.fanout import FanOut
+from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec
+from streamwarden.operators.features.state_codec import LAYOUT_VERSION, MAGIC, decode_state, encode_state
+from streamwarden.operators.features.synth import SMALL_LATENESS_MS, T0_MS, make_event, small_feature_spec
+from streamwarden.operators.features.window import NO_TIME, KeyState, compile_plans
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 LATENESS_MS = SMALL_LATENESS_MS
 
@@ -116,7 +116,7 @@ def uncached_encode(state: KeyState) -> bytes:
     fresh = copy.copy(state)
     fresh.ring_enc = None
     fresh.seen_enc = None
-    return fresh.to_bytes()
+    return encode_state(fresh)
 
 
 # ---------------------------------------------------------------- spec and streams
@@ -210,10 +210,10 @@ def build_stream(draws: list[tuple[Any, ...]]) -> list[tuple[pb.Event, int]]:
 def check_bytes(state: KeyState) -> bytes:
     """The state's bytes, asserted equal to the reference's, the uncached encoder's and a re-encoded
     decode's."""
-    blob = state.to_bytes()
+    blob = encode_state(state)
     assert blob == reference_encode(state)
     assert blob == uncached_encode(state)
-    assert KeyState.from_bytes(state.plan, blob).to_bytes() == blob
+    assert encode_state(decode_state(state.plan, blob)) == blob
     return blob
 
 
@@ -241,7 +241,7 @@ def test_cached_bytes_equal_reference_at_every_point(draws, config):
             for key in keys:
                 blob = check_bytes(cycled[key])
                 if action == ROUND_TRIP_TOUCHED:
-                    cycled[key] = KeyState.from_bytes(plans[key[0]], blob)
+                    cycled[key] = decode_state(plans[key[0]], blob)
     for key, state in cycled.items():
         assert check_bytes(state) == check_bytes(plain[key])
 
@@ -263,8 +263,8 @@ def test_non_canonical_bytes_decode_then_encode_canonically(variant):
     canonical = reference_encode(state)
     odd = reference_encode(state, **variant)
     assert odd != canonical
-    restored = KeyState.from_bytes(plan, odd)
-    assert restored.to_bytes() == canonical
+    restored = decode_state(plan, odd)
+    assert encode_state(restored) == canonical
     assert restored.values() == state.values()
 
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.features.assemble import Assembler, event_partial
-from operators.features.replay import replay
-from operators.features.synth import T0_MS, make_event, random_stream
-from operators.features.window import KeyState
-from operators.pipeline import (
+from streamwarden.operators.features.assemble import Assembler, event_partial
+from streamwarden.operators.features.replay import replay
+from streamwarden.operators.features.synth import T0_MS, make_event, random_stream
+from streamwarden.operators.features.window import KeyState
+from streamwarden.operators.pipeline import (
     EVENT_KIND,
     LATE_EVENT,
     EventClock,
@@ -27,9 +27,9 @@ from operators.pipeline import (
     key_kind,
     replay_actions,
 )
-from operators.traffic import iter_traffic, labels, small_spec
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import SourceRef
+from streamwarden.operators.traffic import iter_traffic, labels, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SourceRef
 
 CONFIG = StagesConfig()
 NO_MODELS = Stages(CONFIG)  # fan-out, windows and assembly only: models load on first use
@@ -170,7 +170,7 @@ def test_replay_features_equal_the_velocity_reference(stages, traffic):
 
 def test_replay_is_deterministic_and_batching_does_not_change_actions(stages, traffic, monkeypatch):
     first = replay_actions(traffic, stages, feature_records=False)
-    monkeypatch.setattr("operators.pipeline.SCORE_BATCH", 7)
+    monkeypatch.setattr("streamwarden.operators.pipeline.SCORE_BATCH", 7)
     second = replay_actions(traffic, stages, feature_records=False)
     assert [a.SerializeToString() for a in first.actions] == [a.SerializeToString() for a in second.actions]
 

@@ -10,10 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.policy import CooldownGate, CooldownTable, Decider, parse_policy, subject_key
-from operators.policy.cooldown import decode_state, encode_state, rule_hash
-from operators.policy.expr import All, AnyOf, Compare, Const, Not, Num, Ref, compile_condition, parse_text
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.policy import CooldownGate, CooldownTable, Decider, parse_policy, subject_key
+from streamwarden.operators.policy.cooldown import decode_state, encode_state, rule_hash
+from streamwarden.operators.policy.expr import (
+    All,
+    AnyOf,
+    Compare,
+    Const,
+    Not,
+    Num,
+    Ref,
+    compile_condition,
+    parse_text,
+)
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 FEATURES = ["ip.fail_ratio.10m", "ip.logins.10m", "account.comments.1m", "account.age_s"]
 POLICY = {
@@ -255,7 +265,7 @@ def test_compiled_conditions_match_a_reference_evaluator(tree, values):
 
 def test_event_facts_give_the_same_actions_as_the_event():
     """Engines hold the velocity engine's EventFacts after assembly; the decider accepts them as is."""
-    from operators.features import FanOut, default_spec
+    from streamwarden.operators.features import FanOut, default_spec
 
     fanout = FanOut(default_spec())
     d = Decider(parse_policy(POLICY), FEATURES, clock=lambda: 7, thresholds={"gbt": 0.9})

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from operators.errors import ConfigError
-from operators.policy import Decider, load_policy
-from operators.policy.expr import ConditionSyntaxError, parse_text
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.policy import Decider, load_policy
+from streamwarden.operators.policy.expr import ConditionSyntaxError, parse_text
 
 FEATURES = ["ip.ratio_login_failed.10m", "ip.count_login.10m", "account.count_comment.1m"]
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from models.export import write_model
-from operators.errors import ModelError
-from operators.scoring.model_card import (
+from streamwarden.models.export import write_model
+from streamwarden.operators.errors import ModelError
+from streamwarden.operators.scoring.model_card import (
     EvalMetrics,
     Metrics,
     TrainingInfo,

@@ -14,10 +14,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.export import write_model
-from operators.errors import ModelError
-from operators.scoring import Scorer, ScoringEngine
-from operators.scoring.model_card import EvalMetrics, Metrics, TrainingInfo, sha256_hex
+from streamwarden.models.export import write_model
+from streamwarden.operators.errors import ModelError
+from streamwarden.operators.scoring import Scorer, ScoringEngine
+from streamwarden.operators.scoring.model_card import EvalMetrics, Metrics, TrainingInfo, sha256_hex
 
 FEATURES = [f"f{i}" for i in range(6)]
 _M = Metrics(precision=1.0, recall=1.0, pr_auc=1.0, positives=1, negatives=1)

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from operators.traffic import (
+from streamwarden.operators.traffic import (
     ENTITY_KINDS,
     MALFORMED_KINDS,
     SCENARIO_NAMES,
@@ -19,9 +19,9 @@ from operators.traffic import (
     small_spec,
     write_labels,
 )
-from operators.traffic.organic import diurnal_factor
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import decode_event, read_delimited, write_delimited
+from streamwarden.operators.traffic.organic import diurnal_factor
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import decode_event, read_delimited, write_delimited
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from operators.errors import ConfigError
-from operators.traffic import SCENARIO_NAMES, TrafficSpec, iter_traffic, labels, load_spec
-from operators.traffic.spec import ScenariosSpec
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.traffic import SCENARIO_NAMES, TrafficSpec, iter_traffic, labels, load_spec
+from streamwarden.operators.traffic.spec import ScenariosSpec
 
 
 def test_every_field_is_described():

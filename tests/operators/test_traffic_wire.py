@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.traffic import ids
-from operators.traffic.wire import (
+from streamwarden.operators.traffic import ids
+from streamwarden.operators.traffic.wire import (
     actor_chunk,
     content_chunk,
     created_field,
@@ -15,7 +15,7 @@ from operators.traffic.wire import (
     target_chunk,
     varint,
 )
-from schemas import streamwarden_pb2 as pb
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 text = st.text(max_size=200)
 u32 = st.integers(min_value=0, max_value=2**32 - 1)

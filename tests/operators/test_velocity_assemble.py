@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from operators.features.assemble import EVENT_DEFAULTS, Assembler, event_features, event_partial
-from operators.features.fanout import FanOut
-from operators.features.spec import ENTITY_KIND_VALUES, EVENT_FEATURES, default_spec
-from operators.features.synth import T0_MS, make_event
-from operators.features.window import KeyState, compile_plans
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features.assemble import EVENT_DEFAULTS, Assembler, event_features, event_partial
+from streamwarden.operators.features.fanout import FanOut
+from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, EVENT_FEATURES, default_spec
+from streamwarden.operators.features.synth import T0_MS, make_event
+from streamwarden.operators.features.window import KeyState, compile_plans
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 SPEC = default_spec()
 PLANS = compile_plans(SPEC)

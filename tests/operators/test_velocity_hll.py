@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.features.hll import SlidingHll, estimate_from, item_hash, relative_standard_error
+from streamwarden.operators.features.hll import SlidingHll, estimate_from, item_hash, relative_standard_error
 
 
 @settings(max_examples=25, deadline=None)

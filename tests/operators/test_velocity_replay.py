@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from operators.features.assemble import Assembler, event_partial
-from operators.features.fanout import FanOut
-from operators.features.naive import NaiveKeyState, NaivePlan
-from operators.features.replay import VelocityPipeline, replay
-from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, default_spec
-from operators.features.synth import random_stream
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import write_delimited
+from streamwarden.operators.features.assemble import Assembler, event_partial
+from streamwarden.operators.features.fanout import FanOut
+from streamwarden.operators.features.naive import NaiveKeyState, NaivePlan
+from streamwarden.operators.features.replay import VelocityPipeline, replay
+from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, default_spec
+from streamwarden.operators.features.synth import random_stream
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import write_delimited
 
 
 def brute_force_chain(spec: FeatureSpec, events: list[pb.Event]) -> list[tuple[float, ...]]:
@@ -69,7 +69,7 @@ def test_replay_from_file_counts_dead_letters(tmp_path):
 
 
 def test_generated_traffic_replays_deterministically():
-    traffic = pytest.importorskip("operators.traffic")
+    traffic = pytest.importorskip("streamwarden.operators.traffic")
     tspec = traffic.TrafficSpec(duration_s=120, organic_accounts=2_000, organic_events_per_s=40)
     spec = default_spec()
     first, stats = replay((r.payload for r in traffic.iter_traffic(tspec)), spec)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.errors import ConfigError
-from operators.features.spec import DEFAULT_SPEC_PATH, EVENT_FEATURES, default_spec, load_spec
+from streamwarden.operators.errors import ConfigError
+from streamwarden.operators.features.spec import DEFAULT_SPEC_PATH, EVENT_FEATURES, default_spec, load_spec
 
 
 def test_default_spec_names_are_unique_ordered_and_stable():

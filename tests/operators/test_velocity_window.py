@@ -8,14 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from operators.features.fanout import FanOut
-from operators.features.naive import NaiveKeyState, NaivePlan
-from operators.features.replay import VelocityStore
-from operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, default_spec, parse_spec
-from operators.features.state_codec import StateFormatError
-from operators.features.synth import SMALL_LATENESS_MS, T0_MS, make_event, small_feature_spec
-from operators.features.window import NO_TIME, KeyState, compile_plans
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.features.fanout import FanOut
+from streamwarden.operators.features.naive import NaiveKeyState, NaivePlan
+from streamwarden.operators.features.replay import VelocityStore
+from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, default_spec, parse_spec
+from streamwarden.operators.features.state_codec import StateFormatError, decode_state, encode_state
+from streamwarden.operators.features.synth import SMALL_LATENESS_MS, T0_MS, make_event, small_feature_spec
+from streamwarden.operators.features.window import NO_TIME, KeyState, compile_plans
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 LATENESS_MS = SMALL_LATENESS_MS
 
@@ -103,9 +103,9 @@ def test_serialize_then_continue_equals_never_serializing(draws, data):
     for i, ev in enumerate(events):
         if i in cuts:
             for key, state in list(cycled.items()):
-                blob = state.to_bytes()
-                restored = KeyState.from_bytes(plans[key[0]], blob)
-                assert restored.to_bytes() == blob  # canonical
+                blob = encode_state(state)
+                restored = decode_state(plans[key[0]], blob)
+                assert encode_state(restored) == blob  # canonical
                 cycled[key] = restored
         facts, keys = fan(ev)
         for key in keys:
@@ -252,18 +252,18 @@ def test_expiry_drops_state_without_changing_later_outputs():
 def test_state_bytes_refuse_other_spec_and_garbage():
     c = Clock()
     c.play(1_000)
-    blob = c.state.to_bytes()
+    blob = encode_state(c.state)
     other = compile_plans(_one_window_spec(lateness_ms=4_000))[ENTITY_KIND_VALUES["account"]]
     with pytest.raises(StateFormatError, match="different feature spec"):
-        KeyState.from_bytes(other, blob)
+        decode_state(other, blob)
     with pytest.raises(StateFormatError):
-        KeyState.from_bytes(c.plan, b"nope" + blob)
+        decode_state(c.plan, b"nope" + blob)
     with pytest.raises(StateFormatError, match="truncated"):
-        KeyState.from_bytes(c.plan, blob[:-1])
+        decode_state(c.plan, blob[:-1])
     with pytest.raises(StateFormatError, match="trailing"):
-        KeyState.from_bytes(c.plan, blob + b"\x00")
+        decode_state(c.plan, blob + b"\x00")
     empty = KeyState(c.plan)
-    assert KeyState.from_bytes(c.plan, empty.to_bytes()).high_ms == NO_TIME
+    assert decode_state(c.plan, encode_state(empty)).high_ms == NO_TIME
 
 
 def test_default_spec_state_is_compact_and_round_trips():
@@ -289,7 +289,7 @@ def test_default_spec_state_is_compact_and_round_trips():
         for key in keys:
             states.setdefault(key, KeyState(plans[key[0]])).on_event(facts)
     for key, state in states.items():
-        blob = state.to_bytes()
-        again = KeyState.from_bytes(plans[key[0]], blob)
+        blob = encode_state(state)
+        again = decode_state(plans[key[0]], blob)
         assert again.values() == state.values()
         assert len(blob) < 4_000

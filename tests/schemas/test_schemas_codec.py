@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import (
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import (
     SCHEMA_VERSION,
     SourceRef,
     decode_event,
     read_delimited,
     write_delimited,
 )
-from schemas.generate import main as generate_main
+from streamwarden.schemas.generate import main as generate_main
 
 NOW_MS = 1_750_000_000_000
 SRC = SourceRef("events", 2, 41)

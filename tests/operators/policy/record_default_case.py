@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 from google.protobuf.json_format import MessageToDict
 
-from models.train import DEFAULT_EVAL_SEED, _label_index, label_event, replay_seed
-from operators.policy import Decider, load_policy
-from operators.scoring import ScoringEngine, default_card_paths
+from streamwarden.models.train import DEFAULT_EVAL_SEED, _label_index, label_event, replay_seed
+from streamwarden.operators.policy import Decider, load_policy
+from streamwarden.operators.scoring import ScoringEngine, default_card_paths
 
 CASE = Path(__file__).parent / "golden" / "default"
 

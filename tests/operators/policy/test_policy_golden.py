@@ -16,8 +16,8 @@ import pytest
 import yaml
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from operators.policy import DEFAULT_POLICY_PATH, CooldownTable, Decider, load_policy
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.policy import DEFAULT_POLICY_PATH, CooldownTable, Decider, load_policy
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "case.yaml").is_file())
@@ -26,7 +26,7 @@ DECISION_TIME_MS = 1_800_000_000_000
 
 def _feature_names(spec: Any) -> list[str]:
     if spec == "default":
-        from operators.features import default_spec  # the shipped feature spec
+        from streamwarden.operators.features import default_spec  # the shipped feature spec
 
         return list(default_spec().feature_names())
     return list(spec)

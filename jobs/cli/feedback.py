@@ -20,18 +20,18 @@ from typing import Annotated
 import typer
 from google.protobuf.message import DecodeError
 
-from jobs.config import KafkaConfig, load_config
-from jobs.kafka_io import Record, drain
-from operators.errors import StreamwardenError
-from operators.evaluation.feedback import (
+from streamwarden.jobs.config import KafkaConfig, load_config
+from streamwarden.jobs.kafka_io import Record, drain
+from streamwarden.operators.errors import StreamwardenError
+from streamwarden.operators.evaluation.feedback import (
     DEFAULT_LOOKBACK_MS,
     JoinStats,
     join_training_rows,
     parse_decisions,
     write_dataset,
 )
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import decode_event
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import decode_event
 
 
 def _events(records: list[Record], bad: Counter[str]) -> Iterator[pb.Event]:

@@ -31,10 +31,10 @@ from typing import Annotated, Any
 
 import typer
 
-from jobs.config import JobConfig, KafkaConfig, TopicsConfig
-from operators.errors import ConfigError, StreamwardenError
-from operators.evaluation import EvaluationReport, compare_policies
-from operators.evaluation.harness import (
+from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
+from streamwarden.operators.errors import ConfigError, StreamwardenError
+from streamwarden.operators.evaluation import EvaluationReport, compare_policies
+from streamwarden.operators.evaluation.harness import (
     LabeledTraffic,
     first_actions,
     format_table,
@@ -44,11 +44,11 @@ from operators.evaluation.harness import (
     traffic_from_files,
     traffic_from_spec,
 )
-from operators.evaluation.html import render_html
-from operators.evaluation.shadow import PolicyDiff
-from operators.pipeline import Stages, StagesConfig, replay_actions
-from operators.traffic import TrafficSpec, load_spec, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.evaluation.html import render_html
+from streamwarden.operators.evaluation.shadow import PolicyDiff
+from streamwarden.operators.pipeline import Stages, StagesConfig, replay_actions
+from streamwarden.operators.traffic import TrafficSpec, load_spec, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 DEFAULT_EVAL_SEED = 2
 """Held-out traffic: the shipped models were trained on seed 1."""
@@ -127,7 +127,7 @@ def _topics(tag: str) -> TopicsConfig:
 
 def _produce(kafka: KafkaConfig, topic: str, traffic: LabeledTraffic) -> dict[str, int]:
     """Produce every record (keyed by actor account) to one partition; event id → produce wall ms."""
-    from jobs.kafka_io import CheckedProducer
+    from streamwarden.jobs.kafka_io import CheckedProducer
 
     producer = CheckedProducer.create(kafka, **{"linger.ms": 20, "batch.num.messages": 10_000})
     sent: dict[str, int] = {}
@@ -153,9 +153,9 @@ _BACKLOG = (
 def run_beam_engine(traffic: LabeledTraffic, job: JobConfig) -> EngineRun:
     """The Beam job (DirectRunner) over the stream, produced to ``job``'s Kafka first."""
     try:
-        from jobs.beam.kafka_source import ReadOptions
-        from jobs.beam.pipeline import job_metrics, run_beam
-        from jobs.kafka_io import drain, ensure_topics
+        from streamwarden.jobs.beam.kafka_source import ReadOptions
+        from streamwarden.jobs.beam.pipeline import job_metrics, run_beam
+        from streamwarden.jobs.kafka_io import drain, ensure_topics
     except ImportError as exc:
         raise EngineUnavailable(f"the Beam engine is not available: {exc}") from exc
     topics = job.topics
@@ -196,9 +196,9 @@ def run_beam_engine(traffic: LabeledTraffic, job: JobConfig) -> EngineRun:
 def run_flink_engine(traffic: LabeledTraffic, job: JobConfig, log_dir: Path) -> EngineRun:
     """The Flink job (local MiniCluster, its own process) over the stream, bounded at the produced end."""
     try:
-        from jobs.bench_flink import produce, read_topic, run_bounded, write_job_config
-        from jobs.flink.job import FlinkJobOptions
-        from jobs.kafka_io import ensure_topics
+        from streamwarden.jobs.bench.flink import produce, read_topic, run_bounded, write_job_config
+        from streamwarden.jobs.flink.job import FlinkJobOptions
+        from streamwarden.jobs.kafka_io import ensure_topics
     except ImportError as exc:
         raise EngineUnavailable(f"the Flink engine is not available: {exc}") from exc
     topics = job.topics
@@ -260,13 +260,13 @@ def run_engine(
             return run_flink_engine(traffic, job, Path(tmp))
 
     if bootstrap is not None:
-        from jobs.kafka_io import embedded_kafka_config
+        from streamwarden.jobs.kafka_io import embedded_kafka_config
 
         return run(embedded_kafka_config(bootstrap))
-    from deploy.broker import EmbeddedBroker
+    from streamwarden.deploy.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
-        return run(broker.kafka_config())
+        return run(embedded_kafka_config(broker.bootstrap_servers))
 
 
 # ---------------------------------------------------------------- shared CLI plumbing
@@ -512,3 +512,12 @@ def shadow_cmd(
         f"B = {policy_b} ({len(run_b.actions)} actions)"
     )
     typer.echo(format_diff(diff))
+
+
+eval_app = typer.Typer(
+    name="eval",
+    help="Detection quality on labeled traffic; shadow comparison of two policies.",
+    add_completion=False,
+)
+eval_app.callback(invoke_without_command=True)(eval_cmd)
+eval_app.command("shadow")(shadow_cmd)

@@ -17,11 +17,17 @@ from typing import Annotated
 
 import typer
 
-from operators.anomaly.backtest import SeriesShapeError, backtest_metric, score_series
-from operators.anomaly.evaluate import DETECT_SLACK, RECOVERY_SLACK, evaluate
-from operators.anomaly.spec import DETECTOR_KINDS, AnomalySpec, MetricSpec, load_anomaly_spec, with_detector
-from operators.anomaly.synth import generate_suite
-from operators.errors import StreamwardenError
+from streamwarden.operators.anomaly.backtest import SeriesShapeError, backtest_metric, score_series
+from streamwarden.operators.anomaly.evaluate import DETECT_SLACK, RECOVERY_SLACK, evaluate
+from streamwarden.operators.anomaly.spec import (
+    DETECTOR_KINDS,
+    AnomalySpec,
+    MetricSpec,
+    load_anomaly_spec,
+    with_detector,
+)
+from streamwarden.operators.anomaly.synth import generate_suite
+from streamwarden.operators.errors import StreamwardenError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

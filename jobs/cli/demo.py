@@ -30,14 +30,14 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from deploy.broker import EmbeddedBroker
-from jobs.config import JobConfig, KafkaConfig, TopicsConfig
-from jobs.generate import KafkaSink, run_generate
-from jobs.kafka_io import make_consumer, poll_batch
-from operators.evaluation import percentile
-from operators.evaluation.report import counted, subject_of
-from operators.pipeline import dead_letter_reason
-from operators.traffic import (
+from streamwarden.deploy.broker import EmbeddedBroker
+from streamwarden.jobs.cli.generate import KafkaSink, run_generate
+from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
+from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config, make_consumer, poll_batch
+from streamwarden.operators.evaluation import percentile
+from streamwarden.operators.evaluation.report import counted, subject_of
+from streamwarden.operators.pipeline import dead_letter_reason
+from streamwarden.operators.traffic import (
     SCENARIO_NAMES,
     Label,
     TrafficRecord,
@@ -46,7 +46,7 @@ from operators.traffic import (
     labels,
     load_spec,
 )
-from schemas import streamwarden_pb2 as pb
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 PARTITIONS = 3
 """Partitions of every demo topic."""
@@ -355,7 +355,7 @@ def demo_cmd(
     ] = DEMO_ORGANIC_EVENTS_PER_S,
 ) -> None:
     """Run the embedded default: broker, live generated traffic with attacks, the Beam job, a live summary."""
-    from jobs.beam.pipeline import new_stop_token, request_stop, run_beam_in_process
+    from streamwarden.jobs.beam.pipeline import new_stop_token, request_stop, run_beam_in_process
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # start-up notices would drown the summary
     topics = TopicsConfig()  # type: ignore[call-arg]
@@ -363,10 +363,12 @@ def demo_cmd(
     state = DemoState()
     t0 = time.monotonic()
     with _Stopper(stop), EmbeddedBroker() as broker:
-        broker.create_topics(
-            [topics.events, topics.deadletter, topics.actions, topics.alerts], partitions=PARTITIONS
+        create_local_topics(
+            broker.bootstrap_servers,
+            [topics.events, topics.deadletter, topics.actions, topics.alerts],
+            partitions=PARTITIONS,
         )
-        kafka = broker.kafka_config()
+        kafka = embedded_kafka_config(broker.bootstrap_servers)
         typer.echo(
             f"embedded broker: {broker.bootstrap_servers} (pid {broker.pid}); topics {topics.events} -> "
             f"{topics.actions}, {topics.deadletter}"

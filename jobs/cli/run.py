@@ -16,21 +16,8 @@ from typing import Annotated
 
 import typer
 
-from jobs.config import JobConfig, load_config
-from operators.errors import ConfigError, StreamwardenError
-from operators.pipeline import StagesConfig
-
-
-def stages_config(job: JobConfig) -> StagesConfig:
-    """The operators' configuration of a job, shared by the engine bindings (``model_card`` None = the
-    shipped models)."""
-    return StagesConfig(
-        feature_spec=job.feature_spec,
-        model_cards=(job.model_card,) if job.model_card is not None else None,
-        policy=job.policy,
-        allowed_lateness_ms=job.allowed_lateness_ms,
-        max_future_ms=job.max_future_ms,
-    )
+from streamwarden.jobs.config import JobConfig, load_config
+from streamwarden.operators.errors import ConfigError, StreamwardenError
 
 
 class Engine(StrEnum):
@@ -41,8 +28,8 @@ class Engine(StrEnum):
 def _run_beam(
     job: JobConfig, max_records: int | None, idle_timeout_s: float | None, bundle_max_ms: int
 ) -> None:
-    from jobs.beam.kafka_source import ReadOptions, request_stop
-    from jobs.beam.pipeline import job_metrics, new_stop_token, run_beam
+    from streamwarden.jobs.beam.kafka_source import ReadOptions, request_stop
+    from streamwarden.jobs.beam.pipeline import job_metrics, new_stop_token, run_beam
 
     token = new_stop_token()
     options = ReadOptions(  # type: ignore[call-arg]
@@ -115,7 +102,7 @@ def run_cmd(
         if chosen == "beam":
             _run_beam(job, max_records, idle_timeout_s, bundle_max_ms)
         elif chosen == "flink":
-            from jobs.flink.job import run_flink  # PyFlink starts a JVM: import only when asked
+            from streamwarden.jobs.flink.job import run_flink  # PyFlink starts a JVM: import only when asked
 
             run_flink(job, max_records=max_records, idle_timeout_s=idle_timeout_s)
         else:

@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import typer
 
-from operators.policy import DEFAULT_POLICY_PATH, CooldownTable, Decider, load_policy
-from operators.scoring import DEFAULT_MODEL, Scorer, ScoringEngine, default_card_paths
-from schemas import streamwarden_pb2 as pb
+from streamwarden.operators.policy import DEFAULT_POLICY_PATH, CooldownTable, Decider, load_policy
+from streamwarden.operators.scoring import DEFAULT_MODEL, Scorer, ScoringEngine, default_card_paths
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 BATCHES = (1, 64, 256, 1024)
 LATENCY_BATCHES = (1, 256)

@@ -24,11 +24,11 @@ import typer
 import yaml
 from confluent_kafka import TopicPartition
 
-from jobs.config import JobConfig, KafkaConfig, TopicsConfig
-from jobs.flink.env import FlinkConfig
-from jobs.flink.job import FlinkJobOptions
-from jobs.kafka_io import make_consumer, make_producer
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
+from streamwarden.jobs.flink.env import FlinkConfig
+from streamwarden.jobs.flink.job import FlinkJobOptions
+from streamwarden.jobs.kafka_io import make_consumer, make_producer
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JOB_FILE = REPO_ROOT / "jobs" / "flink" / "job.py"
@@ -392,7 +392,7 @@ def _latency_run(
     extra: dict[str, Any] = {}
     if checkpoint_interval_ms is not None:
         extra["checkpoint_interval_ms"] = checkpoint_interval_ms
-    flink = FlinkConfig(checkpoint_dir=(work / f"latency-{stamp}" / "ckpt").as_uri(), **extra)  # type: ignore[call-arg]
+    flink = FlinkConfig(checkpoint_dir=(work / f"latency-{stamp}" / "ckpt").as_uri(), **extra)
     # at_least_once: records become visible when written; exactly_once adds the wait for the checkpoint
     # that commits them (up to the checkpoint interval) for read_committed readers on a real Kafka.
     options = FlinkJobOptions(check_future=False, guarantee="at_least_once", alerts=False)  # type: ignore[call-arg]
@@ -471,8 +471,8 @@ def bench_flink_cmd(
     checkpoint interval, then 5 s checkpoints: each checkpoint briefly pauses the pipeline), and the naive
         binding (state read and written per element, process mode) as the baseline. One JSON line per run,
         the summary JSON line last."""
-    from deploy.broker import broker_or_external
-    from operators.traffic import iter_traffic, small_spec
+    from streamwarden.jobs.cli.broker import broker_or_external
+    from streamwarden.operators.traffic import iter_traffic, small_spec
 
     records = list(iter_traffic(small_spec(seed=5, duration_s=120.0 if quick else 240.0)))
     payloads = [r.payload for r in records]

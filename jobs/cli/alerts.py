@@ -14,9 +14,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from jobs.config import load_config
-from operators.errors import StreamwardenError
-from schemas import streamwarden_pb2 as pb
+from streamwarden.jobs.config import load_config
+from streamwarden.operators.errors import StreamwardenError
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 
 def _iso(ms: int) -> str:

@@ -47,7 +47,7 @@ class Bench:
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "scorer",
-        "jobs.bench_scorer:bench_scorer_cmd",
+        "streamwarden.jobs.bench.scorer:bench_scorer_cmd",
         (),
         ("--seconds", "0.1", "--latency-calls", "300"),
         600.0,
@@ -55,7 +55,7 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "velocity",
-        "jobs.bench_velocity:bench_velocity_cmd",
+        "streamwarden.jobs.bench.velocity:bench_velocity_cmd",
         ("--seed", "1"),
         (
             "--seed",
@@ -74,13 +74,13 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "beam",
-        "jobs.bench_beam:bench_beam_cmd",
+        "streamwarden.jobs.bench.beam:bench_beam_cmd",
         ("--seed", "1"),
         ("--seed", "1", "--quick", "--records", "2000", "--latency-s", "4", "--rate", "500"),
         900.0,
         30.0,
     ),
-    Bench("flink", "jobs.bench_flink:bench_flink_cmd", (), ("--quick",), 1800.0, 45.0),
+    Bench("flink", "streamwarden.jobs.bench.flink:bench_flink_cmd", (), ("--quick",), 1800.0, 45.0),
 )
 NAMES: tuple[str, ...] = tuple(b.name for b in BENCHES)
 
@@ -110,7 +110,7 @@ def run_one(bench: Bench, args: Sequence[str], timeout_s: float) -> dict[str, An
     """Run one benchmark in its own process group; ``{"figures": ..., "wall_s": ...}`` or ``{"error": ...}``."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.bench_all", bench.target, *args],
+        [sys.executable, "-m", "streamwarden.jobs.bench.all", bench.target, *args],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -21,14 +21,21 @@ from typing import Annotated, Any
 
 import typer
 
-from operators.features.assemble import Assembler, event_partial
-from operators.features.fanout import EntityKey, FanOut
-from operators.features.naive import NaiveKeyState, NaivePlan
-from operators.features.replay import GC_THRESHOLD, VelocityPipeline, tuned_gc
-from operators.features.spec import ENTITY_KIND_VALUES, ENTITY_KINDS, FeatureSpec, default_spec, parse_spec
-from operators.features.synth import random_stream, steady_stream
-from schemas import streamwarden_pb2 as pb
-from schemas.codec import decode_event
+from streamwarden.operators.features.assemble import Assembler, event_partial
+from streamwarden.operators.features.fanout import EntityKey, FanOut
+from streamwarden.operators.features.naive import NaiveKeyState, NaivePlan
+from streamwarden.operators.features.replay import GC_THRESHOLD, VelocityPipeline, tuned_gc
+from streamwarden.operators.features.spec import (
+    ENTITY_KIND_VALUES,
+    ENTITY_KINDS,
+    FeatureSpec,
+    default_spec,
+    parse_spec,
+)
+from streamwarden.operators.features.state_codec import encode_state
+from streamwarden.operators.features.synth import random_stream, steady_stream
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import decode_event
 
 SMALL_POPULATION = 10
 LARGE_POPULATION = 10_000
@@ -40,7 +47,7 @@ FLAT_GROUPS = 5
 def _workload(n_events: int, seed: int) -> tuple[str, list[pb.Event]]:
     """Generated traffic (``operators.traffic``) if available, else a synthetic random stream."""
     try:
-        from operators.traffic import TrafficSpec, iter_traffic
+        from streamwarden.operators.traffic import TrafficSpec, iter_traffic
     except ImportError:
         return "synthetic", random_stream(seed, n_events, n_accounts=20_000, n_ips=5_000)
     duration_s = 600.0
@@ -205,7 +212,7 @@ def _measure(
     keys_per_event = partials / max(1, min(len(stream), 20_000))
     sizes: dict[int, list[int]] = {}
     for (k, _), st in pipe.store.states.items():
-        sizes.setdefault(k, []).append(len(st.to_bytes()))
+        sizes.setdefault(k, []).append(len(encode_state(st)))
     all_sizes = sorted(s for v in sizes.values() for s in v)
     bytes_per_key = sum(all_sizes) / max(1, len(all_sizes))
     typer.echo(

@@ -24,14 +24,18 @@ from typing import Annotated
 
 import typer
 
-from deploy.broker import EmbeddedBroker
-from jobs.beam.kafka_source import ReadOptions, request_stop
-from jobs.beam.pipeline import job_metrics, new_stop_token, run_beam, run_beam_in_process, stages_config
-from jobs.config import JobConfig, KafkaConfig, TopicsConfig
-from jobs.kafka_io import drain, make_consumer, make_producer
-from operators.pipeline import Stages, iter_kafka_like, replay_actions
-from operators.traffic import TrafficRecord, iter_traffic, load_spec, small_spec
-from schemas import streamwarden_pb2 as pb
+from streamwarden.deploy.broker import EmbeddedBroker
+from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
+from streamwarden.jobs.kafka_io import (
+    create_local_topics,
+    drain,
+    embedded_kafka_config,
+    make_consumer,
+    make_producer,
+)
+from streamwarden.operators.pipeline import Stages, iter_kafka_like, replay_actions
+from streamwarden.operators.traffic import TrafficRecord, iter_traffic, load_spec, small_spec
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,9 @@ def _topics(broker: EmbeddedBroker, tag: str) -> TopicsConfig:
         deadletter=f"bench-{tag}-deadletter",
         features=f"bench-{tag}-features",
     )
-    broker.create_topics([topics.events, topics.actions, topics.deadletter, topics.features], 1)
+    create_local_topics(
+        broker.bootstrap_servers, [topics.events, topics.actions, topics.deadletter, topics.features], 1
+    )
     return topics
 
 
@@ -95,6 +101,9 @@ def _produce(kafka: KafkaConfig, topic: str, records: list[TrafficRecord]) -> No
 def _throughput(
     kafka: KafkaConfig, broker: EmbeddedBroker, records: list[TrafficRecord], bundle_ms: int
 ) -> _Throughput:
+    from streamwarden.jobs.beam.kafka_source import ReadOptions
+    from streamwarden.jobs.beam.pipeline import job_metrics, run_beam
+
     job = JobConfig(kafka=kafka, topics=_topics(broker, "tput"), group_id="bench-tput")  # type: ignore[call-arg]
     _produce(kafka, job.topics.events, records)
     started, cpu0 = time.monotonic(), time.process_time()
@@ -131,6 +140,9 @@ def _latency(
     bundle_ms: int,
 ) -> tuple[list[float], int, int]:
     """Latencies (ms) of every action at the offered load, the records sent, and the records the job read."""
+    from streamwarden.jobs.beam.kafka_source import ReadOptions, request_stop
+    from streamwarden.jobs.beam.pipeline import job_metrics, new_stop_token, run_beam_in_process
+
     job = JobConfig(kafka=kafka, topics=_topics(broker, "lat"), group_id="bench-lat")  # type: ignore[call-arg]
     token = new_stop_token()
     outcome: dict[str, object] = {}
@@ -201,6 +213,8 @@ def _wait_for_commit(kafka: KafkaConfig, job: JobConfig, offset: int, timeout_s:
 
 
 def _replay(records: list[TrafficRecord]) -> float:
+    from streamwarden.jobs.config import stages_config
+
     stages = Stages.build(stages_config(JobConfig()))  # type: ignore[call-arg]
     payloads = [r.payload for r in records]
     started = time.perf_counter()
@@ -228,7 +242,7 @@ def bench_beam_cmd(
     workload = _records(n, seed)
     live = _records(n_latency, seed, small=True)
     with EmbeddedBroker() as broker:
-        kafka = broker.kafka_config()
+        kafka = embedded_kafka_config(broker.bootstrap_servers)
         typer.echo(
             f"embedded broker {broker.bootstrap_servers}; DirectRunner, 1 worker, bundles <= {bundle_max_ms} ms"
         )

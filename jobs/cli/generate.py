@@ -24,10 +24,10 @@ from typing import Annotated, BinaryIO, Protocol, Self
 
 import typer
 
-from jobs.config import KafkaConfig, load_config
-from jobs.kafka_io import CheckedProducer, embedded_kafka_config, ensure_topics
-from operators.errors import ConfigError, StreamwardenError
-from operators.traffic import (
+from streamwarden.jobs.config import KafkaConfig, load_config
+from streamwarden.jobs.kafka_io import CheckedProducer, embedded_kafka_config, ensure_topics
+from streamwarden.operators.errors import ConfigError, StreamwardenError
+from streamwarden.operators.traffic import (
     SCENARIO_NAMES,
     TrafficRecord,
     TrafficSpec,
@@ -36,7 +36,7 @@ from operators.traffic import (
     load_spec,
     write_labels,
 )
-from operators.traffic.wire import varint
+from streamwarden.operators.traffic.wire import varint
 
 #: Producer settings for bulk generation: bigger batches than the latency-oriented defaults.
 BULK_PRODUCER = {"linger.ms": 20, "batch.num.messages": 10_000, "queue.buffering.max.messages": 500_000}
@@ -361,10 +361,10 @@ def bench_generate_cmd(
     if bootstrap is not None:
         kafka = _bench_kafka(spec, embedded_kafka_config(bootstrap), topic, partitions)
     else:
-        from deploy.broker import EmbeddedBroker
+        from streamwarden.deploy.broker import EmbeddedBroker
 
         with EmbeddedBroker() as broker:
-            kafka = _bench_kafka(spec, broker.kafka_config(), topic, partitions)
+            kafka = _bench_kafka(spec, embedded_kafka_config(broker.bootstrap_servers), topic, partitions)
     typer.echo(kafka.line("kafka:", f" delivered to {partitions} partitions"))
     result = {
         "events_per_s_kafka": round(kafka.per_s),

@@ -1,0 +1,1 @@
+"""The ``streamwarden`` commands: one module per command group, registered in ``app``."""

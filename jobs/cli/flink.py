@@ -1,0 +1,97 @@
+"""``streamwarden flink ...``: the Kafka connector jars, a local standalone cluster, smoke checks."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from streamwarden.jobs.flink.cluster import STATE_FILE, LocalFlinkCluster
+from streamwarden.jobs.flink.connector import ensure_connector_jars
+from streamwarden.jobs.flink.smoke_check import run_smoke
+
+DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "streamwarden-flink-cluster"
+
+
+_WORK_DIR_HELP = "Cluster directory (conf, lib, log, pid, cluster.json)."
+
+
+def cluster_start_cmd(
+    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
+    task_slots: Annotated[int, typer.Option(help="TaskManager slots.")] = 2,
+) -> None:
+    """Start a local standalone Flink cluster bound to 127.0.0.1 and print its REST URL."""
+    cluster = LocalFlinkCluster(work_dir.resolve(), task_slots=task_slots).start()
+    typer.echo(f"Flink cluster up: {cluster.rest_url} (dir {cluster.work_dir})")
+
+
+def cluster_submit_cmd(
+    py_file: Annotated[Path, typer.Argument(help="The Python job file, e.g. jobs/flink/job.py.")],
+    job_args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments for the job file (after --).")
+    ] = None,
+    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
+    savepoint: Annotated[str | None, typer.Option(help="Restore from this savepoint/checkpoint.")] = None,
+) -> None:
+    """Submit a Python job (detached) to the cluster started by 'cluster-start'; print its job id."""
+    cluster = LocalFlinkCluster.attach(work_dir.resolve())
+    typer.echo(cluster.submit(py_file.resolve(), job_args or [], savepoint=savepoint))
+
+
+def cluster_stop_cmd(
+    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
+) -> None:
+    """Stop the cluster started by 'cluster-start' and kill any process it left behind."""
+    cluster = LocalFlinkCluster.attach(work_dir.resolve())
+    cluster.stop()
+    (cluster.work_dir / STATE_FILE).unlink(missing_ok=True)
+    typer.echo("Flink cluster stopped")
+
+
+def jars_cmd(
+    dest: Annotated[
+        Path | None,
+        typer.Option(help="Put the jars here instead of the cache (e.g. /opt/flink/lib in an image build)."),
+    ] = None,
+) -> None:
+    """Fetch (if needed) the pinned Kafka connector jars and print their paths, one a line."""
+    for path in ensure_connector_jars(dest):
+        typer.echo(str(path))
+
+
+def smoke_cmd(
+    events: Annotated[int, typer.Option(help="Records per run.")] = 20_000,
+    modes: Annotated[
+        list[str] | None, typer.Option("--mode", help="thread and/or process (repeatable).")
+    ] = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="Use this broker instead of starting the embedded one.")
+    ] = None,
+) -> None:
+    """Run the Flink smoke job (bytes in -> keyed Python state -> EXACTLY_ONCE out) on a MiniCluster per mode.
+
+    Prints one JSON line per mode: correctness problems, start-up times and the keyed stage's events/s.
+    """
+    import contextlib
+    import tempfile
+
+    from streamwarden.jobs.cli.broker import broker_or_external
+
+    chosen: list[Literal["thread", "process"]] = []
+    for m in modes or ["thread", "process"]:
+        if m not in ("thread", "process"):
+            raise typer.BadParameter(f"--mode must be thread or process, got {m}")
+        chosen.append(m)  # type: ignore[arg-type]
+    with contextlib.ExitStack() as stack:
+        kafka, create = stack.enter_context(broker_or_external(bootstrap_servers))
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sw-flink-smoke-")))
+        failed = False
+        for mode in chosen:
+            report = run_smoke(kafka, create, work / mode, mode=mode, n=events)
+            failed |= bool(report["problems"])
+            typer.echo(json.dumps(report))
+    if failed:
+        raise typer.Exit(1)
