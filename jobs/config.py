@@ -1,17 +1,21 @@
 """Job configuration: one frozen pydantic model, loaded from YAML plus ``STREAMWARDEN_*`` env overrides.
 
-Environment overrides use ``__`` between levels, e.g. ``STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS``.
-Every error names the file and the dotted field path, and is raised at start-up.
+Environment overrides use ``__`` between levels, e.g. ``STREAMWARDEN_KAFKA__BOOTSTRAP_SERVERS``; they
+are read by pydantic-settings, so a string value is taken verbatim (a password may hold ``#``, spaces,
+quotes or only digits) and a mapping value (``..._KAFKA__EXTRA``) is JSON. Every error names the file
+and the dotted field path, never a value, and is raised at start-up.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from streamwarden.operators.config_io import format_validation_error, load_yaml_mapping
 from streamwarden.operators.errors import ConfigError
@@ -77,6 +81,26 @@ class TopicsConfig(_Strict):
     labels: str = Field("labels", description="Input: reviewer decisions for training feedback.")
 
 
+class LimitsConfig(_Strict):
+    """Bounds on one record (``schemas.codec.RecordLimits``): a record beyond one is a dead letter of its
+    own kind, never a crash."""
+
+    max_record_bytes: int = Field(256 * 1024, ge=1024, description="Larger records: RECORD_TOO_LARGE.")
+    max_id_bytes: int = Field(
+        1024, ge=16, le=65_535, description="Ids, IPs, country, content hash: FIELD_TOO_LONG beyond it."
+    )
+    max_text_bytes: int = Field(
+        8192, ge=16, le=65_535, description="The user agent: FIELD_TOO_LONG beyond it."
+    )
+    max_dead_letter_original_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=512 * 1024,
+        description="A dead letter keeps this much of the record, then its size and SHA-256 (stays under "
+        "the producer's 1 MB message limit).",
+    )
+
+
 class JobConfig(_Strict):
     """Configuration of one streamwarden job run, shared by the Beam and Flink bindings."""
 
@@ -94,46 +118,62 @@ class JobConfig(_Strict):
     allowed_lateness_ms: int = Field(
         60_000, ge=0, description="Events older than watermark minus this are counted late, not applied."
     )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Bounds on one record.")  # type: ignore[arg-type]
 
 
-def _env_overrides(prefix: str, environ: dict[str, str]) -> dict[str, Any]:
-    """Nested dict from ``PREFIX_A__B=value`` variables (values are parsed as YAML scalars)."""
-    out: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith(prefix):
-            continue
-        path = key[len(prefix) :].lower().split("__")
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw else raw
-    return out
+class _Environment(EnvSettingsSource):
+    """``STREAMWARDEN_*`` variables from a given mapping (``os.environ`` in production, a dict in tests)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for k, v in over.items():
-        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
-    return merged
+class _JobSettings(JobConfig, BaseSettings):
+    """``JobConfig`` read from the environment over the YAML data given as keyword arguments."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+    environ: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _Environment(settings_cls, cls.environ), init_settings
 
 
-def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> JobConfig:
-    """Load a ``JobConfig`` from ``path`` (optional) with environment overrides on top."""
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> JobConfig:
+    """Load a ``JobConfig`` from ``path`` (optional) with ``STREAMWARDEN_*`` environment overrides on top."""
     data = load_yaml_mapping(path) if path is not None else {}
-    env = _env_overrides(ENV_PREFIX, dict(os.environ if environ is None else environ))
+    env = dict(os.environ if environ is None else environ)
     source = str(path) if path is not None else "(defaults)"
-    if env:
+    if any(k.upper().startswith(ENV_PREFIX) for k in env):
         source += " + STREAMWARDEN_* environment"
+    settings = type("_Bound", (_JobSettings,), {"environ": env})
     try:
-        return JobConfig.model_validate(_merge(data, env))
+        loaded = settings(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from exc
+    return JobConfig.model_validate(loaded.model_dump())
 
 
 def stages_config(job: JobConfig, out_of_orderness_ms: int | None = None) -> StagesConfig:
     """The operators' configuration of a job, shared by the engine bindings (``model_card`` None = the
     shipped models; ``out_of_orderness_ms`` None = the operators' default)."""
     from streamwarden.operators.pipeline import StagesConfig
+    from streamwarden.schemas.codec import RecordLimits
 
     return StagesConfig(
         feature_spec=job.feature_spec,
@@ -142,4 +182,5 @@ def stages_config(job: JobConfig, out_of_orderness_ms: int | None = None) -> Sta
         allowed_lateness_ms=job.allowed_lateness_ms,
         out_of_orderness_ms=out_of_orderness_ms,
         max_future_ms=job.max_future_ms,
+        limits=RecordLimits(**job.limits.model_dump()),
     )

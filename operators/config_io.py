@@ -20,6 +20,17 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     )
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the offending line: PyYAML's message quotes it, and in a config that line
+    may hold a password."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = "; ".join(str(p) for p in (exc.context, exc.problem) if p)
+        return where + (what or type(exc).__name__)
+    return type(exc).__name__
+
+
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping (an empty file is ``{}``); errors name the file."""
     try:
@@ -27,7 +38,7 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

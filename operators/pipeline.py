@@ -53,7 +53,14 @@ from streamwarden.operators.policy.policy import DEFAULT_POLICY_PATH, Policy, lo
 from streamwarden.operators.scoring.model_card import default_card_paths
 from streamwarden.operators.scoring.scorer import ScoringEngine
 from streamwarden.schemas import streamwarden_pb2 as pb
-from streamwarden.schemas.codec import DEFAULT_MAX_FUTURE_MS, SourceRef, dead_letter, decode_event
+from streamwarden.schemas.codec import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_FUTURE_MS,
+    RecordLimits,
+    SourceRef,
+    dead_letter,
+    decode_event,
+)
 
 Clock = Callable[[], int]
 """Wall clock in epoch ms (decision times, assembly timeouts, the decoder's future-time check)."""
@@ -107,6 +114,8 @@ class StagesConfig:
     """Observed watermark = max event time - this; None = the feature spec's allowed lateness."""
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS
     """Events stamped further ahead of the decoder's clock are dead-lettered."""
+    limits: RecordLimits = DEFAULT_LIMITS
+    """Bounds on one record (size, string lengths, dead-letter size)."""
     assembly_timeout_ms: int = 10_000
     """How long an event waits for its partials before the missing blocks are imputed: processing
     time after its first partial (``assembly_timeout``), or event time past the event (the Beam
@@ -135,42 +144,114 @@ class VelocityResult(NamedTuple):
 
 
 class EventClock:
-    """The observed watermark and the job-level lateness gate (one per unkeyed operator instance).
+    """The observed watermark and the job-level lateness gate, tracked per source partition.
 
-    ``admit(t)`` is False for an event more than ``allowed_lateness_ms`` behind the watermark
-    ``max event time seen - out_of_orderness_ms`` of the events admitted before it; admitted events
-    raise the maximum. ``observe(t)`` only raises the maximum and returns the watermark.
+    Event time is ordered within a Kafka partition, never across partitions (a backlog may be read one
+    partition after the other), so, like Flink's per-split watermarks, the watermark is the minimum over
+    the active partitions of ``max event time seen in it - out_of_orderness_ms``. ``admit(t, partition)``
+    is False for an event more than ``allowed_lateness_ms`` behind that watermark; admitted events raise
+    their partition's maximum. A partition named in ``assign`` holds the watermark back until its first
+    record. A partition with no record for ``idle_timeout_ms`` of wall-clock time (only when the caller
+    passes ``now_ms``) is idle: excluded until its next record, so one quiet partition does not stall
+    the watermark. Without ``now_ms`` (replays) nothing goes idle and the gate is deterministic. With a
+    single partition this is the plain ``max event time seen`` clock.
     """
 
-    __slots__ = ("allowed_lateness_ms", "max_seen_ms", "out_of_orderness_ms")
+    __slots__ = (
+        "_idle",
+        "_last_wall_ms",
+        "_max",
+        "_next_idle_check_ms",
+        "_floor_ms",
+        "_watermark_ms",
+        "allowed_lateness_ms",
+        "idle_timeout_ms",
+        "out_of_orderness_ms",
+    )
 
-    def __init__(self, out_of_orderness_ms: int, allowed_lateness_ms: int) -> None:
+    def __init__(
+        self, out_of_orderness_ms: int, allowed_lateness_ms: int, idle_timeout_ms: int = 30_000
+    ) -> None:
         self.out_of_orderness_ms = out_of_orderness_ms
         self.allowed_lateness_ms = allowed_lateness_ms
-        self.max_seen_ms = NO_TIME
+        self.idle_timeout_ms = idle_timeout_ms
+        self._max: dict[int, int] = {}
+        self._last_wall_ms: dict[int, int] = {}
+        self._idle: set[int] = set()
+        self._watermark_ms: int | None = None  # cached; None = recompute
+        self._floor_ms = NO_TIME - out_of_orderness_ms
+        self._next_idle_check_ms = 0
+
+    @property
+    def max_seen_ms(self) -> int:
+        """The largest event time admitted in any partition (``NO_TIME`` before any)."""
+        return max(self._max.values(), default=NO_TIME)
+
+    def assign(self, partitions: Iterable[int], now_ms: int | None = None) -> None:
+        """Partitions the input will deliver: each holds the watermark back until its first record (or
+        until it is idle)."""
+        for partition in partitions:
+            if partition not in self._max:
+                self._max[partition] = NO_TIME
+                if now_ms is not None:
+                    self._last_wall_ms[partition] = now_ms
+        self._watermark_ms = None
 
     @property
     def watermark_ms(self) -> int:
-        """Max event time seen minus the out-of-orderness (``NO_TIME`` minus it before any event)."""
-        return self.max_seen_ms - self.out_of_orderness_ms
+        """Min over active partitions of max event time - out-of-orderness (``NO_TIME`` minus it before
+        any event; the max over all when every partition is idle); it never moves backwards."""
+        wm = self._watermark_ms
+        if wm is None:
+            active = [m for p, m in self._max.items() if p not in self._idle]
+            low = min(active) if active else max(self._max.values(), default=NO_TIME)
+            # never backwards (as Flink's combined watermark): a partition back from idleness with older
+            # records finds them late rather than rewinding the gate for everyone
+            wm = self._watermark_ms = self._floor_ms = max(self._floor_ms, low - self.out_of_orderness_ms)
+        return wm
 
     def is_late(self, t: int) -> bool:
         """Whether an event at ``t`` is behind the gate (does not change the clock)."""
-        return t < self.max_seen_ms - self.out_of_orderness_ms - self.allowed_lateness_ms
+        return t < self.watermark_ms - self.allowed_lateness_ms
 
-    def admit(self, t: int) -> bool:
-        """True (and the clock advances) unless ``t`` is late."""
-        if t < self.max_seen_ms - self.out_of_orderness_ms - self.allowed_lateness_ms:
+    def admit(self, t: int, partition: int = 0, now_ms: int | None = None) -> bool:
+        """True (and the partition's clock advances) unless ``t`` is late."""
+        if now_ms is not None:
+            self._track_idleness(partition, now_ms)
+        if t < self.watermark_ms - self.allowed_lateness_ms:
             return False
-        if t > self.max_seen_ms:
-            self.max_seen_ms = t
+        self._advance(partition, t)
         return True
 
-    def observe(self, t: int) -> int:
-        """Advance the clock by ``t`` (no gate) and return the watermark."""
-        if t > self.max_seen_ms:
-            self.max_seen_ms = t
-        return self.max_seen_ms - self.out_of_orderness_ms
+    def observe(self, t: int, partition: int = 0) -> int:
+        """Advance the partition's clock by ``t`` (no gate) and return the watermark."""
+        self._advance(partition, t)
+        return self.watermark_ms
+
+    def _advance(self, partition: int, t: int) -> None:
+        old = self._max.get(partition)
+        if old is None or t > old:
+            self._max[partition] = t
+            # only a partition at the minimum (or a new one) can move the watermark
+            if (
+                old is None
+                or self._watermark_ms is None
+                or old - self.out_of_orderness_ms <= self._watermark_ms
+            ):
+                self._watermark_ms = None
+
+    def _track_idleness(self, partition: int, now_ms: int) -> None:
+        self._last_wall_ms[partition] = now_ms
+        if partition in self._idle:
+            self._idle.discard(partition)
+            self._watermark_ms = None
+        if now_ms < self._next_idle_check_ms:
+            return
+        self._next_idle_check_ms = now_ms + min(1_000, self.idle_timeout_ms)
+        idle = {p for p, seen in self._last_wall_ms.items() if now_ms - seen > self.idle_timeout_ms}
+        if idle != self._idle:
+            self._idle = idle
+            self._watermark_ms = None
 
 
 # ---------------------------------------------------------------- assembly state (keyed by event id)
@@ -407,7 +488,9 @@ class Stages:
 
     def decode(self, raw: bytes | None, source: SourceRef, now_ms: int | None) -> pb.Event | pb.DeadLetter:
         """Parse and validate one record; ``now_ms`` None skips the future-time check (replays)."""
-        return decode_event(raw, source, now_ms=now_ms, max_future_ms=self.config.max_future_ms)
+        return decode_event(
+            raw, source, now_ms=now_ms, max_future_ms=self.config.max_future_ms, limits=self.config.limits
+        )
 
     def late_letter(
         self, raw: bytes | None, source: SourceRef, event: pb.Event, watermark_ms: int, now_ms: int | None
@@ -421,6 +504,22 @@ class Stages:
             f"(allowed lateness {self.config.allowed_lateness_ms} ms)",
             source,
             now_ms if now_ms is not None else 0,
+            limits=self.config.limits,
+        )
+
+    def operator_error(
+        self, raw: bytes | None, source: SourceRef, stage: str, exc: BaseException, now_ms: int | None
+    ) -> pb.DeadLetter:
+        """The dead letter of a record that raised in ``stage`` (kind ``OPERATOR_ERROR``: the exception
+        type and message; the record is kept within the dead-letter limit)."""
+        return dead_letter(
+            raw if raw is not None else b"",
+            pb.DeadLetter.OPERATOR_ERROR,
+            f"{stage}: {type(exc).__name__}: {exc}",
+            source,
+            now_ms if now_ms is not None else 0,
+            limits=self.config.limits,
+            stage=stage,
         )
 
     # ---- fan-out (not keyed)
@@ -647,7 +746,7 @@ def replay_actions(
             result.dead_letters.append(out)
             counters.dead_letters[dead_letter_reason(out)] += 1
             continue
-        if not gate.admit(out.event_time_ms):
+        if not gate.admit(out.event_time_ms, source.partition):
             letter = stages.late_letter(raw, source, out, gate.watermark_ms, now_ms)
             result.dead_letters.append(letter)
             counters.dead_letters[LATE_EVENT] += 1

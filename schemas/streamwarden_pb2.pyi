@@ -455,6 +455,14 @@ class DeadLetter(google.protobuf.message.Message):
         MISSING_TYPE: DeadLetter._ErrorKind.ValueType  # 7
         LATE_EVENT: DeadLetter._ErrorKind.ValueType  # 8
         """Valid, but behind the watermark by more than the allowed lateness: counted, not applied."""
+        RECORD_TOO_LARGE: DeadLetter._ErrorKind.ValueType  # 9
+        """The record is larger than the job's max_record_bytes."""
+        FIELD_TOO_LONG: DeadLetter._ErrorKind.ValueType  # 10
+        """A string field (an id, the user agent, ...) is longer than its limit."""
+        EVENT_TIME_OUT_OF_RANGE: DeadLetter._ErrorKind.ValueType  # 11
+        """event_time_ms is beyond the largest supported time (year 9999)."""
+        OPERATOR_ERROR: DeadLetter._ErrorKind.ValueType  # 12
+        """An unexpected exception in a stage for this record (message: stage, exception type and text)."""
 
     class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper): ...
     ERROR_KIND_UNSPECIFIED: DeadLetter.ErrorKind.ValueType  # 0
@@ -467,6 +475,14 @@ class DeadLetter(google.protobuf.message.Message):
     MISSING_TYPE: DeadLetter.ErrorKind.ValueType  # 7
     LATE_EVENT: DeadLetter.ErrorKind.ValueType  # 8
     """Valid, but behind the watermark by more than the allowed lateness: counted, not applied."""
+    RECORD_TOO_LARGE: DeadLetter.ErrorKind.ValueType  # 9
+    """The record is larger than the job's max_record_bytes."""
+    FIELD_TOO_LONG: DeadLetter.ErrorKind.ValueType  # 10
+    """A string field (an id, the user agent, ...) is longer than its limit."""
+    EVENT_TIME_OUT_OF_RANGE: DeadLetter.ErrorKind.ValueType  # 11
+    """event_time_ms is beyond the largest supported time (year 9999)."""
+    OPERATOR_ERROR: DeadLetter.ErrorKind.ValueType  # 12
+    """An unexpected exception in a stage for this record (message: stage, exception type and text)."""
 
     SOURCE_TOPIC_FIELD_NUMBER: builtins.int
     SOURCE_PARTITION_FIELD_NUMBER: builtins.int
@@ -475,6 +491,9 @@ class DeadLetter(google.protobuf.message.Message):
     ERROR_KIND_FIELD_NUMBER: builtins.int
     MESSAGE_FIELD_NUMBER: builtins.int
     TIME_MS_FIELD_NUMBER: builtins.int
+    ORIGINAL_SIZE_FIELD_NUMBER: builtins.int
+    ORIGINAL_SHA256_FIELD_NUMBER: builtins.int
+    STAGE_FIELD_NUMBER: builtins.int
     source_topic: builtins.str
     source_partition: builtins.int
     source_offset: builtins.int
@@ -482,6 +501,12 @@ class DeadLetter(google.protobuf.message.Message):
     error_kind: global___DeadLetter.ErrorKind.ValueType
     message: builtins.str
     time_ms: builtins.int
+    original_size: builtins.int
+    """Size of the record as read; `original` holds at most the job's dead-letter byte limit of it."""
+    original_sha256: builtins.str
+    """When `original` was cut short: the hex SHA-256 of the whole record, to find it again."""
+    stage: builtins.str
+    """The stage that failed (OPERATOR_ERROR), e.g. "decode", "velocity", "score"."""
     def __init__(
         self,
         *,
@@ -492,8 +517,11 @@ class DeadLetter(google.protobuf.message.Message):
         error_kind: global___DeadLetter.ErrorKind.ValueType = ...,
         message: builtins.str = ...,
         time_ms: builtins.int = ...,
+        original_size: builtins.int = ...,
+        original_sha256: builtins.str = ...,
+        stage: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["error_kind", b"error_kind", "message", b"message", "original", b"original", "source_offset", b"source_offset", "source_partition", b"source_partition", "source_topic", b"source_topic", "time_ms", b"time_ms"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["error_kind", b"error_kind", "message", b"message", "original", b"original", "original_sha256", b"original_sha256", "original_size", b"original_size", "source_offset", b"source_offset", "source_partition", b"source_partition", "source_topic", b"source_topic", "stage", b"stage", "time_ms", b"time_ms"]) -> None: ...
 
 global___DeadLetter = DeadLetter
 

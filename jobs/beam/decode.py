@@ -16,7 +16,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from streamwarden.jobs.beam.kafka_source import KafkaRecord
+from streamwarden.jobs.beam.kafka_source import KafkaRecord, assigned_partitions
 from streamwarden.operators.features.fanout import EventFacts
 from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -54,6 +54,7 @@ class DecodeFn(beam.DoFn):
     def setup(self) -> None:
         self._stages = Stages.shared(self._config)
         self._clock: EventClock = self._stages.event_clock()
+        self._topics_assigned: set[str] = set()
 
     def start_bundle(self) -> None:
         self._bundle_started_ms = 0
@@ -76,7 +77,8 @@ class DecodeFn(beam.DoFn):
         self._records.inc()
         if not self._bundle_started_ms:
             self._bundle_started_ms = int(time.time() * 1000)
-        now_ms = int(time.time() * 1000) if self._check_future else None
+        wall_ms = int(time.time() * 1000)
+        now_ms = wall_ms if self._check_future else None
         source = SourceRef(rec.topic, rec.partition, rec.offset)
         stages = self._stages
         out = stages.decode(rec.value, source, now_ms)
@@ -84,12 +86,19 @@ class DecodeFn(beam.DoFn):
             yield self._dead_letter(out, rec.key)
             return
         clock = self._clock
-        if not clock.admit(out.event_time_ms):
+        if rec.topic not in self._topics_assigned:
+            self._topics_assigned.add(rec.topic)
+            clock.assign(assigned_partitions(rec.topic), wall_ms)
+        if not clock.admit(out.event_time_ms, rec.partition, wall_ms):
             late = stages.late_letter(rec.value, source, out, clock.watermark_ms, now_ms)
             yield self._dead_letter(late, rec.key)
             return
         self._events.inc()
-        fanned = stages.fan_out(out)
+        try:
+            fanned = stages.fan_out(out)
+        except Exception as exc:  # one record must never stop the job: it becomes a dead letter
+            yield self._dead_letter(stages.operator_error(rec.value, source, "fan_out", exc, now_ms), rec.key)
+            return
         facts: EventFacts = fanned.facts
         keys = fanned.keys
         if not keys:

@@ -48,7 +48,7 @@ from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.kafka_io import make_consumer
 from streamwarden.operators.errors import BrokerError
 from streamwarden.schemas import streamwarden_pb2 as pb
-from streamwarden.schemas.codec import read_delimited
+from streamwarden.schemas.codec import MAX_EVENT_TIME_MS, read_delimited
 
 LOG = logging.getLogger("streamwarden.beam.kafka_source")
 # The read's input comes from Create (global window), so outputs are built already windowed: this skips
@@ -58,6 +58,14 @@ _GLOBAL_WINDOWS = (GlobalWindow(),)
 # whole fetch.wait.max.ms, librdkafka's default 500 ms, even when data is available).
 _CONSUMER_DEFAULTS: dict[str, Any] = {"enable.auto.offset.store": False, "fetch.wait.max.ms": 10}
 METRICS_NAMESPACE = "kafka_source"
+# Every partition of each topic this process reads: the decoder's lateness gate holds its watermark back
+# for a partition until that partition's first record (a backlog may be read one partition at a time).
+_ASSIGNED: dict[str, frozenset[int]] = {}
+
+
+def assigned_partitions(topic: str) -> frozenset[int]:
+    """The partitions of ``topic`` that a Kafka read in this process has been assigned (empty if none)."""
+    return _ASSIGNED.get(topic, frozenset())
 
 
 class KafkaRecord(NamedTuple):
@@ -91,7 +99,9 @@ def event_time_from_event(record: KafkaRecord) -> int | None:
         event.ParseFromString(record.value)
     except DecodeError:
         return None
-    return event.event_time_ms if event.event_time_ms > 0 else None
+    # Out-of-range times are dead-lettered downstream (EVENT_TIME_OUT_OF_RANGE); here they would overflow
+    # Beam's microsecond timestamp.
+    return event.event_time_ms if 0 < event.event_time_ms <= MAX_EVENT_TIME_MS else None
 
 
 class ReadOptions(BaseModel):
@@ -504,6 +514,7 @@ class _KafkaReadFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvider):
             raise BrokerError(
                 f"topic {shard.topic!r} is not readable on {self._kafka.bootstrap_servers}: {why}"
             )
+        _ASSIGNED[shard.topic] = frozenset(meta.partitions)
         return sorted(p for p in meta.partitions if p % shard.count == shard.index)
 
     def _start_offsets(self, sc: _ShardConsumer, partitions: list[int]) -> dict[int, int]:
@@ -643,7 +654,7 @@ class _KafkaReadFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvider):
                 self._finish_partition(sc, p, finished)
                 continue
             ts_type, ts = m.timestamp()
-            kafka_ms = ts if ts_type != 0 and ts >= 0 else now_ms
+            kafka_ms = ts if ts_type != 0 and 0 <= ts <= MAX_EVENT_TIME_MS else now_ms
             rec = new_record(KafkaRecord, (topic, p, off, m.key(), m.value(), kafka_ms))
             event_ms = event_time_fn(rec)
             if event_ms is None:

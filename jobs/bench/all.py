@@ -27,7 +27,10 @@ from typing import Annotated, Any
 
 import typer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import streamwarden
+
+REPO_ROOT = Path(streamwarden.__file__).resolve().parents[1]
+"""The directory that holds the ``streamwarden`` package (the repository, or site-packages)."""
 QUICK_BUDGET_S = 58.0
 
 

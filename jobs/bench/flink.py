@@ -24,14 +24,16 @@ import typer
 import yaml
 from confluent_kafka import TopicPartition
 
+import streamwarden
 from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
 from streamwarden.jobs.flink.env import FlinkConfig
 from streamwarden.jobs.flink.job import FlinkJobOptions
 from streamwarden.jobs.kafka_io import make_consumer, make_producer
 from streamwarden.schemas import streamwarden_pb2 as pb
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-JOB_FILE = REPO_ROOT / "jobs" / "flink" / "job.py"
+REPO_ROOT = Path(streamwarden.__file__).resolve().parents[1]
+"""The directory that holds the ``streamwarden`` package (the repository, or site-packages)."""
+JOB_FILE = Path(__file__).resolve().parents[1] / "flink" / "job.py"
 
 
 # ---------------------------------------------------------------- producing and reading

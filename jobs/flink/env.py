@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import streamwarden
 from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.flink.connector import connector_jars, jar_urls
 from streamwarden.operators.errors import ConfigError
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.datastream.connectors.kafka import KafkaSink, KafkaSource
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(streamwarden.__file__).resolve().parents[1]
+"""The directory that holds the ``streamwarden`` package (the repository, or site-packages)."""
 
 ExecutionMode = Literal["thread", "process"]
 StartFrom = Literal["committed", "earliest", "latest"]

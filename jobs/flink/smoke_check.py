@@ -22,10 +22,12 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+import streamwarden
 from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.kafka_io import make_consumer, make_producer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(streamwarden.__file__).resolve().parents[1]
+"""The directory that holds the ``streamwarden`` package (the repository, or site-packages)."""
 SMOKE_JOB = Path(__file__).resolve().with_name("smoke_job.py")
 SMOKE_KEYS = 500
 

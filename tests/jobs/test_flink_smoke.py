@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from streamwarden.jobs.cli.broker import broker_topic_creator
 from streamwarden.jobs.flink.smoke_check import run_smoke
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
 @pytest.mark.parametrize(("mode", "n"), [("thread", 20_000), ("process", 4_000)])
 def test_flink_smoke_exactly_once(kafka_config, broker, tmp_path, mode, n):
-    report = run_smoke(kafka_config, broker.create_topics, tmp_path, mode=mode, n=n)
+    report = run_smoke(kafka_config, broker_topic_creator(broker.bootstrap_servers), tmp_path, mode=mode, n=n)
 
     assert report["outputs"] == n
     assert report["problems"] == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamwarden.jobs.config import JobConfig, load_config
+from streamwarden.jobs.config import JobConfig, load_config, stages_config
 from streamwarden.operators.errors import ConfigError
 
 
@@ -64,4 +64,41 @@ def test_missing_and_non_mapping_files(tmp_path: Path) -> None:
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize("password", ["#Hunter2", "abc #tail", "123456", "'quoted'", '"dq"', "sp ace ", "a: b"])
+def test_environment_strings_are_taken_verbatim(password: str) -> None:
+    cfg = load_config(None, environ={"STREAMWARDEN_KAFKA__SASL_PASSWORD": password})
+    assert cfg.kafka.client_config()["sasl.password"] == password
+    assert password not in repr(cfg)
+
+
+def test_environment_numbers_mappings_and_unknown_fields() -> None:
+    env = {"STREAMWARDEN_ALLOWED_LATENESS_MS": "5000", "STREAMWARDEN_KAFKA__EXTRA": '{"client.id": "a#b"}'}
+    cfg = load_config(None, environ=env)
+    assert cfg.allowed_lateness_ms == 5000
+    assert cfg.kafka.extra == {"client.id": "a#b"}
+    with pytest.raises(ConfigError, match="allowed_lateness_ms"):
+        load_config(None, environ={"STREAMWARDEN_ALLOWED_LATENESS_MS": "soon"})
+
+
+def test_yaml_syntax_error_on_the_password_line_does_not_print_it(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("kafka:\n  sasl_username: u\n  sasl_password: s3cr3t: [oops\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert str(path) in message and "line 3" in message
+    assert "s3cr3t" not in message and "oops" not in message
+
+
+def test_record_limits_reach_the_stages(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("limits:\n  max_id_bytes: 64\n  max_record_bytes: 4096\n")
+    job = load_config(path, environ={})
+    limits = stages_config(job).limits
+    assert (limits.max_id_bytes, limits.max_record_bytes) == (64, 4096)
+    path.write_text("limits:\n  max_id_bytes: 70000\n")
+    with pytest.raises(ConfigError, match="limits.max_id_bytes"):
         load_config(path, environ={})
