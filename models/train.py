@@ -97,7 +97,7 @@ def _label_index(labs: Iterable[Label]) -> dict[tuple[str, str], list[tuple[int,
     order = {name: i for i, name in enumerate(SCENARIO_NAMES)}
     index: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
     for lab in labs:
-        if lab.entity_kind in ACTOR_KINDS:
+        if lab.entity_kind in ACTOR_KINDS and not lab.benign:
             index.setdefault((lab.entity_kind, lab.entity_id), []).append(
                 (order[lab.scenario], lab.start_ms, lab.end_ms)
             )

@@ -279,16 +279,30 @@ def load_traffic(
     duration_s: float | None,
     events: Path | None,
     labels_path: Path | None,
+    variant: str | None = None,
 ) -> LabeledTraffic:
-    """The labeled traffic the options describe (files, or generated for a seed)."""
+    """The labeled traffic the options describe (files, a sampled variant, or generated for a seed)."""
     if (events is None) != (labels_path is None):
         raise ConfigError("--events and --labels go together")
     if events is not None and labels_path is not None:
-        if seed is not None or spec_path is not None or small or duration_s is not None:
+        if seed is not None or spec_path is not None or small or duration_s is not None or variant:
             raise ConfigError(
-                "--events/--labels read traffic from files: do not combine with --seed/--spec/--small/--duration-s"
+                "--events/--labels read traffic from files: do not combine with "
+                "--seed/--spec/--small/--duration-s/--variant"
             )
         return traffic_from_files(events, labels_path)
+    if variant is not None:
+        from streamwarden.operators.traffic.variants import SPLITS, default_seeds, variant_spec
+
+        if spec_path is not None or small:
+            raise ConfigError("--variant samples its own spec: do not combine with --spec/--small")
+        if variant not in SPLITS:
+            raise ConfigError(f"--variant: unknown split {variant!r}; known: {list(SPLITS)}")
+        chosen = default_seeds(variant)[0] if seed is None else seed
+        vspec = variant_spec(variant, chosen)
+        if duration_s is not None:
+            vspec = vspec.scaled_to(duration_s)
+        return traffic_from_spec(vspec, f"variant {variant} seed {chosen}, {vspec.duration_s:g} s")
     if small and spec_path is not None:
         raise ConfigError("--small and --spec are exclusive")
     chosen = DEFAULT_EVAL_SEED if seed is None else seed
@@ -314,6 +328,19 @@ EventsOpt = Annotated[
 ]
 LabelsOpt = Annotated[
     Path | None, typer.Option("--labels", help="Ground-truth labels (JSON lines) for --events.")
+]
+VariantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--variant",
+        help="Sample an adversarial variant of this split (train|holdout|unseen|outside) for --seed.",
+    ),
+]
+ActionsOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--actions-out", help="Write the run's actions here (.jsonl: JSON lines; else delimited protobuf)."
+    ),
 ]
 
 
@@ -359,6 +386,8 @@ def eval_cmd(
     duration_s: DurationOpt = None,
     events: EventsOpt = None,
     labels_path: LabelsOpt = None,
+    variant: VariantOpt = None,
+    actions_out: ActionsOutOpt = None,
     engine: Annotated[EngineName, typer.Option(help="Engine to evaluate.")] = EngineName.replay,
     policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped policy).")] = None,
     bootstrap: Annotated[
@@ -379,7 +408,7 @@ def eval_cmd(
     if ctx.invoked_subcommand is not None:
         return
     try:
-        traffic = load_traffic(seed, spec, small, duration_s, events, labels_path)
+        traffic = load_traffic(seed, spec, small, duration_s, events, labels_path, variant)
         config = StagesConfig(policy=policy)
         if not as_json:
             typer.echo(
@@ -391,6 +420,10 @@ def eval_cmd(
         raise _fail(EXIT_ENGINE, exc) from exc
     except StreamwardenError as exc:
         raise _fail(EXIT_CONFIG, exc) from exc
+    if actions_out is not None:
+        from streamwarden.operators.evaluation.actions_io import write_actions
+
+        write_actions(actions_out, run.actions)
     if html is not None:
         meta = {k: v for k, v in result.items() if k not in ("overall", "scenarios", "counters")}
         page = render_html(

@@ -79,7 +79,7 @@ def event_scenarios(events: Iterable[pb.Event], labs: Sequence[Label]) -> dict[s
     """Event id → scenario for the events an attack produced (the actor rule of the module docstring)."""
     index: dict[tuple[str, str], list[tuple[tuple[int, str], int, int, str]]] = {}
     for x in labs:
-        if x.entity_kind in ACTOR_KINDS:
+        if x.entity_kind in ACTOR_KINDS and not x.benign:
             index.setdefault((x.entity_kind, x.entity_id), []).append(
                 (_scenario_order(x.scenario), x.start_ms, x.end_ms, x.scenario)
             )
@@ -198,6 +198,8 @@ def first_actions(
     ``event_scenarios``, unlabeled subjects only attack events acted on are marked ``collateral``."""
     scen: dict[tuple[str, str], str] = {}
     for x in sorted(labs, key=lambda x: _scenario_order(x.scenario)):
+        if x.benign:
+            continue
         scen.setdefault((x.entity_kind, x.entity_id), x.scenario)
     first: dict[tuple[str, str], int] = {}
     rules: dict[tuple[str, str], set[str]] = {}
@@ -260,8 +262,19 @@ def format_table(report: EvaluationReport, latency_basis: str | None = None) -> 
     )
     lines.append(
         f"time to first action per scenario: p50 {_f(o.time_to_first_action_s_p50, '.1f')} s, "
-        f"p95 {_f(o.time_to_first_action_s_p95, '.1f')} s (event time, from attack start)"
+        f"p95 {_f(o.time_to_first_action_s_p95, '.1f')} s (event time, from attack start); TTA columns: "
+        f"per subject, from its own first abusive event"
     )
+    lines.append(
+        f"recall over every labeled kind {_f(o.recall_all_kinds)}; by kind "
+        + ", ".join(f"{k} {v:.3f}" for k, v in o.recall_by_kind.items())
+        + f"; kinds never acted on: {', '.join(o.never_actioned_kinds) or 'none'}"
+    )
+    for name, t in report.traps.items():
+        lines.append(
+            f"trap {name:<16} {t.false_positives} of {t.subjects} benign subjects acted on"
+            + (f" by {', '.join(t.rules)} {t.false_positives_by_kind}" if t.false_positives else "")
+        )
     lat = o.latency
     if lat is not None:
         lines.append(

@@ -31,12 +31,20 @@ Definitions (every number in the report follows them):
   actioned at least one subject labeled ``s`` (or, with ``event_scenarios``, acted on an event of
   ``s``). precision_s = TP_s / (TP_s + FP_s), ``None`` when both are 0. Subjects of another scenario
   actioned by those rules are neither (right action, other attack).
+- *Benign labels* (``Label.benign``, the traffic generator's false-positive traps): the subject is known
+  benign. It is never a labeled (abusive) subject: an action on it is a false positive, counted overall
+  and per trap (``traps``: subjects and false positives per trap scenario). A subject labeled both
+  abusive and benign is abusive.
+- Recall per kind: ``recall`` counts the evaluated kinds; ``recall_all_kinds`` and ``recall_by_kind``
+  count every labeled kind, and ``never_actioned_kinds`` lists the labeled kinds no counted action ever
+  targeted (they are in the denominator of ``recall_all_kinds``, not dropped).
 - Time to action, in event time (the same for every engine; latency is reported on its own): attack
   start = min ``start_ms`` of the scenario's labels; a subject's action time = the smallest
-  ``event_time_ms`` of its counted actions. ``time_to_first_action_s``: first action on any subject of
-  the scenario minus attack start; ``time_to_action_s_p50/_p95``: over the scenario's actioned subjects,
-  each one's action time minus attack start (negative if it was acted on before). Overall: the same
-  percentiles over all scenarios' subjects pooled, and over the scenarios' first-action times.
+  ``event_time_ms`` of its counted actions; a subject's onset = its label's ``first_ms`` (its own first
+  abusive event; ``start_ms`` when the label has none). ``time_to_first_action_s``: first action on any
+  subject of the scenario minus attack start; ``time_to_action_s_p50/_p95``: over the scenario's actioned
+  subjects, each one's action time minus its own onset (negative if it was acted on before). Overall: the
+  same percentiles over all scenarios' subjects pooled, and over the scenarios' first-action times.
 - Event→action latency: ``decision_time_ms - ingest_ms[event_id]`` per action (all verdicts), when the
   caller knows when each event was ingested (wall ms); actions of unknown events are counted as missing.
 - Percentiles interpolate linearly between closest ranks (``numpy.percentile``'s default): the p-th of
@@ -104,8 +112,9 @@ class SubjectCounts:
 def count_subjects(
     events: Iterable[pb.Event], labels: Iterable[Label], kinds: Collection[str] = SUBJECT_KINDS
 ) -> SubjectCounts:
-    """Count distinct subjects per kind in ``events`` and how many of them no label names."""
-    labeled = {(x.entity_kind, x.entity_id) for x in labels}
+    """Count distinct subjects per kind in ``events`` and how many of them no abusive label names
+    (benign-labeled subjects are organic)."""
+    labeled = {(x.entity_kind, x.entity_id) for x in labels if not x.benign}
     ids: dict[str, set[str]] = {k: set() for k in kinds}
     extract = [(k, _EXTRACT[k], ids[k]) for k in kinds]
     for event in events:
@@ -147,6 +156,22 @@ class ScenarioReport:
     time_to_action_s_p95: float | None
     rules: list[str]
     """The rules of this scenario: those that actioned at least one of its subjects."""
+    recall_all_kinds: float | None = None
+    """Recall over every labeled kind (``recall`` counts the evaluated kinds only)."""
+    recall_by_kind_all: dict[str, float] = field(default_factory=dict)
+    """Recall per labeled kind, every kind (0.0 for a kind never acted on)."""
+    time_to_action_s_max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrapReport:
+    """A false-positive trap: its known-benign subjects and the counted actions that hit them."""
+
+    subjects: int
+    false_positives: int
+    false_positives_by_kind: dict[str, int]
+    rules: list[str]
+    """The rules that acted on its subjects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,20 +196,29 @@ class OverallReport:
     time_to_first_action_s_p95: float | None
     counted_actions: int
     latency: LatencyReport | None
+    recall_all_kinds: float | None = None
+    recall_by_kind: dict[str, float] = field(default_factory=dict)
+    """Every labeled kind, pooled over scenarios."""
+    never_actioned_kinds: list[str] = field(default_factory=list)
+    """Labeled kinds no counted action targeted: reported, and kept in ``recall_all_kinds``."""
+    trap_false_positives: int = 0
+    benign_subjects: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class EvaluationReport:
-    """The whole report: ``overall`` plus one entry per labeled scenario."""
+    """The whole report: ``overall``, one entry per labeled scenario and one per trap."""
 
     overall: OverallReport
     scenarios: dict[str, ScenarioReport] = field(default_factory=dict)
+    traps: dict[str, TrapReport] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"overall": {...}, "scenarios": {name: {...}}}``, JSON-ready (``None`` for undefined)."""
+        """``{"overall": {...}, "scenarios": {name: {...}}, "traps": {name: {...}}}``, JSON-ready."""
         return {
             "overall": asdict(self.overall),
             "scenarios": {k: asdict(v) for k, v in self.scenarios.items()},
+            "traps": {k: asdict(v) for k, v in self.traps.items()},
         }
 
     def to_json(self) -> str:
@@ -278,16 +312,33 @@ def evaluate(
     idx = _index(actions, subject_kinds, include_shadow_mode, event_scenarios)
     kinds = sorted(subject_kinds if subject_kinds is not None else {s[0] for s in idx.first_ms})
     complete = set(labeled_kinds) if labeled_kinds is not None else {x.entity_kind for x in labels}
+    # Every action on any kind (for recall over all labeled kinds), same counting rules otherwise.
+    all_idx = idx if subject_kinds is None else _index(actions, None, include_shadow_mode, event_scenarios)
 
+    abusive = [x for x in labels if not x.benign]
     by_scenario: dict[str, set[Subject]] = defaultdict(set)
+    by_scenario_all: dict[str, set[Subject]] = defaultdict(set)
+    onset: dict[tuple[str, Subject], int] = {}
     start_ms: dict[str, int] = {}
-    for x in labels:
+    for x in abusive:
         start_ms[x.scenario] = min(start_ms.get(x.scenario, x.start_ms), x.start_ms)
+        subj = (x.entity_kind, x.entity_id)
+        by_scenario_all[x.scenario].add(subj)
+        key = (x.scenario, subj)
+        onset[key] = min(onset.get(key, x.onset_ms), x.onset_ms)
         if x.entity_kind in kinds:
-            by_scenario[x.scenario].add((x.entity_kind, x.entity_id))
+            by_scenario[x.scenario].add(subj)
     labeled: set[Subject] = set()
+    labeled_all: set[Subject] = set()
     for name in start_ms:
         labeled |= by_scenario.setdefault(name, set())
+        labeled_all |= by_scenario_all[name]
+    benign: dict[str, set[Subject]] = defaultdict(set)
+    for x in labels:
+        if x.benign:
+            subjects_of_trap = benign[x.scenario]
+            if (x.entity_kind, x.entity_id) not in labeled_all:
+                subjects_of_trap.add((x.entity_kind, x.entity_id))
 
     false_pos: set[Subject] = set()
     unattributed: dict[str, int] = defaultdict(int)
@@ -316,9 +367,9 @@ def evaluate(
             rule_set |= idx.rules[s]
         rules = sorted(rule_set)
         fps = sum(1 for s in false_pos if idx.rules[s] & rule_set)
-        delays = [(idx.first_ms[s] - start_ms[name]) / 1000.0 for s in hits]
+        delays = [(idx.first_ms[s] - onset[(name, s)]) / 1000.0 for s in hits]
         pooled.extend(delays)
-        first = min(delays) if delays else None
+        first = (min(idx.first_ms[s] for s in hits) - start_ms[name]) / 1000.0 if hits else None
         if first is not None:
             firsts.append(first)
         per_kind_total: dict[str, int] = defaultdict(int)
@@ -326,6 +377,12 @@ def evaluate(
         for s in subjects:
             per_kind_total[s[0]] += 1
             per_kind_hit[s[0]] += s in idx.first_ms
+        all_subjects = by_scenario_all[name]
+        all_total: dict[str, int] = defaultdict(int)
+        all_hit: dict[str, int] = defaultdict(int)
+        for s in all_subjects:
+            all_total[s[0]] += 1
+            all_hit[s[0]] += s in all_idx.first_ms
         scenarios[name] = ScenarioReport(
             precision=_ratio(len(hits), len(hits) + fps),
             recall=_ratio(len(hits), len(subjects)),
@@ -338,7 +395,33 @@ def evaluate(
             time_to_action_s_p50=percentile(delays, 50),
             time_to_action_s_p95=percentile(delays, 95),
             rules=rules,
+            recall_all_kinds=_ratio(sum(all_hit.values()), len(all_subjects)),
+            recall_by_kind_all={k: all_hit[k] / n for k, n in sorted(all_total.items())},
+            time_to_action_s_max=max(delays) if delays else None,
         )
+
+    traps: dict[str, TrapReport] = {}
+    trap_fp: set[Subject] = set()
+    for name in sorted(benign):
+        hit = [s for s in benign[name] if s in all_idx.first_ms]
+        trap_fp.update(hit)
+        by_kind: dict[str, int] = defaultdict(int)
+        rules_hit: set[str] = set()
+        for s in hit:
+            by_kind[s[0]] += 1
+            rules_hit |= all_idx.rules[s]
+        traps[name] = TrapReport(
+            subjects=len(benign[name]),
+            false_positives=len(hit),
+            false_positives_by_kind=dict(sorted(by_kind.items())),
+            rules=sorted(rules_hit),
+        )
+    kind_total: dict[str, int] = defaultdict(int)
+    kind_hit: dict[str, int] = defaultdict(int)
+    for s in labeled_all:
+        kind_total[s[0]] += 1
+        kind_hit[s[0]] += s in all_idx.first_ms
+    actioned_kinds = {s[0] for s in all_idx.first_ms}
 
     tp = sum(1 for s in idx.first_ms if s in labeled)
     organic_total = sum(organic_subjects.get(k, 0) for k in kinds) if organic_subjects is not None else None
@@ -361,5 +444,10 @@ def evaluate(
         time_to_first_action_s_p95=percentile(firsts, 95),
         counted_actions=idx.count,
         latency=_latency(actions, ingest_ms) if ingest_ms is not None else None,
+        recall_all_kinds=_ratio(sum(kind_hit.values()), len(labeled_all)),
+        recall_by_kind={k: kind_hit[k] / n for k, n in sorted(kind_total.items())},
+        never_actioned_kinds=sorted(k for k in kind_total if k not in actioned_kinds),
+        trap_false_positives=len(trap_fp),
+        benign_subjects=sum(len(v) for v in benign.values()),
     )
-    return EvaluationReport(overall=overall, scenarios=scenarios)
+    return EvaluationReport(overall=overall, scenarios=scenarios, traps=traps)

@@ -19,8 +19,9 @@ import numpy as np
 from streamwarden.operators.traffic import ids
 from streamwarden.operators.traffic.labels import ENTITY_KINDS, Label
 from streamwarden.operators.traffic.organic import ORGANIC_SOURCE, Draft, Organic, World
-from streamwarden.operators.traffic.scenarios import build
-from streamwarden.operators.traffic.spec import SCENARIO_NAMES, TrafficSpec
+from streamwarden.operators.traffic.scenarios import Built, build
+from streamwarden.operators.traffic.spec import SCENARIO_NAMES, TRAP_NAMES, TrafficSpec
+from streamwarden.operators.traffic.traps import build_trap
 from streamwarden.operators.traffic.wire import TYPE_FIELD, encode_event, varint
 from streamwarden.schemas.codec import SCHEMA_VERSION
 
@@ -63,6 +64,10 @@ def _sources(spec: TrafficSpec, world: World) -> list[tuple[str | None, int, Ite
         built = build(spec, name, world)
         if built is not None:
             sources.append((name, built.source, iter(built.drafts)))
+    for name in TRAP_NAMES:
+        built = build_trap(spec, name, world)
+        if built is not None:  # benign traffic: tagged organic, labeled benign
+            sources.append((None, built.source, iter(built.drafts)))
     return sources
 
 
@@ -185,16 +190,27 @@ def iter_traffic(spec: TrafficSpec) -> Iterator[TrafficRecord]:
         yield heappop(pending)[2]
 
 
+def _labels_of(built: Built, benign: bool) -> list[Label]:
+    w = built.window
+    first = built.first_ms
+    return [
+        Label(built.name, kind, entity_id, w.start_ms, w.end_ms, first[(kind, entity_id)], benign)
+        for kind in ENTITY_KINDS
+        for entity_id in built.entities.get(kind, ())
+    ]
+
+
 def labels(spec: TrafficSpec) -> list[Label]:
-    """Ground truth of ``spec``: one label per entity each enabled scenario used, with its time span."""
+    """Ground truth of ``spec``: one label per entity each enabled scenario used, with the scenario's
+    window and the entity's own first event (``first_ms``); then the traps' subjects, marked benign."""
     world = World(spec)
     out: list[Label] = []
     for name in SCENARIO_NAMES:
         built = build(spec, name, world)
-        if built is None:
-            continue
-        w = built.window
-        for kind in ENTITY_KINDS:
-            for entity_id in built.entities.get(kind, ()):
-                out.append(Label(name, kind, entity_id, w.start_ms, w.end_ms))
+        if built is not None:
+            out.extend(_labels_of(built, benign=False))
+    for name in TRAP_NAMES:
+        built = build_trap(spec, name, world)
+        if built is not None:
+            out.extend(_labels_of(built, benign=True))
     return out

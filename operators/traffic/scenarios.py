@@ -22,6 +22,7 @@ from streamwarden.operators.traffic.organic import (
     LOGIN,
     LOGIN_FAILED,
     MESSAGE,
+    MOBILE_CARRIERS,
     PLAY,
     REPOST,
     SIGNUP,
@@ -62,18 +63,24 @@ def window_of(spec: TrafficSpec, name: str) -> Window | None:
 
 
 class Cast:
-    """Entities a scenario's drafts used, by kind, in first-use order."""
+    """Entities a scenario's drafts used, by kind, in first-use order, with each one's first event time."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, dict[str, None]] = {k: {} for k in ENTITY_KINDS}
+        self._seen: dict[str, dict[str, int]] = {k: {} for k in ENTITY_KINDS}
 
-    def add(self, kind: str, *entity_ids: str) -> None:
+    def add(self, kind: str, *entity_ids: str, t: int) -> None:
         bucket = self._seen[kind]
         for entity_id in entity_ids:
-            bucket[entity_id] = None
+            first = bucket.get(entity_id)
+            if first is None or t < first:
+                bucket[entity_id] = t
 
     def entities(self) -> dict[str, tuple[str, ...]]:
         return {k: tuple(v) for k, v in self._seen.items() if v}
+
+    def first_ms(self) -> dict[tuple[str, str], int]:
+        """(kind, id) → the entity's first event time in the scenario."""
+        return {(k, i): t for k, v in self._seen.items() for i, t in v.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,32 @@ def _ips(world: World, source: int, n: int, asns: tuple[tuple[int, str], ...]) -
     return out
 
 
+_K_AGED = 8
+
+
+def pool(name: str) -> tuple[tuple[int, str], ...]:
+    """The (ASN, country) pairs of an ``AsnPool``."""
+    if name == "residential":
+        return _RESIDENTIAL
+    if name == "mobile":
+        return MOBILE_CARRIERS
+    if name == "hosting":
+        return HOSTING_ASNS
+    return SIGNUP_FARM_ASNS
+
+
+def _account(
+    spec: TrafficSpec, world: World, source: int, i: int, aged_fraction: float
+) -> tuple[str, int | None]:
+    """Account ``i`` of an attack: its own (``(id, None)``) or, for a share ``aged_fraction`` chosen by
+    hash, an existing organic account with its history (``(id, created_ms)``)."""
+    h = ids.mix64(ids.index64(source, _K_AGED, i) ^ world.salt)
+    if aged_fraction > 0 and (h >> 11) * (1.0 / (1 << 53)) < aged_fraction:
+        k = ids.mix64(h) % world.n_accounts
+        return world.account_ids[k], world.created_ms[k]
+    return world.ids.account(source, i), None
+
+
 def _ua(spec: TrafficSpec, source: int, i: int) -> str:
     return ua_for(ids.mix64(spec.seed) ^ ids.index64(source, _K_UA, i))[0]
 
@@ -105,18 +138,22 @@ def _streaming_farm(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> l
     s = source_of("streaming_farm")
     rng = _rng(spec, "streaming_farm")
     idsp = world.ids
-    ips = _ips(world, s, p.ips, _RESIDENTIAL)
+    ips = _ips(world, s, p.ips, pool(p.asn_pool))
     artist = idsp.account(s, p.accounts)
     tracks = [idsp.content(s, j) for j in range(p.tracks)]
     targets = [target_chunk(artist, t) for t in tracks]
     mean_ms, jitter_ms = p.play_duration_s * 1000.0, p.play_jitter_s * 1000.0
     floor_ms = min(30_500, int(mean_ms))
     stagger_ms = min(30_000.0, (w.end_ms - w.start_ms) / 4.0)
+    n_dev = p.devices or p.accounts
     drafts: list[Draft] = []
     for i in range(p.accounts):
-        aid, dev, net = idsp.account(s, i), idsp.device(s, i), ips[i % len(ips)]
+        aid, aged_ms = _account(spec, world, s, i, p.aged_fraction)
+        dev, net = idsp.device(s, i % n_dev), ips[i % len(ips)]
         actor = actor_chunk(aid, net.ip, dev, net.asn, net.country, _ua(spec, s, i))
         created = created_field(w.start_ms - int((1.0 + rng.random() * p.account_age_days_max) * DAY_MS))
+        if aged_ms is not None:
+            created = created_field(aged_ms)
         k = int(rng.random() * len(tracks))
         t = w.start_ms + int(rng.random() * stagger_ms)
         while True:
@@ -126,11 +163,11 @@ def _streaming_farm(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> l
             t += dur
             track = k % len(tracks)
             drafts.append((t, PLAY, actor, targets[track], b"", dur, created, aid))
-            cast.add("account", aid)
-            cast.add("device", dev)
-            cast.add("ip", net.ip)
-            cast.add("target_content", tracks[track])
-            cast.add("target_account", artist)
+            cast.add("account", aid, t=t)
+            cast.add("device", dev, t=t)
+            cast.add("ip", net.ip, t=t)
+            cast.add("target_content", tracks[track], t=t)
+            cast.add("target_account", artist, t=t)
             k += 1
             t += int(rng.expovariate(1.0 / (p.gap_s * 1000.0))) if p.gap_s > 0 else 0
     return drafts
@@ -142,7 +179,7 @@ def _spam_burst(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list[
     s = source_of("spam_burst")
     rng = _rng(spec, "spam_burst")
     idsp = world.ids
-    ips = _ips(world, s, p.ips, HOSTING_ASNS)
+    ips = _ips(world, s, p.ips, pool(p.asn_pool))
     variants = []
     for v in range(p.content_variants):
         length = 60 + int(rng.random() * 140)
@@ -154,10 +191,16 @@ def _spam_burst(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list[
     drafts: list[Draft] = []
     posts = 0
     for i in range(p.accounts):
-        aid, dev, ua = idsp.account(s, i), idsp.device(s, i), _ua(spec, s, i)
+        (aid, aged_ms), dev, ua = (
+            _account(spec, world, s, i, p.aged_fraction),
+            idsp.device(s, i),
+            _ua(spec, s, i),
+        )
         created = created_field(
             w.start_ms - int(min(age_ms, 60_000.0) + rng.random() * max(0.0, age_ms - 60_000.0))
         )
+        if aged_ms is not None:
+            created = created_field(aged_ms)
         for _ in range(p.posts_per_account):
             t = w.start_ms + int(rng.random() * span)
             net = ips[posts % len(ips)]  # rotating proxies
@@ -170,9 +213,9 @@ def _spam_burst(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list[
             else:
                 target = world.track_target(world.popular_track(rng))
                 drafts.append((t, COMMENT, actor, target, content, 0, created, aid))
-            cast.add("account", aid)
-            cast.add("device", dev)
-            cast.add("ip", net.ip)
+            cast.add("account", aid, t=t)
+            cast.add("device", dev, t=t)
+            cast.add("ip", net.ip, t=t)
     return drafts
 
 
@@ -182,7 +225,7 @@ def _follow_farm(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list
     s = source_of("follow_farm")
     rng = _rng(spec, "follow_farm")
     idsp = world.ids
-    ips = _ips(world, s, p.ips, _RESIDENTIAL)
+    ips = _ips(world, s, p.ips, pool(p.asn_pool))
     customers = [idsp.account(s, p.accounts + k) for k in range(p.target_accounts)]
     tracks = [idsp.content(s, j) for j in range(p.target_tracks)]
     owners = [customers[j % len(customers)] for j in range(len(tracks))]
@@ -192,9 +235,15 @@ def _follow_farm(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list
     gap_rate = 1.0 / (p.gap_s * 1000.0)
     drafts: list[Draft] = []
     for i in range(p.accounts):
-        aid, dev, net = idsp.account(s, i), idsp.device(s, i), ips[i % len(ips)]
+        (aid, aged_ms), dev, net = (
+            _account(spec, world, s, i, p.aged_fraction),
+            idsp.device(s, i),
+            ips[i % len(ips)],
+        )
         actor = actor_chunk(aid, net.ip, dev, net.asn, net.country, _ua(spec, s, i))
         created = created_field(w.start_ms - int((30.0 + rng.random() * 370.0) * DAY_MS))
+        if aged_ms is not None:
+            created = created_field(aged_ms)
         order = list(range(len(customers)))
         rng.shuffle(order)
         plan: list[tuple[int, int]] = [(FOLLOW, k) for k in order]
@@ -208,14 +257,14 @@ def _follow_farm(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list
                 break
             if kind == FOLLOW:
                 drafts.append((t, kind, actor, follow_targets[k], b"", 0, created, aid))
-                cast.add("target_account", customers[k])
+                cast.add("target_account", customers[k], t=t)
             else:
                 drafts.append((t, kind, actor, track_targets[k], b"", 0, created, aid))
-                cast.add("target_content", tracks[k])
-                cast.add("target_account", owners[k])
-            cast.add("account", aid)
-            cast.add("device", dev)
-            cast.add("ip", net.ip)
+                cast.add("target_content", tracks[k], t=t)
+                cast.add("target_account", owners[k], t=t)
+            cast.add("account", aid, t=t)
+            cast.add("device", dev, t=t)
+            cast.add("ip", net.ip, t=t)
             t += 1 + int(rng.expovariate(gap_rate))
     return drafts
 
@@ -226,7 +275,7 @@ def _credential_stuffing(spec: TrafficSpec, world: World, w: Window, cast: Cast)
     s = source_of("credential_stuffing")
     rng = _rng(spec, "credential_stuffing")
     idsp = world.ids
-    ips = _ips(world, s, p.ips, HOSTING_ASNS)
+    ips = _ips(world, s, p.ips, pool(p.asn_pool))
     devices = [idsp.device(s, i) for i in range(p.devices)]
     uas = [_ua(spec, s, i) for i in range(p.devices)]
     rate_per_ms = p.attempts_per_s / 1000.0
@@ -248,8 +297,8 @@ def _credential_stuffing(spec: TrafficSpec, world: World, w: Window, cast: Cast)
             unknown += 1
         actor = actor_chunk(aid, net.ip, devices[d], net.asn, net.country, uas[d])
         drafts.append((int(t), kind, actor, b"", b"", 0, created, aid))
-        cast.add("ip", net.ip)
-        cast.add("device", devices[d])
+        cast.add("ip", net.ip, t=int(t))
+        cast.add("device", devices[d], t=int(t))
         t += rng.expovariate(rate_per_ms)
     return drafts
 
@@ -264,20 +313,26 @@ def _signup_burst(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> lis
     p = spec.scenarios.signup_burst
     s = source_of("signup_burst")
     rng = _rng(spec, "signup_burst")
-    asn, country = signup_burst_asn(spec)
     idsp = world.ids
-    ips = [idsp.ip(ids.ip_index(s, i)) for i in range(p.ips)]
+    if p.asn_pool == "farm" and p.asns == 1:
+        ips = [_Ip(idsp.ip(ids.ip_index(s, i)), *signup_burst_asn(spec)) for i in range(p.ips)]
+    else:
+        options = pool(p.asn_pool)
+        first = ids.mix64(spec.seed ^ 0xA5) % len(options)
+        chosen = tuple(options[(first + k) % len(options)] for k in range(min(p.asns, len(options))))
+        ips = _ips(world, s, p.ips, chosen)
     span = w.end_ms - w.start_ms
     drafts: list[Draft] = []
     for i in range(p.accounts):
-        aid, dev, ip = idsp.account(s, i), idsp.device(s, i), ips[i % len(ips)]
+        aid, dev, net = idsp.account(s, i), idsp.device(s, i), ips[i % len(ips)]
+        ip, asn, country = net.ip, net.asn, net.country
         t = w.start_ms + int(rng.random() * span)
         actor = actor_chunk(aid, ip, dev, asn, country, _ua(spec, s, i))
         drafts.append((t, SIGNUP, actor, b"", b"", 0, created_field(t), aid))
-        cast.add("asn", str(asn))
-        cast.add("account", aid)
-        cast.add("device", dev)
-        cast.add("ip", ip)
+        cast.add("asn", str(asn), t=t)
+        cast.add("account", aid, t=t)
+        cast.add("device", dev, t=t)
+        cast.add("ip", ip, t=t)
         if rng.random() >= p.activity_fraction:
             continue
         created = created_field(t)
@@ -318,6 +373,8 @@ class Built:
     window: Window
     entities: dict[str, tuple[str, ...]]
     drafts: list[Draft]
+    first_ms: dict[tuple[str, str], int]
+    """(kind, id) → the entity's first event time in the scenario."""
 
 
 def build(spec: TrafficSpec, name: str, world: World) -> Built | None:
@@ -328,4 +385,4 @@ def build(spec: TrafficSpec, name: str, world: World) -> Built | None:
     cast = Cast()
     drafts = _BUILDERS[name](spec, world, w, cast)
     drafts.sort(key=lambda d: d[0])
-    return Built(name, source_of(name), w, cast.entities(), drafts)
+    return Built(name, source_of(name), w, cast.entities(), drafts, cast.first_ms())

@@ -32,10 +32,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+AsnPool = Literal["residential", "mobile", "hosting", "farm"]
+"""Where an attack's IPs live: home ISPs, mobile carriers (CGNAT ranges organic users share), hosting /
+proxy ranges organic users never use, or the signup-farm ASNs."""
+
+
 class _Scenario(_Strict):
     enabled: bool = Field(True, description="Whether this scenario happens at all.")
     start_offset_s: float = Field(description="When the attack starts, seconds after start_ms.", ge=0)
     duration_s: float = Field(description="How long the attack lasts, seconds (clipped to the run).", gt=0)
+    aged_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of the attack's accounts that are existing organic accounts (weeks of organic "
+        "history) turning abusive, instead of the scenario's own accounts.",
+    )
 
 
 class StreamingFarmSpec(_Scenario):
@@ -54,6 +66,10 @@ class StreamingFarmSpec(_Scenario):
     account_age_days_max: float = Field(
         90.0, gt=0, description="Farm accounts were created up to this long ago."
     )
+    devices: int | None = Field(
+        None, ge=1, description="Devices the farm's accounts share (None = one per account)."
+    )
+    asn_pool: AsnPool = Field("residential", description="Where the farm's IPs live.")
 
 
 class SpamBurstSpec(_Scenario):
@@ -69,6 +85,7 @@ class SpamBurstSpec(_Scenario):
     max_urls: int = Field(2, ge=1, description="Each spam text carries 1..max_urls URLs.")
     max_mentions: int = Field(4, ge=1, description="Each spam text carries 1..max_mentions mentions.")
     account_age_max_s: float = Field(7200.0, gt=0, description="Spam accounts were created this recently.")
+    asn_pool: AsnPool = Field("hosting", description="Where the spammers' proxy IPs live.")
 
 
 class FollowFarmSpec(_Scenario):
@@ -85,6 +102,7 @@ class FollowFarmSpec(_Scenario):
         0.2, ge=0, le=1, description="Share of non-follow actions that are reposts."
     )
     gap_s: float = Field(2.0, gt=0, description="Mean time between two actions of one farm account, seconds.")
+    asn_pool: AsnPool = Field("residential", description="Where the farm's IPs live.")
 
 
 class CredentialStuffingSpec(_Scenario):
@@ -104,6 +122,7 @@ class CredentialStuffingSpec(_Scenario):
         le=1,
         description="Share of attempts naming a real (organic) account; the rest are unknown.",
     )
+    asn_pool: AsnPool = Field("hosting", description="Where the attacker IPs live (residential = proxies).")
 
 
 class SignupBurstSpec(_Scenario):
@@ -116,6 +135,8 @@ class SignupBurstSpec(_Scenario):
     activity_fraction: float = Field(
         0.3, ge=0, le=1, description="Share of new accounts that log in and follow/like right after."
     )
+    asn_pool: AsnPool = Field("farm", description="Where the signups come from (farm = one farm ASN).")
+    asns: int = Field(1, ge=1, description="ASNs of the pool the signups spread over.")
 
 
 class ScenariosSpec(_Strict):
@@ -145,6 +166,73 @@ class ScenariosSpec(_Strict):
 
 SCENARIO_NAMES: tuple[str, ...] = tuple(ScenariosSpec.model_fields)
 """Scenario names in their fixed order (the order also fixes their id spaces)."""
+
+
+class _Trap(_Strict):
+    enabled: bool = Field(False, description="Whether this false-positive trap happens at all.")
+    start_offset_s: float = Field(0.0, ge=0, description="When the trap starts, seconds after start_ms.")
+    duration_s: float = Field(600.0, gt=0, description="How long it lasts, seconds (clipped to the run).")
+
+
+class ViralReleaseSpec(_Trap):
+    """An organic surge: a new track by one artist that many organic fans play (and like) at once."""
+
+    listeners: int = Field(800, ge=1, description="Organic accounts that play the new track.")
+    plays_per_listener: float = Field(1.5, ge=1, description="Mean plays of the track per listener.")
+    like_fraction: float = Field(0.15, ge=0, le=1, description="Share of listeners who also like it.")
+
+
+class SharedIpSpec(_Trap):
+    """Crowded shared infrastructure: organic accounts listening normally behind few IPs."""
+
+    accounts: int = Field(300, ge=1, description="Organic accounts behind the shared IPs.")
+    ips: int = Field(3, ge=1, description="Shared IPs (one CGNAT gateway, an office, a campus).")
+    asn_pool: AsnPool = Field("mobile", description="mobile = carrier-grade NAT; residential = offices.")
+    sessions_per_account: int = Field(2, ge=1, description="Listening sessions per account in the window.")
+    failed_login_fraction: float = Field(
+        0.05, ge=0, le=1, description="Share of sessions opened by a failed then a good login."
+    )
+
+
+class OfficeSpec(SharedIpSpec):
+    """A household or an office: a few dozen organic accounts behind one residential IP."""
+
+    accounts: int = Field(40, ge=1, description="Organic accounts behind the shared IPs.")
+    ips: int = Field(1, ge=1, description="Shared IPs.")
+    asn_pool: AsnPool = Field("residential", description="Where the shared IPs live.")
+
+
+class PowerUserSpec(_Trap):
+    """Heavy organic users: back-to-back plays with many skips, lots of likes and follows."""
+
+    accounts: int = Field(25, ge=1, description="Power users.")
+    skip_fraction: float = Field(0.6, ge=0, le=1, description="Share of plays skipped after 2-30 s.")
+    engage_fraction: float = Field(0.25, ge=0, le=1, description="Share of plays followed by a like/follow.")
+
+
+class TrapsSpec(_Strict):
+    """False-positive traps: benign traffic that looks like abuse on one signal; labeled benign."""
+
+    viral_release: ViralReleaseSpec = Field(
+        default_factory=ViralReleaseSpec,  # type: ignore[arg-type]
+        description="An organic surge around a new release.",
+    )
+    cgnat: SharedIpSpec = Field(
+        default_factory=SharedIpSpec,  # type: ignore[arg-type]
+        description="Mobile subscribers behind a carrier-grade NAT.",
+    )
+    office: OfficeSpec = Field(
+        default_factory=OfficeSpec,  # type: ignore[arg-type]
+        description="A household or office behind one IP.",
+    )
+    power_user: PowerUserSpec = Field(
+        default_factory=PowerUserSpec,  # type: ignore[arg-type]
+        description="Heavy organic users.",
+    )
+
+
+TRAP_NAMES: tuple[str, ...] = tuple(TrapsSpec.model_fields)
+"""Trap names in their fixed order (id spaces after the scenarios')."""
 
 
 class TrafficSpec(_Strict):
@@ -186,6 +274,10 @@ class TrafficSpec(_Strict):
         default_factory=ScenariosSpec,
         description="The abuse scenarios.",
     )
+    traps: TrapsSpec = Field(
+        default_factory=TrapsSpec,
+        description="False-positive traps (all disabled by default).",
+    )
 
     @model_validator(mode="after")
     def _kinds_present(self) -> TrafficSpec:
@@ -213,6 +305,9 @@ class TrafficSpec(_Strict):
         for name in SCENARIO_NAMES:
             data["scenarios"][name]["start_offset_s"] *= factor
             data["scenarios"][name]["duration_s"] *= factor
+        for name in TRAP_NAMES:
+            data["traps"][name]["start_offset_s"] *= factor
+            data["traps"][name]["duration_s"] *= factor
         return TrafficSpec.model_validate(data)
 
     def without_scenarios(self, *names: str) -> TrafficSpec:

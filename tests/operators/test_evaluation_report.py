@@ -179,7 +179,8 @@ def test_latency_from_ingest_times() -> None:
 
 def test_to_json_shape() -> None:
     out = json.loads(evaluate(_actions(), _labels(), organic_subjects=ORGANIC_SEEN).to_json())
-    assert set(out) == {"overall", "scenarios"}
+    assert set(out) == {"overall", "scenarios", "traps"}
+    assert out["traps"] == {}
     assert set(out["scenarios"]) == {FARM, SPAM, STUFF, SIGNUP}
     for entry in out["scenarios"].values():
         assert {"precision", "recall", "time_to_action_s_p50"} <= set(entry)
@@ -251,3 +252,54 @@ def test_shadow_diff_per_rule() -> None:
     assert d.precision_change == pytest.approx(1 / 3) and d.recall_change == pytest.approx(3 / 8)
     out = json.loads(d.to_json())
     assert set(out) == {"rules", "overall"} and out["rules"]["r3"]["precision_a"] is None
+
+
+def test_benign_trap_subjects_are_false_positives_per_trap() -> None:
+    labels = [
+        *_labels(),
+        Label("cgnat", "ip", "I9", 1_000_000, 2_000_000, benign=True),  # I9 is actioned (e11)
+        Label("cgnat", "account", "C1", 1_000_000, 2_000_000, benign=True),  # never actioned
+        Label("viral_release", "target_content", "T9", 1_000_000, 2_000_000, benign=True),  # e3
+        Label("power_user", "account", "A1", 1_000_000, 2_000_000, benign=True),  # also abusive: abusive wins
+    ]
+    r = evaluate(_actions(), labels, organic_subjects=ORGANIC_SEEN)
+    assert set(r.traps) == {"cgnat", "viral_release", "power_user"}
+    assert (r.traps["cgnat"].subjects, r.traps["cgnat"].false_positives) == (2, 1)
+    assert r.traps["cgnat"].rules == ["stuffing-ip-rate-limit"]
+    assert r.traps["viral_release"].false_positives_by_kind == {"target_content": 1}
+    assert r.traps["power_user"].subjects == 0  # A1 is a farm account: not a benign subject
+    assert r.overall.trap_false_positives == 2
+    # T9, O1, I9 are false positives as before (now two of them are also trap hits); O2 is unattributed.
+    assert r.overall.false_positives == 3
+    assert r.overall.benign_subjects == 3
+
+
+def test_recall_over_every_labeled_kind_reports_kinds_never_acted_on() -> None:
+    r = evaluate(_actions(), _labels())
+    # Evaluated kinds = kinds acted on: account, ip, target_content, target_account. The spam device D1
+    # and the signup ASN are labeled but never targeted: in recall_all_kinds' denominator.
+    assert r.overall.never_actioned_kinds == ["asn", "device"]
+    # Labeled abusive subjects: A1-A4, T1, T2, I1 (farm), S1, S2, D1 (spam), I5, I6, 64512 = 13; actioned:
+    # A1, A2, T1, S1 = 4 (A3 only ALLOW, A4 only shadow mode).
+    assert r.overall.recall_all_kinds == pytest.approx(4 / 13)
+    assert r.overall.recall_by_kind == {
+        "account": pytest.approx(3 / 6),
+        "asn": 0.0,
+        "device": 0.0,
+        "ip": 0.0,
+        "target_content": 0.5,
+    }
+    assert r.scenarios[SPAM].recall_by_kind_all == {"account": 0.5, "device": 0.0}
+    assert r.scenarios[SPAM].recall_all_kinds == pytest.approx(1 / 3)
+
+
+def test_time_to_action_is_measured_from_each_subjects_own_onset() -> None:
+    labels = [
+        Label(FARM, "account", "A1", 1_000_000, 2_000_000, first_ms=1_030_000),  # acted on at 1_040_000
+        Label(FARM, "account", "A2", 1_000_000, 2_000_000, first_ms=1_090_000),  # acted on at 1_100_000
+    ]
+    r = evaluate(_actions(), labels).scenarios[FARM]
+    assert r.time_to_action_s_p50 == pytest.approx(10.0)
+    assert r.time_to_action_s_max == pytest.approx(10.0)
+    # The first action of the scenario is still measured from the attack start (1_000_000).
+    assert r.time_to_first_action_s == pytest.approx(40.0)

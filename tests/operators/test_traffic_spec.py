@@ -8,7 +8,7 @@ import pytest
 
 from streamwarden.operators.errors import ConfigError
 from streamwarden.operators.traffic import SCENARIO_NAMES, TrafficSpec, iter_traffic, labels, load_spec
-from streamwarden.operators.traffic.spec import ScenariosSpec
+from streamwarden.operators.traffic.spec import TRAP_NAMES, ScenariosSpec, TrapsSpec
 
 
 def test_every_field_is_described():
@@ -22,6 +22,8 @@ def test_every_field_is_described():
     walk(TrafficSpec)
     for name in SCENARIO_NAMES:
         walk(type(getattr(ScenariosSpec(), name)))
+    for name in TRAP_NAMES:
+        walk(type(getattr(TrapsSpec(), name)))
 
 
 @pytest.mark.slow
