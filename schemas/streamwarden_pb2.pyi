@@ -561,3 +561,111 @@ class FeatureRecord(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["event_id", b"event_id", "event_time_ms", b"event_time_ms", "imputed", b"imputed", "model_version", b"model_version", "names", b"names", "values", b"values"]) -> None: ...
 
 global___FeatureRecord = FeatureRecord
+
+@typing.final
+class ReviewLabel(google.protobuf.message.Message):
+    """A human reviewer's decision about one subject (topic `labels`), written by `streamwarden review`
+    from its outbox: at least once, each message carries its `decision_id`; readers keep the first.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    class _Decision:
+        ValueType = typing.NewType("ValueType", builtins.int)
+        V: typing_extensions.TypeAlias = ValueType
+
+    class _DecisionEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[ReviewLabel._Decision.ValueType], builtins.type):
+        DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+        DECISION_UNSPECIFIED: ReviewLabel._Decision.ValueType  # 0
+        UPHOLD: ReviewLabel._Decision.ValueType  # 1
+        """The automated action was right (label "abuse", with a policy category)."""
+        OVERTURN: ReviewLabel._Decision.ValueType  # 2
+        """The automated action was a false positive (label "benign")."""
+
+    class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper): ...
+    DECISION_UNSPECIFIED: ReviewLabel.Decision.ValueType  # 0
+    UPHOLD: ReviewLabel.Decision.ValueType  # 1
+    """The automated action was right (label "abuse", with a policy category)."""
+    OVERTURN: ReviewLabel.Decision.ValueType  # 2
+    """The automated action was a false positive (label "benign")."""
+
+    DECISION_ID_FIELD_NUMBER: builtins.int
+    SUBJECT_FIELD_NUMBER: builtins.int
+    DECISION_FIELD_NUMBER: builtins.int
+    LABEL_FIELD_NUMBER: builtins.int
+    CATEGORY_FIELD_NUMBER: builtins.int
+    REVIEWER_FIELD_NUMBER: builtins.int
+    DECIDED_MS_FIELD_NUMBER: builtins.int
+    ACTION_IDS_FIELD_NUMBER: builtins.int
+    RULE_IDS_FIELD_NUMBER: builtins.int
+    QUEUE_FIELD_NUMBER: builtins.int
+    REASON_FIELD_NUMBER: builtins.int
+    APPEALED_DECISION_ID_FIELD_NUMBER: builtins.int
+    decision_id: builtins.str
+    decision: global___ReviewLabel.Decision.ValueType
+    label: builtins.str
+    """What the decision says the subject is: "abuse" or "benign" (what `feedback build` trains on)."""
+    category: builtins.str
+    """Policy category of an upheld decision (e.g. "spam"); empty on an overturn."""
+    reviewer: builtins.str
+    decided_ms: builtins.int
+    queue: builtins.str
+    reason: builtins.str
+    appealed_decision_id: builtins.str
+    """Set when the decision closes an appeal: the decision appealed against."""
+    @property
+    def subject(self) -> global___Subject: ...
+    @property
+    def action_ids(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """The actions this decision covers, and the rules that produced them."""
+
+    @property
+    def rule_ids(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        decision_id: builtins.str = ...,
+        subject: global___Subject | None = ...,
+        decision: global___ReviewLabel.Decision.ValueType = ...,
+        label: builtins.str = ...,
+        category: builtins.str = ...,
+        reviewer: builtins.str = ...,
+        decided_ms: builtins.int = ...,
+        action_ids: collections.abc.Iterable[builtins.str] | None = ...,
+        rule_ids: collections.abc.Iterable[builtins.str] | None = ...,
+        queue: builtins.str = ...,
+        reason: builtins.str = ...,
+        appealed_decision_id: builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["subject", b"subject"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["action_ids", b"action_ids", "appealed_decision_id", b"appealed_decision_id", "category", b"category", "decided_ms", b"decided_ms", "decision", b"decision", "decision_id", b"decision_id", "label", b"label", "queue", b"queue", "reason", b"reason", "reviewer", b"reviewer", "rule_ids", b"rule_ids", "subject", b"subject"]) -> None: ...
+
+global___ReviewLabel = ReviewLabel
+
+@typing.final
+class ReviewAppeal(google.protobuf.message.Message):
+    """An appeal against a reviewer decision (topic `appeals`, or the review API)."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    APPEAL_ID_FIELD_NUMBER: builtins.int
+    SUBJECT_FIELD_NUMBER: builtins.int
+    REASON_FIELD_NUMBER: builtins.int
+    APPEALED_MS_FIELD_NUMBER: builtins.int
+    appeal_id: builtins.str
+    reason: builtins.str
+    appealed_ms: builtins.int
+    @property
+    def subject(self) -> global___Subject: ...
+    def __init__(
+        self,
+        *,
+        appeal_id: builtins.str = ...,
+        subject: global___Subject | None = ...,
+        reason: builtins.str = ...,
+        appealed_ms: builtins.int = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["subject", b"subject"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["appeal_id", b"appeal_id", "appealed_ms", b"appealed_ms", "reason", b"reason", "subject", b"subject"]) -> None: ...
+
+global___ReviewAppeal = ReviewAppeal

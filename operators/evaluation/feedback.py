@@ -10,6 +10,11 @@
 ``target_account``), ``label`` is ``abuse`` or ``benign``, ``scenario`` (optional, may be null) names
 the abuse type, ``decided_ms`` is when the reviewer decided (epoch ms). Unknown keys are rejected.
 
+The topic may also carry protobuf ``streamwarden.v1.ReviewLabel`` messages (what ``streamwarden review``
+writes; a JSON object starts with ``{``, a serialized ``ReviewLabel`` never does): ``subject``,
+``label``, ``decided_ms`` as above, ``category`` as the scenario. They carry a ``decision_id``; a
+repeated id (the review outbox produces at least once) counts once.
+
 **The join** (``join_training_rows``). The feature log (``FeatureRecord``: event id, feature names and
 values, event time) names no subject, so the events (``Event``: event id → actor entities) link the
 two. For each subject the latest decision (largest ``decided_ms``; later in the input on ties) counts:
@@ -42,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.message import DecodeError
 
 from streamwarden.operators.errors import ConfigError
 from streamwarden.operators.evaluation.report import counted, subject_of
@@ -116,18 +122,49 @@ class ReviewDecision:
         return cls(kind, sid, label, decided, scenario or None)
 
 
+def decision_from_review_label(raw: bytes) -> tuple[str, ReviewDecision]:
+    """A protobuf ``ReviewLabel`` message as (decision id, decision); ``ValueError`` says what is wrong."""
+    try:
+        msg = pb.ReviewLabel.FromString(raw)
+    except DecodeError as exc:
+        raise ValueError(f"not JSON or a ReviewLabel: {exc}") from exc
+    if not msg.decision_id:
+        raise ValueError("ReviewLabel without decision_id")
+    kind = pb.EntityKind.Name(msg.subject.kind).lower() if msg.subject.kind in pb.EntityKind.values() else ""
+    data = {
+        "subject_kind": kind,
+        "subject_id": msg.subject.id,
+        "label": msg.label,
+        "decided_ms": msg.decided_ms,
+    }
+    if msg.category:
+        data["scenario"] = msg.category
+    return msg.decision_id, ReviewDecision.from_json(json.dumps(data))
+
+
 def parse_decisions(values: Iterable[bytes | None]) -> tuple[list[ReviewDecision], Counter[str]]:
-    """Decode ``labels`` messages in topic order; bad ones are counted by reason, not raised."""
+    """Decode ``labels`` messages (JSON or ``ReviewLabel``) in topic order; bad ones are counted by
+    reason, not raised; a ``ReviewLabel`` whose decision id was already seen is counted as a duplicate."""
     out: list[ReviewDecision] = []
     bad: Counter[str] = Counter()
+    seen: set[str] = set()
     for raw in values:
         if not raw:
             bad["empty message"] += 1
             continue
         try:
-            out.append(ReviewDecision.from_json(raw))
+            if raw.lstrip()[:1] == b"{":
+                out.append(ReviewDecision.from_json(raw))
+                continue
+            decision_id, decision = decision_from_review_label(raw)
         except ValueError as exc:
             bad[str(exc).split(":")[0]] += 1
+            continue
+        if decision_id in seen:
+            bad["duplicate decision_id"] += 1
+            continue
+        seen.add(decision_id)
+        out.append(decision)
     return out, bad
 
 
