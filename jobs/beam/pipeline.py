@@ -148,9 +148,10 @@ def build_job(
     records: PCollection[KafkaRecord] | None = None,
     check_future: bool = True,
     score_batch: int = 256,
+    anomaly_spec: Path | None = None,
 ) -> JobOutputs:
     """Add the whole job to ``pipeline``: the Kafka read (unless ``records`` is given), the transform and
-    the three sinks of ``job.topics``."""
+    the three sinks of ``job.topics``; ``anomaly_spec``: the alerts stage's spec (None = shipped)."""
     if records is None:
         records = pipeline | "ReadEvents" >> ReadFromKafka(
             job.kafka,
@@ -164,6 +165,7 @@ def build_job(
         write_features=job.write_features,
         check_future=check_future,
         score_batch=score_batch,
+        anomaly_spec=anomaly_spec,
     )
     topics = job.topics
     outputs.actions | "WriteActions" >> WriteToKafka(job.kafka, topics.actions)
@@ -181,12 +183,13 @@ def run_beam(
     read_options: ReadOptions | None = None,
     options: PipelineOptions | None = None,
     score_batch: int = 256,
+    anomaly_spec: Path | None = None,
 ) -> PipelineResult:
     """Build the operators (start-up errors name the file), run the job on the DirectRunner until the
     read stops (``read_options``: max records, idle timeout, stop token), and return the result."""
     _ = Stages.shared(stages_config(job)).decider  # load and check spec, models, policy now
     pipeline = Pipeline(options=options if options is not None else pipeline_options())
-    build_job(pipeline, job, read_options=read_options, score_batch=score_batch)
+    build_job(pipeline, job, read_options=read_options, score_batch=score_batch, anomaly_spec=anomaly_spec)
     result = pipeline.run()
     result.wait_until_finish()
     return result
@@ -199,6 +202,7 @@ def run_beam_in_process(
     job: JobConfig | None = None,
     kafka: KafkaConfig | None = None,
     read_options: ReadOptions | None = None,
+    anomaly_spec: Path | None = None,
 ) -> PipelineResult:
     """Run the job against ``bootstrap_servers`` until ``request_stop(stop_token)`` is called (from
     another thread of this process); blocks, so call it in a thread. ``job`` gives topics, group and
@@ -211,7 +215,9 @@ def run_beam_in_process(
     run_job = base.model_copy(update={"kafka": conn})
     opts = read_options if read_options is not None else ReadOptions(bundle_max_ms=100)  # type: ignore[call-arg]
     clear_stop(stop_token)
-    return run_beam(run_job, read_options=opts.model_copy(update={"stop_token": stop_token}))
+    return run_beam(
+        run_job, read_options=opts.model_copy(update={"stop_token": stop_token}), anomaly_spec=anomaly_spec
+    )
 
 
 @dataclass(frozen=True)

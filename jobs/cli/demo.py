@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import signal
+import tempfile
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -34,6 +36,7 @@ from streamwarden.deploy.broker import EmbeddedBroker
 from streamwarden.jobs.cli.generate import KafkaSink, run_generate
 from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
 from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config, make_consumer, poll_batch
+from streamwarden.operators.anomaly.spec import DEFAULT_SPEC_PATH
 from streamwarden.operators.evaluation import percentile
 from streamwarden.operators.evaluation.report import counted, subject_of
 from streamwarden.operators.pipeline import dead_letter_reason
@@ -48,6 +51,9 @@ from streamwarden.operators.traffic import (
 )
 from streamwarden.schemas import streamwarden_pb2 as pb
 
+DEMO_ANOMALY_SPEC = DEFAULT_SPEC_PATH.parent / "demo_metrics.yaml"
+"""The demo's anomaly spec (global per-type rates in 5 s buckets)."""
+
 PARTITIONS = 3
 """Partitions of every demo topic."""
 
@@ -61,6 +67,45 @@ PRODUCE_TIMES_KEEP_S = 300.0
 
 DEMO_LEAD_IN_S = 15.0
 """Seconds of organic traffic before the first attack of a round."""
+
+DEMO_BACKFILL_BUCKETS = 36
+"""Buckets of organic history the demo's anomaly series are warmed up from (3 minutes of 5 s buckets)."""
+
+
+def demo_anomaly_spec(directory: Path, seed: int, now_ms: int, organic_events_per_s: float) -> Path:
+    """Write the demo's anomaly spec (``operators/anomaly/demo_metrics.yaml``) plus a backfill: the
+    bucket counts of organic traffic from the same traffic model (another seed) over the
+    ``DEMO_BACKFILL_BUCKETS`` buckets before ``now_ms``, so alerts are possible from the first live bucket."""
+    import yaml
+
+    from streamwarden.operators.anomaly.series import SeriesAggregator, bucket_start
+    from streamwarden.operators.anomaly.spec import parse_anomaly_spec
+    from streamwarden.schemas.codec import decode_event
+
+    raw = yaml.safe_load(DEMO_ANOMALY_SPEC.read_text(encoding="utf-8"))
+    spec = parse_anomaly_spec(raw, str(DEMO_ANOMALY_SPEC))
+    bucket_ms = spec.defaults.bucket_ms
+    end_ms = bucket_start(now_ms, bucket_ms)
+    start_ms = end_ms - DEMO_BACKFILL_BUCKETS * bucket_ms
+    history = demo_spec(seed + 7_919, start_ms, (end_ms - start_ms) / 1000.0, organic_events_per_s)
+    agg = SeriesAggregator(spec)
+    for record in iter_traffic(history):
+        if record.scenario is None and record.malformed is None and start_ms <= record.event_time_ms < end_ms:
+            event = decode_event(record.payload, now_ms=None)
+            if isinstance(event, pb.Event):
+                agg.on_event(event)
+    values: dict[tuple[str, str], list[float]] = {}
+    for bucket in agg.advance_to(end_ms + 10 * bucket_ms):
+        if bucket.start_ms < end_ms:
+            row = values.setdefault((bucket.metric, bucket.series_key), [0.0] * DEMO_BACKFILL_BUCKETS)
+            row[(bucket.start_ms - start_ms) // bucket_ms] = bucket.value
+    raw["backfill"] = [
+        {"metric": metric, "series_key": key, "start_ms": start_ms, "values": row}
+        for (metric, key), row in sorted(values.items())
+    ]
+    path = directory / "demo_anomaly_spec.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def demo_spec(
@@ -362,7 +407,9 @@ def demo_cmd(
     stop = threading.Event()
     state = DemoState()
     t0 = time.monotonic()
-    with _Stopper(stop), EmbeddedBroker() as broker:
+    spec_dir = tempfile.TemporaryDirectory(prefix="streamwarden-demo-")
+    anomaly_spec = demo_anomaly_spec(Path(spec_dir.name), seed, int(time.time() * 1000), organic_events_per_s)
+    with spec_dir, _Stopper(stop), EmbeddedBroker() as broker:
         create_local_topics(
             broker.bootstrap_servers,
             [topics.events, topics.deadletter, topics.actions, topics.alerts],
@@ -379,7 +426,9 @@ def demo_cmd(
 
         def run_job() -> None:
             try:
-                run_beam_in_process(broker.bootstrap_servers, token, job=job, kafka=kafka)
+                run_beam_in_process(
+                    broker.bootstrap_servers, token, job=job, kafka=kafka, anomaly_spec=anomaly_spec
+                )
             except BaseException as exc:  # reported by the main thread
                 errors.append(("beam job", exc))
                 stop.set()

@@ -1,13 +1,26 @@
-"""Backtest one recorded series through the streaming operator, row by row.
+"""Backtest one recorded series through the streaming operator: any ``(time, value)`` rows in.
 
-Each row becomes the amount of one bucket; the bucket length is the median spacing of the rows and
-the buckets are aligned on the first row. After each row the watermark closes that row's bucket,
-exactly as the streaming job would once the watermark passes it. Missing rows are empty buckets
-(value 0), as in the stream.
+Rules (what ``streamwarden anomaly score`` documents):
+
+- Rows may come in any order, with duplicated timestamps, irregular spacing and gaps. They are sorted
+  by time (stable); the bucket length is the median spacing between *distinct* timestamps (one minute
+  if there is only one), buckets are aligned on the first timestamp.
+- Rows that fall in one bucket (duplicates, a daylight-saving repeat, jitter) are aggregated by the
+  series kind: ``count`` sums them (events per bucket), ``gauge`` averages them (a measured value).
+- A bucket without rows is 0 for a ``count`` series (no events happened) and *missing* for a
+  ``gauge`` (not scored, never treated as 0). A row whose value is empty or not finite is missing too.
+- Buckets close in time order exactly as the watermark would close them in the stream, through one
+  ``AnomalyOperator``; the series never expires inside a file, however long a gap is.
+- Every row gets the score of its bucket; ``alert`` marks the last row of the bucket in which a
+  FIRING started (or of the first bucket after a gap in which it started).
+- ``history`` (a backfill) is bucketed the same way and taught to the detector first, so alerts are
+  possible from the first row.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +31,12 @@ from streamwarden.operators.anomaly.spec import MetricSpec
 from streamwarden.operators.errors import StreamwardenError
 from streamwarden.schemas import streamwarden_pb2 as pb
 
+DEFAULT_BUCKET_MS = 60_000
+"""The bucket length of a series with fewer than two distinct timestamps."""
+
 
 class SeriesShapeError(StreamwardenError, ValueError):
-    """The recorded series cannot be bucketed (too short, unordered, or irregular). ``row`` is 0-based."""
+    """The recorded series cannot be bucketed. ``row`` is 0-based (kept for callers; rarely raised now)."""
 
     def __init__(self, message: str, row: int | None = None) -> None:
         super().__init__(message)
@@ -35,65 +51,104 @@ class RowResult:
     statistic: float
     expected: float
     alert: bool
-    """A FIRING transition happened at this row (or in an empty bucket just before it)."""
+    """A FIRING transition happened in this row's bucket (marked on its last row) or the gap before it."""
     alerts: tuple[pb.AnomalyAlert, ...]
+    bucket_start_ms: int
+    detector: str
 
 
 def infer_bucket_ms(times_ms: Sequence[int]) -> int:
-    """Median spacing of strictly increasing timestamps."""
-    if len(times_ms) < 2:
-        raise SeriesShapeError("need at least two rows to infer the bucket length")
-    gaps = []
-    for i in range(1, len(times_ms)):
-        gap = times_ms[i] - times_ms[i - 1]
-        if gap <= 0:
-            raise SeriesShapeError("timestamps must be strictly increasing", row=i)
-        gaps.append(gap)
-    return int(statistics.median_low(gaps))
+    """Median spacing between distinct timestamps (any order); ``DEFAULT_BUCKET_MS`` if fewer than two."""
+    distinct = sorted(set(times_ms))
+    if len(distinct) < 2:
+        return DEFAULT_BUCKET_MS
+    gaps = [b - a for a, b in itertools.pairwise(distinct)]
+    return max(1, int(statistics.median_low(gaps)))
 
 
 def backtest_metric(metric: MetricSpec, times_ms: Sequence[int]) -> MetricSpec:
-    """``metric`` with buckets sized and aligned to the recorded series."""
+    """``metric`` with buckets sized and aligned to the recorded series, never expiring inside it."""
     bucket_ms = infer_bucket_ms(times_ms)
-    offset_ms = times_ms[0] % bucket_ms
+    first = min(times_ms) if times_ms else 0
+    span = (max(times_ms) - first) if times_ms else 0
     return metric.model_copy(
         update={
             "bucket_ms": bucket_ms,
-            "bucket_offset_ms": offset_ms,
-            "idle_expiry_ms": max(metric.idle_expiry_ms, bucket_ms),
+            "bucket_offset_ms": first % bucket_ms,
+            "idle_expiry_ms": max(metric.idle_expiry_ms, span + 2 * bucket_ms),
         }
     )
 
 
-def score_series(metric: MetricSpec, times_ms: Sequence[int], values: Sequence[float]) -> list[RowResult]:
-    """Run the rows through one ``AnomalyOperator``; ``metric`` should come from ``backtest_metric``."""
+def _usable(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def bucket_history(
+    metric: MetricSpec, times_ms: Sequence[int], values: Sequence[float | None]
+) -> tuple[int, list[float | None]]:
+    """A backfill as consecutive buckets of ``metric`` (aggregated by its kind): (first start, values)."""
+    step, offset = metric.bucket_ms, metric.bucket_offset_ms
+    sums: dict[int, tuple[float, int]] = {}
+    for t, v in zip(times_ms, values, strict=True):
+        if _usable(v):
+            start = bucket_start(t, step, offset)
+            total, n = sums.get(start, (0.0, 0))
+            sums[start] = (total + float(v), n + 1)  # type: ignore[arg-type]
+    if not sums:
+        return 0, []
+    first, last = min(sums), max(sums)
+    gauge = metric.kind == "gauge"
+    out: list[float | None] = []
+    for start in range(first, last + step, step):
+        total, n = sums.get(start, (0.0, 0))
+        out.append((total / n if n else None) if gauge else total)
+    return first, out
+
+
+def score_series(
+    metric: MetricSpec,
+    times_ms: Sequence[int],
+    values: Sequence[float | None],
+    history: tuple[int, Sequence[float | None]] | None = None,
+) -> list[RowResult]:
+    """Run the rows through one ``AnomalyOperator``; ``metric`` should come from ``backtest_metric``.
+    Results are in input order. ``history``: (first bucket start, bucket values) to warm up from."""
     if len(times_ms) != len(values):
         raise ValueError("times_ms and values differ in length")
     op = AnomalyOperator(metric, "backtest")
-    step = metric.bucket_ms
-    previous = None
-    out = []
-    for row, (t, v) in enumerate(zip(times_ms, values, strict=True)):
-        start = bucket_start(t, step, metric.bucket_offset_ms)
-        if previous is not None and start <= previous:
-            raise SeriesShapeError(
-                f"timestamp falls in the same {step} ms bucket as the row before (spacing is irregular)",
-                row=row,
-            )
-        previous = start
-        # First the empty buckets of a gap (as the watermark would close them), then this row's bucket.
-        outcomes = op.close(start + metric.allowed_lateness_ms)
-        op.add(t, v)
-        outcomes += op.close(start + step + metric.allowed_lateness_ms)
-        mine = outcomes[-1]
+    if history is not None:
+        op.warm_up(history[0], history[1])
+    step, lateness = metric.bucket_ms, metric.allowed_lateness_ms
+    order = sorted(range(len(times_ms)), key=lambda i: times_ms[i])
+    out: list[RowResult | None] = [None] * len(times_ms)
+    i = 0
+    while i < len(order):
+        start = bucket_start(times_ms[order[i]], step, metric.bucket_offset_ms)
+        rows = []
+        while i < len(order) and bucket_start(times_ms[order[i]], step, metric.bucket_offset_ms) == start:
+            rows.append(order[i])
+            i += 1
+        # First the empty buckets of a gap (as the watermark would close them), then this bucket.
+        outcomes = op.close(start + lateness)
+        usable = [values[r] for r in rows if _usable(values[r])]
+        for r in rows:
+            value = values[r]
+            if _usable(value):
+                op.add(times_ms[r], float(value))  # type: ignore[arg-type]
+        outcomes += op.close(start + step + lateness)
+        mine = outcomes[-1] if usable and outcomes else None
         alerts = tuple(a for o in outcomes for a in o.alerts)
-        out.append(
-            RowResult(
-                score=mine.score.score,
-                statistic=mine.score.statistic,
-                expected=mine.score.expected,
-                alert=any(o.fired for o in outcomes),
-                alerts=alerts,
+        fired = any(o.fired for o in outcomes)
+        for pos, r in enumerate(rows):
+            last = pos == len(rows) - 1
+            out[r] = RowResult(
+                score=mine.score.score if mine is not None else 0.0,
+                statistic=mine.score.statistic if mine is not None else 0.0,
+                expected=mine.score.expected if mine is not None else math.nan,
+                alert=fired and last,
+                alerts=alerts if last else (),
+                bucket_start_ms=start,
+                detector=mine.score.detector if mine is not None else "",
             )
-        )
-    return out
+    return [r for r in out if r is not None]

@@ -1,10 +1,15 @@
 """Streaming detectors: one value per closed bucket in, a ``Score`` out, state as compact bytes.
 
-Every detector scores a bucket against the baseline *before* that bucket, then folds it in. The
-raw statistic is a signed z (observed - expected) / scale; the score maps the z in the configured
-direction to [0, 1) as z / (z + 4). Until the baseline is trustworthy (``warm``), the score is 0
-and nothing breaches. ``count_floor`` keeps the scale at least sqrt(expected) as for Poisson counts,
-so a flat or sparse history (MAD = 0) cannot turn one extra event into an alert.
+Every detector scores a bucket against the baseline *before* that bucket, then folds it in. The raw
+statistic is a signed z = (observed - expected) / scale. The score is calibrated the same way for
+every detector and every series: the tail probability p of the bucket under the detector's robust
+Gaussian model (two-sided for direction 'both', one-sided otherwise) gives the surprise
+s = -log10(p), and score = s / (s + 6) in [0, 1): 0.5 means p = 1e-6, 0.6 means 1e-9, 0.75 means
+1e-18. It is strictly increasing in |z| (no ties at the top: p is computed in log space, so a 40-sigma
+bucket still scores above a 39-sigma one). The scale is floored relative to the series' own history
+(long-run bucket-to-bucket noise and level) and, for counts, at the Poisson sqrt(expected), never at
+an absolute count, so a series around 0.1 and one around 10^6 get the same meaning. Until the
+baseline is trustworthy (``warm``) the score is 0 and nothing breaches.
 """
 
 from __future__ import annotations
@@ -12,22 +17,30 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Protocol
 
 from streamwarden.operators.anomaly._wire import Reader, StateFormatError, Writer
 from streamwarden.operators.anomaly.spec import (
+    CusumConfig,
     DetectorConfig,
+    EnsembleConfig,
     HoltConfig,
     RobustZConfig,
     SeasonalConfig,
     _DetectorBase,
 )
 
-SCORE_HALF_Z = 4.0
-"""The z at which the score is 0.5."""
+SCORE_HALF_SURPRISE = 6.0
+"""The surprise -log10(p) at which the score is 0.5 (p = one in a million)."""
 MAD_TO_SIGMA = 1.4826
+MASD_TO_SIGMA = 1.1284
+"""E|x_t - x_(t-1)| = 2 sigma / sqrt(pi) for independent Gaussian noise."""
 RUN_MIN_Z = 1.0
 """Every bucket of a sustained run must deviate by at least this many sigmas, in one direction."""
+_LN10 = math.log(10.0)
+_HALF_LN_2PI = 0.5 * math.log(2.0 * math.pi)
+_TOP_SCORE = math.nextafter(1.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +48,7 @@ class Score:
     """The verdict on one closed bucket."""
 
     score: float
-    """In [0, 1): 0 = as expected (or not warm yet), 0.5 = 4 sigmas off in the watched direction."""
+    """In [0, 1): s / (s + 6), s = -log10(tail probability); 0 = as expected (or not warm yet)."""
     statistic: float
     """Signed z: (observed - expected) / scale, or the sustained z of the last few buckets if larger."""
     observed: float
@@ -43,28 +56,60 @@ class Score:
     breach: bool
     """score >= threshold and |observed - expected| >= min_abs_delta, and the detector is warm."""
     warm: bool
+    detector: str = ""
+    """Which detector produced it (an ensemble names its deciding member)."""
 
 
-def score_from_z(z_directed: float) -> float:
-    """Map a non-negative directed z to [0, 1)."""
-    if z_directed <= 0.0 or math.isnan(z_directed):
+def log10_upper_tail(z: float) -> float:
+    """log10 P(Z >= z) for a standard normal Z, accurate far into the tail (no underflow)."""
+    if z < 35.0:
+        return math.log10(0.5 * math.erfc(z / math.sqrt(2.0)))
+    inv2 = 1.0 / (z * z)
+    ln_q = -0.5 * z * z - math.log(z) - _HALF_LN_2PI + math.log1p(-inv2 + 3.0 * inv2 * inv2)
+    return ln_q / _LN10
+
+
+def surprise(z: float, direction: str) -> float:
+    """-log10 of the tail probability of signed ``z`` in the watched direction (0 = unsurprising)."""
+    if math.isnan(z):
         return 0.0
-    if math.isinf(z_directed):
-        return 1.0
-    return z_directed / (z_directed + SCORE_HALF_Z)
+    if direction == "both":
+        z = abs(z)
+        if math.isinf(z):
+            return math.inf
+        return max(0.0, -math.log10(2.0) - log10_upper_tail(z))
+    directed = z if direction == "up" else -z
+    if math.isinf(directed):
+        return math.inf if directed > 0 else 0.0
+    return max(0.0, -log10_upper_tail(directed))
 
 
-def effective_scale(cfg: _DetectorBase, expected: float, scale: float) -> float:
-    """``scale`` raised to the configured floors."""
-    floor = cfg.min_scale
-    if cfg.count_floor:
-        floor = max(floor, math.sqrt(max(expected, 1.0)))
-    return max(scale, floor)
+def score_from_surprise(s: float) -> float:
+    """Map a surprise (-log10 p) to [0, 1), strictly increasing."""
+    if not s > 0.0:
+        return 0.0
+    if math.isinf(s):
+        return _TOP_SCORE
+    return min(s / (s + SCORE_HALF_SURPRISE), _TOP_SCORE)
+
+
+def score_from_z(z: float, direction: str = "both") -> float:
+    """The calibrated score of signed ``z``."""
+    return score_from_surprise(surprise(z, direction))
+
+
+def surprise_for_score(score: float) -> float:
+    """Inverse of ``score_from_surprise``."""
+    return SCORE_HALF_SURPRISE * score / (1.0 - score)
 
 
 def threshold_z(cfg: _DetectorBase) -> float:
-    """The z whose score equals the threshold."""
-    return SCORE_HALF_Z * cfg.threshold / (1.0 - cfg.threshold)
+    """The |z| whose score equals the threshold (in the configured direction)."""
+    log_p = -surprise_for_score(cfg.threshold) + (math.log10(2.0) if cfg.direction == "both" else 0.0)
+    p = 10.0**log_p
+    if p <= 1e-300:
+        return 37.0
+    return -NormalDist().inv_cdf(min(p, 0.5))
 
 
 def _directed(cfg: _DetectorBase, z: float) -> float:
@@ -73,6 +118,47 @@ def _directed(cfg: _DetectorBase, z: float) -> float:
     if cfg.direction == "down":
         return -z
     return abs(z)
+
+
+class LongRun:
+    """The series' own long-run noise and level, for the relative scale floor.
+
+    EW means (weight max(1/n, ``ALPHA``): a plain mean at first) of the absolute bucket-to-bucket
+    change and of the absolute value. O(1), 32 bytes of state."""
+
+    ALPHA = 0.005
+    __slots__ = ("abs_level", "last", "masd", "n")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.last = 0.0
+        self.masd = 0.0
+        self.abs_level = 0.0
+
+    def push(self, value: float) -> None:
+        if self.n > 0:
+            w = max(1.0 / self.n, self.ALPHA)
+            self.masd += w * (abs(value - self.last) - self.masd)
+        w = max(1.0 / (self.n + 1), self.ALPHA)
+        self.abs_level += w * (abs(value) - self.abs_level)
+        self.last = value
+        self.n = min(self.n + 1, 2**31)
+
+    def floor(self, cfg: _DetectorBase, expected: float) -> float:
+        floor = max(
+            cfg.min_scale,
+            cfg.rel_scale_floor * self.masd / MASD_TO_SIGMA,
+            cfg.rel_level_floor * self.abs_level,
+        )
+        if cfg.count_floor:
+            floor = max(floor, math.sqrt(max(expected, 1.0)))
+        return floor
+
+    def write(self, w: Writer) -> None:
+        w.i64(self.n).f64(self.last).f64(self.masd).f64(self.abs_level)
+
+    def read(self, r: Reader) -> None:
+        self.n, self.last, self.masd, self.abs_level = r.i64(), r.f64(), r.f64(), r.f64()
 
 
 class Sustain:
@@ -128,24 +214,30 @@ class Sustain:
 
 
 def decide(
-    cfg: _DetectorBase, observed: float, expected: float, scale: float, warm: bool, sustain: Sustain
+    cfg: _DetectorBase,
+    observed: float,
+    expected: float,
+    scale: float,
+    warm: bool,
+    sustain: Sustain,
+    longrun: LongRun,
 ) -> Score:
     """The shared scoring rule: scale floors, per-bucket and sustained z, direction, threshold, min delta."""
-    scale = effective_scale(cfg, expected, scale)
+    scale = max(scale, longrun.floor(cfg, expected))
     residual = observed - expected
     z = residual / scale
     if not warm:
         sustain.clear()
-        return Score(0.0, z, observed, expected, False, False)
+        return Score(0.0, z, observed, expected, False, False, cfg.kind)
     bound = threshold_z(cfg) * scale
     sustain.push(min(max(residual, -bound), bound), scale * scale)
     statistic, delta = z, residual
     sustained = sustain.z()
     if sustained is not None and _directed(cfg, sustained[0]) > _directed(cfg, z):
         statistic, delta = sustained
-    score = score_from_z(_directed(cfg, statistic))
+    score = score_from_z(statistic, cfg.direction)
     breach = score >= cfg.threshold and abs(delta) >= cfg.min_abs_delta
-    return Score(score, statistic, observed, expected, breach, True)
+    return Score(score, statistic, observed, expected, breach, True, cfg.kind)
 
 
 def _median(values: list[float]) -> float:
@@ -209,9 +301,11 @@ class _Ring:
         return ring
 
 
-_ROBUST_VERSION = 1
-_HOLT_VERSION = 1
-_SEASONAL_VERSION = 1
+_ROBUST_VERSION = 2
+_HOLT_VERSION = 2
+_SEASONAL_VERSION = 2
+_CUSUM_VERSION = 1
+_ENSEMBLE_VERSION = 1
 
 
 class RobustZDetector:
@@ -223,6 +317,7 @@ class RobustZDetector:
         self.cfg = cfg
         self._ring = _Ring(cfg.window_buckets)
         self._sustain = Sustain(cfg.sustain_buckets)
+        self._longrun = LongRun()
 
     def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
         history = self._ring.items()
@@ -231,15 +326,17 @@ class RobustZDetector:
         else:
             expected, mad = value, 0.0
         warm = len(history) >= self.cfg.warmup_buckets
-        result = decide(self.cfg, value, expected, MAD_TO_SIGMA * mad, warm, self._sustain)
+        result = decide(self.cfg, value, expected, MAD_TO_SIGMA * mad, warm, self._sustain, self._longrun)
         if learn:
             self._ring.push(value)
+            self._longrun.push(value)
         return result
 
     def to_bytes(self) -> bytes:
         w = Writer().u8(_ROBUST_VERSION)
         self._ring.write(w)
         self._sustain.write(w)
+        self._longrun.write(w)
         return w.getvalue()
 
     @classmethod
@@ -249,6 +346,7 @@ class RobustZDetector:
         det = cls(cfg)
         det._ring = _Ring.read(r, cfg.window_buckets)
         det._sustain.read(r)
+        det._longrun.read(r)
         r.done()
         return det
 
@@ -265,22 +363,26 @@ class HoltDetector:
         self.trend = 0.0
         self.variance = 0.0
         self._sustain = Sustain(cfg.sustain_buckets)
+        self._longrun = LongRun()
 
     def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
         cfg = self.cfg
         if self.n == 0:
-            self.level, self.trend, self.variance, self.n = value, 0.0, 0.0, 1
-            return decide(cfg, value, value, 0.0, False, self._sustain)
+            result = decide(cfg, value, value, 0.0, False, self._sustain, self._longrun)
+            if learn:
+                self.level, self.trend, self.variance, self.n = value, 0.0, 0.0, 1
+                self._longrun.push(value)
+            return result
         expected = self.level + cfg.trend_damping * self.trend
         warm = self.n >= cfg.warmup_buckets
         scale = math.sqrt(self.variance)
-        result = decide(cfg, value, expected, scale, warm, self._sustain)
+        result = decide(cfg, value, expected, scale, warm, self._sustain, self._longrun)
         if not learn:
             return result
         learned = value
         if warm:
             # A spike moves the baseline by at most clip_sigmas (floored) sigmas per bucket.
-            bound = cfg.clip_sigmas * effective_scale(cfg, expected, scale)
+            bound = cfg.clip_sigmas * max(scale, self._longrun.floor(cfg, expected))
             learned = min(max(value, expected - bound), expected + bound)
         residual = learned - expected
         level = expected + cfg.alpha * residual
@@ -289,11 +391,13 @@ class HoltDetector:
         weight = max(cfg.variance_alpha, 1.0 / self.n)
         self.variance = (1.0 - weight) * self.variance + weight * residual * residual
         self.n = min(self.n + 1, 2**31)
+        self._longrun.push(value)
         return result
 
     def to_bytes(self) -> bytes:
         w = Writer().u8(_HOLT_VERSION).i64(self.n).f64(self.level).f64(self.trend).f64(self.variance)
         self._sustain.write(w)
+        self._longrun.write(w)
         return w.getvalue()
 
     @classmethod
@@ -303,22 +407,32 @@ class HoltDetector:
         det = cls(cfg)
         det.n, det.level, det.trend, det.variance = r.i64(), r.f64(), r.f64(), r.f64()
         det._sustain.read(r)
+        det._longrun.read(r)
         r.done()
         return det
 
 
-class SeasonalDetector:
-    """Expected = median over the last ``periods`` days of the same slot (interpolated between slots).
+def seasonal_slots(cfg: SeasonalConfig, bucket_ms: int) -> int:
+    """Profile slots per period: the configured slot, widened to the bucket when buckets are longer
+    (hourly buckets on a 15-minute profile would leave 3 of 4 slots forever empty)."""
+    return max(1, cfg.period_ms // max(cfg.slot_ms, bucket_ms))
 
-    A profile of ``periods x slots`` float32 slot means (the current day's slot accumulates until it
+
+class SeasonalDetector:
+    """Expected = median over the last ``periods`` periods of the same slot (interpolated between slots).
+
+    A profile of ``periods x slots`` float32 slot means (the current period's slot accumulates until it
     ends), plus a ring of recent residuals for a robust scale and, optionally, a level correction.
+    Buckets are placed by their midpoint, so any bucket length works, shorter or longer than a slot.
     """
 
     kind = "seasonal"
 
-    def __init__(self, cfg: SeasonalConfig) -> None:
+    def __init__(self, cfg: SeasonalConfig, bucket_ms: int = 60_000) -> None:
         self.cfg = cfg
-        self.slots = cfg.period_ms // cfg.slot_ms
+        self.bucket_ms = bucket_ms
+        self.slots = seasonal_slots(cfg, bucket_ms)
+        self.slot_width = cfg.period_ms / self.slots
         self.period_of_row = [-1] * cfg.periods
         self.profile = array("f", [math.nan]) * (cfg.periods * self.slots)
         self.cur_period = -1
@@ -327,6 +441,7 @@ class SeasonalDetector:
         self.cur_count = 0
         self._residuals = _Ring(cfg.residual_window_buckets)
         self._sustain = Sustain(cfg.sustain_buckets)
+        self._longrun = LongRun()
 
     def _flush_slot(self) -> None:
         if self.cur_count == 0:
@@ -356,11 +471,14 @@ class SeasonalDetector:
             return math.nan, 0
         return _median(values), len(values)
 
+    def _place(self, bucket_start_ms: int) -> tuple[int, float]:
+        mid = bucket_start_ms + self.bucket_ms // 2
+        return mid // self.cfg.period_ms, (mid % self.cfg.period_ms) / self.slot_width
+
     def expected_at(self, bucket_start_ms: int) -> tuple[float, int]:
-        """Profile value at this time of day and the fewest past periods behind it."""
-        cfg = self.cfg
-        period = bucket_start_ms // cfg.period_ms
-        pos = (bucket_start_ms % cfg.period_ms) / cfg.slot_ms - 0.5
+        """Profile value at this time of the period and the fewest past periods behind it."""
+        period, pos = self._place(bucket_start_ms)
+        pos -= 0.5
         s0 = math.floor(pos)
         frac = pos - s0
         v0, n0 = self._slot_median(period, s0)
@@ -368,30 +486,32 @@ class SeasonalDetector:
         if n0 == 0 and n1 == 0:
             return math.nan, 0
         if n0 == 0:
-            return v1, 0
+            return v1, n1
         if n1 == 0:
-            return v0, 0
+            return v0, n0
         return (1.0 - frac) * v0 + frac * v1, min(n0, n1)
 
     def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
         cfg = self.cfg
-        period = bucket_start_ms // cfg.period_ms
-        slot = (bucket_start_ms % cfg.period_ms) // cfg.slot_ms
+        period, pos = self._place(bucket_start_ms)
+        slot = min(int(pos), self.slots - 1)
         if (period, slot) != (self.cur_period, self.cur_slot):
             self._flush_slot()
             self.cur_period, self.cur_slot = period, slot
         profile_value, seen = self.expected_at(bucket_start_ms)
         if math.isnan(profile_value):
-            result = decide(cfg, value, value, 0.0, False, self._sustain)
+            result = decide(cfg, value, value, 0.0, False, self._sustain, self._longrun)
         else:
             history = self._residuals.items()
             shift, mad = median_mad(history) if history else (0.0, 0.0)
             expected = profile_value + (shift if cfg.level_correction else 0.0)
             expected = max(expected, 0.0) if cfg.count_floor else expected
             warm = seen >= cfg.min_periods and len(history) >= cfg.min_residuals
-            result = decide(cfg, value, expected, MAD_TO_SIGMA * mad, warm, self._sustain)
+            result = decide(cfg, value, expected, MAD_TO_SIGMA * mad, warm, self._sustain, self._longrun)
             if learn:
                 self._residuals.push(value - profile_value)
+        if learn:
+            self._longrun.push(value)
         self.cur_sum += value
         self.cur_count += 1
         return result
@@ -404,13 +524,14 @@ class SeasonalDetector:
         w.i64(self.cur_period).i64(self.cur_slot).f64(self.cur_sum).i64(self.cur_count)
         self._residuals.write(w)
         self._sustain.write(w)
+        self._longrun.write(w)
         return w.getvalue()
 
     @classmethod
-    def from_bytes(cls, cfg: SeasonalConfig, data: bytes) -> SeasonalDetector:
+    def from_bytes(cls, cfg: SeasonalConfig, data: bytes, bucket_ms: int = 60_000) -> SeasonalDetector:
         r = Reader(data, "seasonal detector")
         r.version(_SEASONAL_VERSION)
-        det = cls(cfg)
+        det = cls(cfg, bucket_ms)
         slots, periods = r.u32(), r.u32()
         if (slots, periods) != (det.slots, cfg.periods):
             raise StateFormatError(
@@ -423,26 +544,216 @@ class SeasonalDetector:
         det.cur_period, det.cur_slot, det.cur_sum, det.cur_count = r.i64(), r.i64(), r.f64(), r.i64()
         det._residuals = _Ring.read(r, cfg.residual_window_buckets)
         det._sustain.read(r)
+        det._longrun.read(r)
         r.done()
         return det
 
 
-AnyDetector = RobustZDetector | HoltDetector | SeasonalDetector
+def cusum_log10_false_alarm(h: float, k: float) -> float:
+    """log10 of the per-bucket false-alarm rate of a one-sided CUSUM at height ``h`` with allowance
+    ``k`` on N(0, 1) input: 1 / ARL0, Siegmund's approximation ARL0 = (e^(2kb) - 2kb - 1) / (2k^2),
+    b = h + 1.166. At h = 0 it is about 0.5 (no evidence)."""
+    a = 2.0 * k * (h + 1.166)
+    if a > 700.0:
+        ln_arl = a - math.log(2.0 * k * k)
+    else:
+        ln_arl = math.log(max(math.expm1(a) - a, 1e-300) / (2.0 * k * k))
+    return min(0.0, -ln_arl / _LN10)
 
 
-def build_detector(cfg: DetectorConfig) -> AnyDetector:
-    """A fresh detector for ``cfg``."""
+class CusumDetector:
+    """Two-sided CUSUM on residuals standardized by an EW scale, against a slow EW baseline.
+
+    S+ = max(0, S+ + z - k), S- = max(0, S- - z - k) with z clipped to +-``clip_sigmas`` (one spike
+    cannot make a shift). The surprise is that of the CUSUM height (``cusum_log10_false_alarm``;
+    two-sided: twice the rate). When a side passes ``reset_at`` the level has moved for good: the
+    baseline jumps to the recent (fast EW) level and both sides restart."""
+
+    kind = "cusum"
+
+    def __init__(self, cfg: CusumConfig) -> None:
+        self.cfg = cfg
+        self.n = 0
+        self.mean = 0.0
+        self.fast = 0.0
+        self.variance = 0.0
+        self.s_up = 0.0
+        self.s_down = 0.0
+        self._longrun = LongRun()
+
+    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+        cfg = self.cfg
+        if self.n == 0:
+            result = Score(0.0, 0.0, value, value, False, False, self.kind)
+            if learn:
+                self.mean = self.fast = value
+                self.n = 1
+                self._longrun.push(value)
+            return result
+        expected = self.mean
+        scale = max(math.sqrt(self.variance), self._longrun.floor(cfg, expected))
+        z = (value - expected) / scale
+        zc = min(max(z, -cfg.clip_sigmas), cfg.clip_sigmas)
+        s_up = max(0.0, self.s_up + zc - cfg.k)
+        s_down = max(0.0, self.s_down - zc - cfg.k)
+        warm = self.n >= cfg.warmup_buckets
+        if cfg.direction == "up":
+            height, sign = s_up, 1.0
+        elif cfg.direction == "down":
+            height, sign = s_down, -1.0
+        else:
+            height, sign = (s_up, 1.0) if s_up >= s_down else (s_down, -1.0)
+        log_p = cusum_log10_false_alarm(height, cfg.k) + (math.log10(2.0) if cfg.direction == "both" else 0.0)
+        s = max(0.0, -log_p)
+        score = score_from_surprise(s) if warm else 0.0
+        # The statistic is reported as the z of the same tail probability, signed by the side.
+        stat = sign * (-NormalDist().inv_cdf(min(0.5, 10.0**-s))) if s < 300 else sign * 37.0
+        run = self.fast - expected
+        delta = run if abs(run) > abs(value - expected) else value - expected
+        breach = warm and score >= cfg.threshold and abs(delta) >= cfg.min_abs_delta
+        result = Score(score, stat if warm else z, value, expected, breach, warm, self.kind)
+        if not learn:
+            return result
+        self.s_up, self.s_down = (s_up, s_down) if warm else (0.0, 0.0)
+        self.fast += 0.3 * (value - self.fast)
+        if max(self.s_up, self.s_down) >= cfg.reset_at:
+            self.mean = self.fast
+            self.s_up = self.s_down = 0.0
+        else:
+            self.mean += (
+                cfg.alpha * zc * scale if warm else max(cfg.alpha, 1.0 / (self.n + 1)) * (value - self.mean)
+            )
+        resid = zc * scale
+        weight = max(cfg.variance_alpha, 1.0 / self.n)
+        self.variance = (1.0 - weight) * self.variance + weight * resid * resid
+        self.n = min(self.n + 1, 2**31)
+        self._longrun.push(value)
+        return result
+
+    def to_bytes(self) -> bytes:
+        w = Writer().u8(_CUSUM_VERSION).i64(self.n).f64(self.mean).f64(self.fast).f64(self.variance)
+        w.f64(self.s_up).f64(self.s_down)
+        self._longrun.write(w)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, cfg: CusumConfig, data: bytes) -> CusumDetector:
+        r = Reader(data, "cusum detector")
+        r.version(_CUSUM_VERSION)
+        det = cls(cfg)
+        det.n, det.mean, det.fast, det.variance = r.i64(), r.f64(), r.f64(), r.f64()
+        det.s_up, det.s_down = r.f64(), r.f64()
+        det._longrun.read(r)
+        r.done()
+        return det
+
+
+MemberDetector = RobustZDetector | HoltDetector | SeasonalDetector | CusumDetector
+_SHARED_FIELDS = (
+    "direction",
+    "min_abs_delta",
+    "count_floor",
+    "min_scale",
+    "rel_scale_floor",
+    "rel_level_floor",
+)
+
+
+def ensemble_members(cfg: EnsembleConfig) -> list[RobustZConfig | HoltConfig | SeasonalConfig | CusumConfig]:
+    """The member configs, with the ensemble's shared settings (direction, floors, min delta) applied."""
+    shared = {name: getattr(cfg, name) for name in _SHARED_FIELDS}
+    out: list[RobustZConfig | HoltConfig | SeasonalConfig | CusumConfig] = []
+    for kind in cfg.members:
+        member = getattr(cfg, kind)
+        out.append(member.model_copy(update=shared))
+    return out
+
+
+class EnsembleDetector:
+    """Every member scores the bucket; the verdict is the most surprising warm member's, its surprise
+    reduced by log10(warm members) (Bonferroni: p = m x min p), so the combined score keeps the same
+    calibration as a single detector. Each member learns as if alone."""
+
+    kind = "ensemble"
+
+    def __init__(self, cfg: EnsembleConfig, bucket_ms: int = 60_000) -> None:
+        self.cfg = cfg
+        self.members: list[MemberDetector] = [_build_member(m, bucket_ms) for m in ensemble_members(cfg)]
+
+    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+        cfg = self.cfg
+        scores = [m.update(value, bucket_start_ms, learn) for m in self.members]
+        warm = [s for s in scores if s.warm]
+        if not warm:
+            first = scores[0]
+            return Score(0.0, first.statistic, value, first.expected, False, False, self.kind)
+        best = max(warm, key=lambda s: s.score)
+        s = max(0.0, surprise_for_score(best.score) - math.log10(len(warm)))
+        score = score_from_surprise(s)
+        breach = score >= cfg.threshold and abs(best.observed - best.expected) >= cfg.min_abs_delta
+        return Score(score, best.statistic, value, best.expected, breach, True, best.detector)
+
+    def to_bytes(self) -> bytes:
+        w = Writer().u8(_ENSEMBLE_VERSION).u32(len(self.members))
+        for m in self.members:
+            w.text(m.kind).blob(m.to_bytes())
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, cfg: EnsembleConfig, data: bytes, bucket_ms: int = 60_000) -> EnsembleDetector:
+        r = Reader(data, "ensemble detector")
+        r.version(_ENSEMBLE_VERSION)
+        det = cls(cfg, bucket_ms)
+        n = r.u32()
+        if n != len(det.members):
+            raise StateFormatError(f"ensemble state has {n} members, config has {len(det.members)}")
+        restored: list[MemberDetector] = []
+        for member_cfg, current in zip(ensemble_members(cfg), det.members, strict=True):
+            kind = r.text()
+            if kind != current.kind:
+                raise StateFormatError(f"ensemble state member {kind!r} where config has {current.kind!r}")
+            restored.append(_member_from_bytes(member_cfg, r.blob(), bucket_ms))
+        det.members = restored
+        r.done()
+        return det
+
+
+AnyDetector = RobustZDetector | HoltDetector | SeasonalDetector | CusumDetector | EnsembleDetector
+
+
+def _build_member(
+    cfg: RobustZConfig | HoltConfig | SeasonalConfig | CusumConfig, bucket_ms: int
+) -> MemberDetector:
     if isinstance(cfg, RobustZConfig):
         return RobustZDetector(cfg)
     if isinstance(cfg, HoltConfig):
         return HoltDetector(cfg)
-    return SeasonalDetector(cfg)
+    if isinstance(cfg, CusumConfig):
+        return CusumDetector(cfg)
+    return SeasonalDetector(cfg, bucket_ms)
 
 
-def detector_from_bytes(cfg: DetectorConfig, data: bytes) -> AnyDetector:
-    """Restore a detector of ``cfg``'s kind from ``to_bytes`` output."""
+def _member_from_bytes(
+    cfg: RobustZConfig | HoltConfig | SeasonalConfig | CusumConfig, data: bytes, bucket_ms: int
+) -> MemberDetector:
     if isinstance(cfg, RobustZConfig):
         return RobustZDetector.from_bytes(cfg, data)
     if isinstance(cfg, HoltConfig):
         return HoltDetector.from_bytes(cfg, data)
-    return SeasonalDetector.from_bytes(cfg, data)
+    if isinstance(cfg, CusumConfig):
+        return CusumDetector.from_bytes(cfg, data)
+    return SeasonalDetector.from_bytes(cfg, data, bucket_ms)
+
+
+def build_detector(cfg: DetectorConfig, bucket_ms: int = 60_000) -> AnyDetector:
+    """A fresh detector for ``cfg`` on buckets of ``bucket_ms``."""
+    if isinstance(cfg, EnsembleConfig):
+        return EnsembleDetector(cfg, bucket_ms)
+    return _build_member(cfg, bucket_ms)
+
+
+def detector_from_bytes(cfg: DetectorConfig, data: bytes, bucket_ms: int = 60_000) -> AnyDetector:
+    """Restore a detector of ``cfg``'s kind from ``to_bytes`` output."""
+    if isinstance(cfg, EnsembleConfig):
+        return EnsembleDetector.from_bytes(cfg, data, bucket_ms)
+    return _member_from_bytes(cfg, data, bucket_ms)

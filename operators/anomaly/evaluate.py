@@ -12,9 +12,21 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
+import numpy.typing as npt
+
+from streamwarden.operators.anomaly.backtest import backtest_metric, score_series
+from streamwarden.operators.anomaly.benchmark import (
+    PROFILES,
+    ScoredSeries,
+    best_threshold,
+    nab_score,
+    windowed_gaussian_scores,
+)
 from streamwarden.operators.anomaly.operator import AnomalyOperator
+from streamwarden.operators.anomaly.realistic import LabeledSeries
 from streamwarden.operators.anomaly.series import ClosedBucket
-from streamwarden.operators.anomaly.spec import MetricSpec, SeasonalConfig, with_detector
+from streamwarden.operators.anomaly.spec import EnsembleConfig, MetricSpec, SeasonalConfig, with_detector
 from streamwarden.operators.anomaly.synth import ANOMALY_KINDS, SyntheticSeries
 
 DETECT_SLACK = 5
@@ -60,6 +72,10 @@ def _run(metric: MetricSpec, series: SyntheticSeries) -> tuple[list[int], int]:
 def warmup_buckets(metric: MetricSpec) -> int:
     """History a detector needs before it may alert, in buckets of ``metric``."""
     cfg = metric.detector
+    if isinstance(cfg, EnsembleConfig):
+        return min(
+            warmup_buckets(metric.model_copy(update={"detector": getattr(cfg, m)})) for m in cfg.members
+        )
     if isinstance(cfg, SeasonalConfig):
         return max(cfg.min_periods * cfg.period_ms // metric.bucket_ms, cfg.min_residuals)
     return cfg.warmup_buckets
@@ -113,3 +129,96 @@ def evaluate(
 ) -> list[DetectorReport]:
     """One report per detector kind, each with ``base``'s shared settings and lifecycle."""
     return [evaluate_detector(with_detector(base, kind), suite) for kind in detectors]
+
+
+# ---------------------------------------------------------------- realistic series, window scorer
+
+BASELINE = "windowed_gaussian"
+
+
+@dataclass(frozen=True, slots=True)
+class RealisticReport:
+    """One detector on the realistic test suite."""
+
+    detector: str
+    nab: dict[str, float]
+    """Profile -> normalized window score of the score column, threshold chosen on the calibration suite."""
+    thresholds: dict[str, float]
+    alert_nab_standard: float | None
+    """Standard-profile score of the alert column (FIRING rows; the documented threshold, no tuning)."""
+    false_alerts_per_series_day: float | None
+    """FIRINGs outside every labeled window, per series-day (all series)."""
+    recall_by_kind: dict[str, float]
+    precision_by_kind: dict[str, float]
+    """Alerts inside windows / all alerts, on the series of each anomaly kind (clean series: 'clean')."""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def realistic_rows(
+    base: MetricSpec, series: LabeledSeries, detector: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """(scores, FIRING rows) of ``detector`` on ``series``, rows in time order, through the CLI's path."""
+    raw = base.model_dump()
+    raw["kind"] = series.series_kind
+    raw["detector"] = {**raw["detector"], "count_floor": None}
+    metric = with_detector(MetricSpec.model_validate(raw), detector)
+    tuned = backtest_metric(metric, series.times_ms)
+    rows = score_series(tuned, series.times_ms, series.values)
+    order = np.argsort(np.asarray(series.times_ms, dtype=np.int64), kind="stable")
+    scores = np.array([rows[i].score for i in order])
+    alerts = np.array([rows[i].alert for i in order], dtype=bool)
+    return scores, alerts
+
+
+def _detector_scores(
+    base: MetricSpec, suite: Sequence[LabeledSeries], detector: str
+) -> tuple[list[npt.NDArray[np.float64]], list[npt.NDArray[np.bool_]] | None]:
+    if detector == BASELINE:
+        return [windowed_gaussian_scores(s) for s in suite], None
+    pairs = [realistic_rows(base, s, detector) for s in suite]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def evaluate_realistic(
+    base: MetricSpec,
+    calibration: Sequence[LabeledSeries],
+    test: Sequence[LabeledSeries],
+    detectors: Sequence[str],
+) -> list[RealisticReport]:
+    """Every detector (and ``BASELINE``) on ``test``, thresholds per profile chosen on ``calibration``."""
+    scored_cal = [ScoredSeries.of(s) for s in calibration]
+    scored_test = [ScoredSeries.of(s) for s in test]
+    series_days = sum(s.days for s in test)
+    out = []
+    for detector in detectors:
+        cal_scores, _ = _detector_scores(base, calibration, detector)
+        test_scores, test_alerts = _detector_scores(base, test, detector)
+        thresholds = {p: best_threshold(scored_cal, cal_scores, p) for p in PROFILES}
+        nab = {p: nab_score(scored_test, [s >= thresholds[p] for s in test_scores], p) for p in PROFILES}
+        alert_nab = fa_day = None
+        recall: dict[str, float] = {}
+        precision: dict[str, float] = {}
+        if test_alerts is not None:
+            alert_nab = nab_score(scored_test, test_alerts, "standard")
+            false_alerts = 0
+            hit: dict[str, list[int]] = {}
+            inside: dict[str, list[int]] = {}
+            for sc, alerts in zip(scored_test, test_alerts, strict=True):
+                kind = sc.series.anomaly_kind or "clean"
+                in_window = alerts & (sc.window_of_row >= 0)
+                outside = alerts & (sc.window_of_row < 0)
+                false_alerts += int(outside.sum())
+                got = inside.setdefault(kind, [0, 0])
+                got[0] += int(in_window.sum())
+                got[1] += int(alerts.sum())
+                h = hit.setdefault(kind, [0, 0])
+                for w in range(len(sc.windows)):
+                    h[0] += int((alerts & (sc.window_of_row == w)).any())
+                    h[1] += 1
+            fa_day = false_alerts / series_days if series_days else 0.0
+            recall = {k: v[0] / v[1] for k, v in hit.items() if v[1]}
+            precision = {k: (v[0] / v[1] if v[1] else 1.0) for k, v in inside.items()}
+        out.append(RealisticReport(detector, nab, thresholds, alert_nab, fa_day, recall, precision))
+    return out

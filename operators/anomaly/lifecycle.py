@@ -136,7 +136,7 @@ class AlertLifecycle:
             observed=score.observed,
             expected=score.expected,
             score=score.score,
-            detector=self.detector,
+            detector=score.detector or self.detector,
             labels=labels,
             started_ms=self.episode_start_ms,
             updated_ms=end_ms,

@@ -13,6 +13,7 @@ The offline backtest feeds the same object, so scores and alerts are the streami
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamwarden.operators.anomaly._wire import Reader, StateFormatError, Writer
@@ -58,7 +59,10 @@ class AnomalyOperator:
         if self._detector_obj is None:
             cfg = self.metric.detector
             blob = self._detector_blob
-            self._detector_obj = build_detector(cfg) if blob is None else detector_from_bytes(cfg, blob)
+            bucket_ms = self.metric.bucket_ms
+            self._detector_obj = (
+                build_detector(cfg, bucket_ms) if blob is None else detector_from_bytes(cfg, blob, bucket_ms)
+            )
             self._detector_blob = None
         return self._detector_obj
 
@@ -79,12 +83,27 @@ class AnomalyOperator:
 
     @classmethod
     def for_series(cls, spec: AnomalySpec, metric_name: str, series_key: str) -> AnomalyOperator:
-        return cls(spec.metric(metric_name), series_key)
+        """A fresh operator, warmed up from the spec's backfill for this series if it has one."""
+        op = cls(spec.metric(metric_name), series_key)
+        history = spec.backfill_for(metric_name, series_key)
+        if history is not None:
+            op.warm_up(history.start_ms, history.values)
+        return op
 
     @classmethod
     def for_series_id(cls, spec: AnomalySpec, sid: str) -> AnomalyOperator:
         metric_name, key = split_series_id(sid)
-        return cls(spec.metric(metric_name), key)
+        return cls.for_series(spec, metric_name, key)
+
+    def warm_up(self, start_ms: int, values: Sequence[float | None]) -> None:
+        """Teach the detector a history of consecutive buckets from ``start_ms`` (None/NaN = missing),
+        without alerts: the lifecycle does not see them, so alerts are possible from the first live
+        bucket. Call it before the first live bucket closes."""
+        step = self.metric.bucket_ms
+        detector = self._detector
+        for i, value in enumerate(values):
+            if value is not None and value == value:
+                detector.update(float(value), start_ms + i * step, learn=True)
 
     @property
     def fingerprint(self) -> str:
@@ -123,12 +142,18 @@ class AnomalyOperator:
         return [a for outcome in self.close(watermark_ms) for a in outcome.alerts]
 
     def on_bucket(self, bucket: ClosedBucket) -> BucketOutcome:
-        """Score one already-closed bucket (from ``SeriesAggregator`` or a backtest) and step the lifecycle."""
-        score = self._detector.update(bucket.value, bucket.start_ms, learn=self._lifecycle.learns)
+        """Score one already-closed bucket (from ``SeriesAggregator`` or a backtest) and step the lifecycle.
+
+        A missing bucket (a gauge without data) is neither scored nor a lifecycle step: no evidence
+        either way; only its expiry counts."""
         alerts = []
-        transition = self._lifecycle.step(bucket.start_ms, bucket.end_ms, score)
-        if transition is not None:
-            alerts.append(transition)
+        if bucket.missing:
+            score = Score(0.0, 0.0, bucket.value, bucket.value, False, False, self.metric.detector.kind)
+        else:
+            score = self._detector.update(bucket.value, bucket.start_ms, learn=self._lifecycle.learns)
+            transition = self._lifecycle.step(bucket.start_ms, bucket.end_ms, score)
+            if transition is not None:
+                alerts.append(transition)
         if bucket.last:
             closing = self._lifecycle.expire(bucket.end_ms, score)
             if closing is not None:

@@ -1,13 +1,16 @@
 """Metric series: route events to series keys, bucket them in tumbling event-time windows.
 
-A bucket ``[start, end)`` closes once the watermark reaches ``end + allowed_lateness_ms``. Quiet
-series keep closing buckets with value 0 (a drop to zero is data) until they have been idle for
+A bucket ``[start, end)`` closes once the watermark reaches ``end + allowed_lateness_ms``. A ``count``
+series sums its points per bucket and quiet buckets close with value 0 (a drop to zero is data); a
+``gauge`` series averages its points per bucket and a quiet bucket closes as missing (value NaN,
+never scored as 0). Either way buckets keep closing until the series has been idle for
 ``idle_expiry_ms``; the last zero bucket is marked ``last`` and the series is then forgotten, so
 memory stays bounded by the series active within the horizon.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,7 +46,12 @@ class ClosedBucket:
     start_ms: int
     end_ms: int
     value: float
+    """Sum of the points (count) or their mean (gauge); NaN = missing (a gauge bucket without points)."""
     last: bool = False
+
+    @property
+    def missing(self) -> bool:
+        return self.value != self.value
 
 
 def series_id(metric: str, series_key: str) -> str:
@@ -130,9 +138,9 @@ def bucket_start(time_ms: int, bucket_ms: int, offset_ms: int = 0) -> int:
     return (time_ms - offset_ms) // bucket_ms * bucket_ms + offset_ms
 
 
-_BUCKETER_VERSION = 1
+_BUCKETER_VERSION = 2
 _BUCKETER_HEAD = struct.Struct("<qqqqBI")
-_OPEN_BUCKET = struct.Struct("<qd")
+_OPEN_BUCKET = struct.Struct("<qdI")
 
 
 class SeriesBucketer:
@@ -140,6 +148,7 @@ class SeriesBucketer:
 
     __slots__ = (
         "_bucket_ms",
+        "_gauge",
         "_lateness_ms",
         "_offset_ms",
         "_open",
@@ -160,7 +169,8 @@ class SeriesBucketer:
         self._offset_ms = metric.bucket_offset_ms
         self._lateness_ms = metric.allowed_lateness_ms
         self._quiet_buckets = -(-metric.idle_expiry_ms // metric.bucket_ms)
-        self._open: dict[int, float] = {}
+        self._gauge = metric.kind == "gauge"
+        self._open: dict[int, tuple[float, int]] = {}
         self.next_start_ms = NO_TIME_MS
         self.last_active_end_ms = NO_TIME_MS
         self.watermark_ms = NO_TIME_MS
@@ -184,7 +194,8 @@ class SeriesBucketer:
             self.late_count += 1
             return False
         start = bucket_start(time_ms, self._bucket_ms, self._offset_ms)
-        self._open[start] = self._open.get(start, 0.0) + amount
+        total, n = self._open.get(start, (0.0, 0))
+        self._open[start] = (total + amount, n + 1)
         if self.next_start_ms == NO_TIME_MS or start < self.next_start_ms:
             self.next_start_ms = start
         self.last_active_end_ms = max(self.last_active_end_ms, start + self._bucket_ms)
@@ -210,7 +221,8 @@ class SeriesBucketer:
         expiry_end = self._expiry_end_ms()
         start = self.next_start_ms
         while start + step + self._lateness_ms <= self.watermark_ms:
-            value = self._open.pop(start, 0.0)
+            total, n = self._open.pop(start, (0.0, 0))
+            value = (total / n if n else math.nan) if self._gauge else total
             last = start + step >= expiry_end
             out.append(ClosedBucket(self.metric, self.series_key, start, start + step, value, last))
             start += step
@@ -243,7 +255,7 @@ class SeriesBucketer:
             len(self._open),
         )
         for start in sorted(self._open):
-            w.fixed(_OPEN_BUCKET, start, self._open[start])
+            w.fixed(_OPEN_BUCKET, start, *self._open[start])
 
     @classmethod
     def read(cls, r: Reader, metrics: Mapping[str, MetricSpec]) -> SeriesBucketer:
@@ -257,8 +269,8 @@ class SeriesBucketer:
         b.next_start_ms, b.last_active_end_ms, b.watermark_ms = int(next_start), int(last_end), int(watermark)
         b.late_count, b.expired = int(late), bool(expired)
         for _ in range(int(n_open)):
-            start, value = r.fixed(_OPEN_BUCKET)
-            b._open[int(start)] = float(value)
+            start, total, n = r.fixed(_OPEN_BUCKET)
+            b._open[int(start)] = (float(total), int(n))
         return b
 
 

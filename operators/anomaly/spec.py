@@ -37,10 +37,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_THRESHOLD_DOC = "A bucket breaches when its score >= threshold. score = z/(z+4): 0.5 = 4 sigmas, 0.6 = 6."
+SeriesKind = Literal["count", "gauge"]
+"""``count``: events per bucket (a bucket without data is 0, buckets sum); ``gauge``: a measured value
+(a bucket without data is missing, never 0; values in one bucket average)."""
+
+_THRESHOLD_DOC = (
+    "A bucket breaches when its score >= threshold. score = s / (s + 6) with s = -log10(tail probability "
+    "of the bucket under the detector's model): 0.5 = p 1e-6, 0.6 = p 1e-9, 0.7 = p 1e-14."
+)
 
 
 class _DetectorBase(_Strict):
+    kind: str
     direction: Direction = Field(
         "both", description="Which deviations count: 'up' (spikes), 'down' (drops), or 'both'."
     )
@@ -48,10 +56,24 @@ class _DetectorBase(_Strict):
     min_abs_delta: float = Field(
         0.0, ge=0.0, description="A breach also needs |observed - expected| >= this (ignores tiny series)."
     )
-    count_floor: bool = Field(
-        True, description="Counts are Poisson-like: the scale is never below sqrt(max(expected, 1))."
+    count_floor: bool | None = Field(
+        None,
+        description="Poisson floor: the scale is never below sqrt(max(expected, 1)). None = from the "
+        "metric's kind (on for count, off for gauge).",
     )
-    min_scale: float = Field(1e-6, gt=0.0, description="Absolute floor of the scale (sigma) estimate.")
+    min_scale: float = Field(1e-9, gt=0.0, description="Absolute floor of the scale (sigma) estimate.")
+    rel_scale_floor: float = Field(
+        0.5,
+        ge=0.0,
+        description="The scale is never below this times the series' long-run noise (mean absolute "
+        "bucket-to-bucket change / 1.128), so a flat stretch (MAD = 0) cannot make every blip infinite.",
+    )
+    rel_level_floor: float = Field(
+        0.005,
+        ge=0.0,
+        description="... nor below this times the series' long-run mean absolute level (a constant "
+        "series moving by 0.5% is one sigma).",
+    )
     sustain_buckets: int = Field(
         5,
         ge=0,
@@ -64,7 +86,7 @@ class RobustZConfig(_DetectorBase):
     """Robust z-score: distance from the rolling median in units of 1.4826 * MAD."""
 
     kind: Literal["robust_z"] = Field("robust_z", description="Detector kind.")
-    threshold: float = Field(0.55, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
     window_buckets: int = Field(60, ge=3, le=100_000, description="Rolling baseline length in buckets.")
     warmup_buckets: int = Field(
         30, ge=3, description="No score (and no alert) before this many buckets of history."
@@ -81,7 +103,7 @@ class HoltConfig(_DetectorBase):
     """EWMA level + damped trend (Holt) with an exponentially weighted residual variance."""
 
     kind: Literal["holt"] = Field("holt", description="Detector kind.")
-    threshold: float = Field(0.45, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description=_THRESHOLD_DOC)
     alpha: float = Field(0.1, gt=0.0, le=1.0, description="Level smoothing per bucket.")
     beta: float = Field(0.02, ge=0.0, le=1.0, description="Trend smoothing per bucket (0 = no trend).")
     trend_damping: float = Field(0.9, ge=0.0, le=1.0, description="Trend multiplier per bucket (phi).")
@@ -122,8 +144,65 @@ class SeasonalConfig(_DetectorBase):
         return self
 
 
-DetectorConfig = Annotated[RobustZConfig | HoltConfig | SeasonalConfig, Field(discriminator="kind")]
-DETECTOR_KINDS = ("robust_z", "holt", "seasonal")
+class CusumConfig(_DetectorBase):
+    """Two-sided CUSUM of standardized residuals against a slow EW baseline: catches level shifts too
+    small for one bucket. The score comes from the per-bucket false-alarm rate of the CUSUM at its
+    current height (Siegmund's ARL approximation), so it is on the same scale as the others."""
+
+    kind: Literal["cusum"] = Field("cusum", description="Detector kind.")
+    sustain_buckets: int = Field(
+        0, ge=0, le=1000, description="Unused: CUSUM is itself a sustained statistic."
+    )
+    k: float = Field(
+        1.0, gt=0.0, le=5.0, description="Allowance per bucket, in sigmas (half the shift to find)."
+    )
+    alpha: float = Field(0.1, gt=0.0, le=1.0, description="Baseline (EW mean) smoothing per bucket.")
+    variance_alpha: float = Field(0.1, gt=0.0, le=1.0, description="EW residual scale smoothing.")
+    clip_sigmas: float = Field(3.0, gt=0.0, description="Residuals enter clipped to +- this many sigmas.")
+    reset_at: float = Field(
+        40.0, gt=0.0, description="When a CUSUM passes this height the baseline jumps to the recent level."
+    )
+    warmup_buckets: int = Field(30, ge=3, description="No score (and no alert) before this many buckets.")
+
+
+MemberKind = Literal["robust_z", "holt", "seasonal", "cusum"]
+
+
+class EnsembleConfig(_DetectorBase):
+    """Several detectors on the same series; the score is the most surprising warm member's, with a
+    Bonferroni correction (p = members x smallest p), so it stays calibrated."""
+
+    kind: Literal["ensemble"] = Field("ensemble", description="Detector kind.")
+    members: tuple[MemberKind, ...] = Field(
+        ("robust_z", "holt", "seasonal", "cusum"), min_length=1, description="Member detectors."
+    )
+    # Members score single buckets (sustain off): the sustained statistic assumes independent residuals
+    # and fires on ordinary autocorrelated gauges; sustained shifts are the cusum member's job.
+    robust_z: RobustZConfig = Field(
+        default_factory=lambda: RobustZConfig.model_validate({"sustain_buckets": 0}),
+        description="robust_z member settings.",
+    )
+    holt: HoltConfig = Field(
+        default_factory=lambda: HoltConfig.model_validate({"sustain_buckets": 0}),
+        description="holt member settings.",
+    )
+    seasonal: SeasonalConfig = Field(
+        default_factory=lambda: SeasonalConfig.model_validate({"sustain_buckets": 0}),
+        description="seasonal member settings.",
+    )
+    cusum: CusumConfig = Field(default_factory=CusumConfig, description="cusum member settings.")  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EnsembleConfig:
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("ensemble members must be distinct")
+        return self
+
+
+DetectorConfig = Annotated[
+    RobustZConfig | HoltConfig | SeasonalConfig | CusumConfig | EnsembleConfig, Field(discriminator="kind")
+]
+DETECTOR_KINDS = ("ensemble", "robust_z", "holt", "seasonal", "cusum")
 
 
 class LifecycleConfig(_Strict):
@@ -171,6 +250,11 @@ class MetricSpec(_Strict):
         (), description="Event.Type names counted (empty = every type). Only for source 'events'."
     )
     key: KeyPath | None = Field(None, description="Event field that keys the series; None = one series.")
+    kind: SeriesKind = Field(
+        "count",
+        description="count: points add up per bucket, a bucket without points is 0; gauge: points "
+        "average per bucket, a bucket without points is missing (not scored, never 0).",
+    )
     bucket_ms: int = Field(60_000, gt=0, description="Tumbling event-time bucket length.")
     bucket_offset_ms: int = Field(0, ge=0, description="Bucket alignment: starts at offset + k * bucket_ms.")
     allowed_lateness_ms: int = Field(
@@ -182,6 +266,15 @@ class MetricSpec(_Strict):
     detector: DetectorConfig = Field(description="The detector scoring each closed bucket.")
     lifecycle: LifecycleConfig = Field(description="FIRING/RESOLVED rules.")
     labels: dict[str, str] = Field(default_factory=dict, description="Copied into every alert's labels.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _floor_from_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("detector"), dict):
+            det = data["detector"]
+            if det.get("count_floor") is None:
+                data = {**data, "detector": {**det, "count_floor": data.get("kind", "count") == "count"}}
+        return data
 
     @field_validator("event_types")
     @classmethod
@@ -216,6 +309,17 @@ class Defaults(_Strict):
     allowed_lateness_ms: int = Field(60_000, ge=0, description="Default allowed lateness.")
     idle_expiry_ms: int = Field(3_600_000, gt=0, description="Default idle expiry.")
     bucket_ms: int = Field(60_000, gt=0, description="Default bucket length.")
+    kind: SeriesKind = Field("count", description="Default series kind.")
+
+
+class BackfillSeries(_Strict):
+    """History of one series (consecutive buckets from ``start_ms``) its detector learns before the
+    first live bucket, so alerts are possible from the start."""
+
+    metric: str = Field(description="Metric name.")
+    series_key: str = Field(GLOBAL_SERIES_KEY, description="Series key ('*' for a global series).")
+    start_ms: int = Field(description="Start of the first history bucket (event time, epoch ms).")
+    values: tuple[float | None, ...] = Field(description="One value per bucket; null = missing (gauges).")
 
 
 class AnomalySpec(_Strict):
@@ -224,6 +328,7 @@ class AnomalySpec(_Strict):
     version: Literal[1] = Field(1, description="Spec format version.")
     defaults: Defaults = Field(default_factory=Defaults, description="Inherited settings.")  # type: ignore[arg-type]
     metrics: tuple[MetricSpec, ...] = Field((), description="The metric series to watch.")
+    backfill: tuple[BackfillSeries, ...] = Field((), description="Warm-up history per series.")
 
     @model_validator(mode="before")
     @classmethod
@@ -241,7 +346,7 @@ class AnomalySpec(_Strict):
                 merged_metrics.append(metric)
                 continue
             m = dict(metric)
-            for name in ("allowed_lateness_ms", "idle_expiry_ms", "bucket_ms"):
+            for name in ("allowed_lateness_ms", "idle_expiry_ms", "bucket_ms", "kind"):
                 if name not in m and name in raw_defaults:
                     m[name] = raw_defaults[name]
             m["detector"] = merge_detector(default_detector, m.get("detector"))
@@ -257,7 +362,17 @@ class AnomalySpec(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate metric names: {dupes}")
+        unknown = sorted({b.metric for b in self.backfill} - set(names))
+        if unknown:
+            raise ValueError(f"backfill for unknown metrics: {unknown}")
         return self
+
+    def backfill_for(self, metric: str, series_key: str) -> BackfillSeries | None:
+        """The warm-up history of one series, if the spec has one."""
+        for b in self.backfill:
+            if b.metric == metric and b.series_key == series_key:
+                return b
+        return None
 
     def metric(self, name: str) -> MetricSpec:
         """The metric called ``name``; ``KeyError`` if there is none."""
@@ -266,10 +381,13 @@ class AnomalySpec(_Strict):
                 return m
         raise KeyError(f"no metric {name!r} in the anomaly spec (have {[m.name for m in self.metrics]})")
 
-    def default_metric(self, name: str = "series", bucket_ms: int | None = None) -> MetricSpec:
+    def default_metric(
+        self, name: str = "series", bucket_ms: int | None = None, kind: str | None = None
+    ) -> MetricSpec:
         """A metric built from ``defaults`` only (what the CSV backtest uses without ``--metric``)."""
         raw = {
             "name": name,
+            "kind": kind or self.defaults.kind,
             "bucket_ms": bucket_ms or self.defaults.bucket_ms,
             "allowed_lateness_ms": self.defaults.allowed_lateness_ms,
             "idle_expiry_ms": self.defaults.idle_expiry_ms,

@@ -122,10 +122,14 @@ def test_score_cli_equals_the_streaming_path(tmp_path: Path, detector: str | Non
         assert int(row["alert"]) == int(fired), f"row {i}"
         assert 0.0 <= float(row["anomaly_score"]) <= 1.0
     alert_rows = [i for i, r in enumerate(rows) if r["alert"] == "1"]
-    assert any(120 <= i <= 122 for i in alert_rows) and any(200 <= i <= 206 for i in alert_rows)
+    assert any(120 <= i <= 122 for i in alert_rows)
+    if detector is None:  # robust_z (with its sustained statistic) also catches the track going dark
+        assert any(200 <= i <= 206 for i in alert_rows)
 
 
-def test_score_cli_infers_the_bucket_from_the_median_spacing_and_fills_gaps_with_zero(tmp_path: Path) -> None:
+def test_score_cli_count_infers_the_bucket_from_the_median_spacing_and_fills_gaps_with_zero(
+    tmp_path: Path,
+) -> None:
     src, dst = tmp_path / "s.csv", tmp_path / "o.csv"
     rng = np.random.default_rng(1)
     lines = ["timestamp,value"]
@@ -134,7 +138,9 @@ def test_score_cli_infers_the_bucket_from_the_median_spacing_and_fills_gaps_with
         lines.append("2024-03-01T00:00:00+00:00" if i == 0 else f"{_iso(1_709_251_200_000 + i * 300_000)}")
         lines[-1] += f",{rng.poisson(40) if i < 350 else 400}"
     src.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(_app(), ["score", "--input", str(src), "--output", str(dst)])
+    result = CliRunner().invoke(
+        _app(), ["score", "--input", str(src), "--output", str(dst), "--kind", "count"]
+    )
     assert result.exit_code == 0, result.stderr
     assert "bucket 300000 ms" in result.stdout
     rows = _read_out(dst)
@@ -145,24 +151,56 @@ def test_score_cli_infers_the_bucket_from_the_median_spacing_and_fills_gaps_with
     assert alert_rows[0] == 52 and alert_rows[1] in (350, 351) and len(alert_rows) == 2
 
 
+def test_gauge_gaps_are_missing_not_zero(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s.csv", tmp_path / "o.csv"
+    rng = np.random.default_rng(2)
+    kept = [i for i in range(400) if not 150 <= i < 190]  # a 40-row hole in a temperature-like series
+    src.write_text(
+        "timestamp,value\n"
+        + "".join(f"{_iso(1_709_251_200_000 + i * 300_000)},{20 + rng.normal(0, 0.3):.3f}\n" for i in kept)
+    )
+    result = CliRunner().invoke(_app(), ["score", "--input", str(src), "--output", str(dst)])
+    assert result.exit_code == 0, result.stderr
+    assert "(gauge, bucket 300000 ms" in result.stdout
+    rows = _read_out(dst)
+    assert len(rows) == len(kept)
+    assert not any(r["alert"] == "1" for r in rows)  # as count, the hole would be a drop to zero
+    assert max(float(r["anomaly_score"]) for r in rows) < 0.5
+
+
+def test_any_well_formed_csv_is_accepted(tmp_path: Path) -> None:
+    """Unsorted rows, a daylight-saving repeat, rows sharing a bucket, gaps, missing values, epoch
+    seconds, extra columns: exit 0, one output row per input row, scores in [0, 1)."""
+    rng = np.random.default_rng(4)
+    rows = [(1_393_632_000 + i * 3600, f"{5 + rng.normal(0, 0.5):.3f}") for i in range(300) if i % 37]
+    rows.insert(100, rows[100])  # duplicated timestamp
+    rows.insert(200, (rows[200][0] + 1200, "5.1"))  # off the grid: shares a bucket
+    rows[50] = (rows[50][0], "")  # missing value
+    rows[150], rows[151] = rows[151], rows[150]  # out of order
+    rows.append((rows[-1][0] + 3600, "40"))  # a spike at the end
+    src, dst = tmp_path / "messy.csv", tmp_path / "o.csv"
+    src.write_text("Timestamp,Value,label\n" + "".join(f"{t},{v},x\n" for t, v in rows))
+    result = CliRunner().invoke(_app(), ["score", "--input", str(src), "--output", str(dst)])
+    assert result.exit_code == 0, result.stderr
+    assert "bucket 3600000 ms" in result.stdout
+    out = _read_out(dst)
+    assert len(out) == len(rows)
+    scores = [float(r["anomaly_score"]) for r in out]
+    assert all(0.0 <= s < 1.0 for s in scores)
+    assert scores[-1] == max(scores) and scores[-1] > 0.5
+    assert sorted(scores)[-2] < scores[-1]  # no tie at the top
+
+
 @pytest.mark.parametrize(
     "content,line,needle",
     [
-        ("time,value\n2024-01-01T00:00:00Z,1\n", 1, "header must be 'timestamp,value'"),
+        ("time,value\n2024-01-01T00:00:00Z,1\n", 1, "header must start with 'timestamp,value'"),
         ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,abc\n", 3, "not a number"),
-        ("timestamp,value\n2024-01-01T00:00:00Z,1\nyesterday,2\n", 3, "bad ISO timestamp"),
-        ("timestamp,value\n2024-01-01T00:01:00Z,1\n2024-01-01T00:00:00Z,2\n", 3, "not after the previous"),
-        ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,2,3\n", 3, "expected 2 columns"),
-        ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,nan\n", 3, "not finite"),
-        (
-            "timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,1\n2024-01-01T00:02:00Z,1\n"
-            "2024-01-01T00:02:30Z,1\n",
-            5,
-            "same 60000 ms bucket",
-        ),
+        ("timestamp,value\n2024-01-01T00:00:00Z,1\nyesterday,2\n", 3, "bad timestamp"),
+        ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z\n", 3, "expected 2 columns"),
     ],
 )
-def test_bad_csv_names_file_and_line(tmp_path: Path, content: str, line: int, needle: str) -> None:
+def test_malformed_csv_names_file_and_line(tmp_path: Path, content: str, line: int, needle: str) -> None:
     src = tmp_path / "bad.csv"
     src.write_text(content)
     result = CliRunner().invoke(_app(), ["score", "--input", str(src), "--output", str(tmp_path / "o.csv")])

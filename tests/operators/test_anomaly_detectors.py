@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -137,17 +138,37 @@ def test_direction(direction: str, spike: float, fires: bool) -> None:
     assert (s.statistic > 0) is (spike > 100)
 
 
-def test_score_is_in_unit_interval_and_monotone_in_z() -> None:
-    zs = [0.0, 0.5, 1.0, 4.0, 6.0, 12.0, 1e6, math.inf]
+def test_score_is_a_calibrated_tail_probability_strictly_monotone_below_one() -> None:
+    zs = [0.5, 1.0, 4.0, 6.0, 12.0, 30.0, 36.0, 40.0, 100.0, 1e3, 1e6]
     scores = [score_from_z(z) for z in zs]
-    assert all(0.0 <= s <= 1.0 for s in scores)
-    assert scores == sorted(scores)
-    assert score_from_z(4.0) == pytest.approx(0.5)
-    assert score_from_z(-3.0) == 0.0 and score_from_z(math.nan) == 0.0
+    assert all(0.0 < s < 1.0 for s in scores)
+    assert all(a < b for a, b in itertools.pairwise(scores))  # no ties, even far out
+    # 0.5 = two-sided p of one in a million (|z| = 4.8916); one-sided 'up' halves p.
+    assert score_from_z(4.891638) == pytest.approx(0.5, abs=1e-6)
+    assert score_from_z(-4.891638) == pytest.approx(0.5, abs=1e-6)
+    assert score_from_z(4.753424, "up") == pytest.approx(0.5, abs=1e-6)
+    assert score_from_z(-3.0, "up") < 0.01 and score_from_z(math.nan) == 0.0
+    assert score_from_z(math.inf) < 1.0
+    # The tail is computed in log space: agrees with erfc where erfc does not underflow.
+    z = 30.0
+    p = math.erfc(z / math.sqrt(2.0))
+    assert score_from_z(z) == pytest.approx(-math.log10(p) / (-math.log10(p) + 6.0), rel=1e-9)
+
+
+def test_relative_floor_makes_small_and_large_series_mean_the_same() -> None:
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0.0, 1.0, size=200)
+    verdicts = []
+    for level, unit in [(0.1, 0.01), (1e6, 1e5)]:
+        det = RobustZDetector(RobustZConfig(sustain_buckets=0, count_floor=False))
+        for i, e in enumerate(noise):
+            det.update(level + unit * e, i * BUCKET_MS)
+        verdicts.append(det.update(level + 8 * unit, 200 * BUCKET_MS).score)
+    assert verdicts[0] == pytest.approx(verdicts[1], rel=1e-3) and verdicts[0] > 0.5
 
 
 def test_count_floor_keeps_a_flat_history_from_alerting_on_one_extra_event() -> None:
-    det = RobustZDetector(RobustZConfig(sustain_buckets=0))
+    det = RobustZDetector(RobustZConfig(sustain_buckets=0, count_floor=True))
     for i in range(60):
         det.update(3.0, i * BUCKET_MS)  # MAD = 0
     assert not det.update(4.0, 60 * BUCKET_MS).breach
@@ -207,5 +228,5 @@ def test_state_is_compact() -> None:
     for i in range(500):
         det.update(float(i % 7), i * BUCKET_MS)
         holt.update(float(i % 7), i * BUCKET_MS)
-    assert len(det.to_bytes()) < 60 * 4 + 100
-    assert len(holt.to_bytes()) < 100
+    assert len(det.to_bytes()) < 60 * 4 + 140
+    assert len(holt.to_bytes()) < 140
