@@ -547,6 +547,165 @@ def shadow_cmd(
     typer.echo(format_diff(diff))
 
 
+# ---------------------------------------------------------------- generalize
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"seeds must be comma-separated integers, got {text!r}") from exc
+
+
+def _split_runs(
+    split: str, seeds: list[int], configs: dict[str, StagesConfig], log: Any
+) -> dict[str, list[Any]]:
+    """Generate each variant once, replay it under every config; config name → scored runs."""
+    from streamwarden.operators.evaluation.generalize import scored_run
+    from streamwarden.operators.traffic.variants import variant_spec
+
+    out: dict[str, list[Any]] = {name: [] for name in configs}
+    for seed in seeds:
+        if split == "in_distribution":
+            traffic = traffic_from_spec(load_spec(None, seed=seed), f"seed {seed}, default spec")
+        else:
+            traffic = traffic_from_spec(variant_spec(split, seed), f"variant {split} seed {seed}")  # type: ignore[arg-type]
+        for name, config in configs.items():
+            run = run_replay(traffic, config)
+            out[name].append(scored_run(traffic, run.actions, run.wall_s))
+            log(
+                f"  {split} seed {seed} [{name}]: {len(traffic.payloads)} records, {len(run.actions)} actions, "
+                f"{len(traffic.payloads) / run.wall_s:,.0f} records/s"
+            )
+    return out
+
+
+def format_generalization(result: dict[str, Any]) -> str:
+    """Per split and family: precision, recall, median time to action; then trap false positives."""
+    from streamwarden.operators.traffic import SCENARIO_NAMES
+
+    head = f"{'split':<18} {'family':<20} {'labeled':>7} {'precision':>9} {'recall':>7} {'recall(all kinds)':>17} {'TTA p50 s':>9}"
+    lines = [head, "-" * len(head)]
+    for split, summary_ in result["splits"].items():
+        for family in SCENARIO_NAMES:
+            row = summary_["families"].get(family)
+            if row is None or not row.get("labeled"):
+                continue
+            lines.append(
+                f"{split:<18} {family:<20} {row['labeled']:>7} {_fmt(row['precision']):>9} "
+                f"{_fmt(row['recall']):>7} {_fmt(row['recall_all_kinds']):>17} "
+                f"{_fmt(row['time_to_action_s_p50'], '.1f'):>9}"
+            )
+        o = summary_["overall"]
+        lines.append(
+            f"{split:<18} {'overall':<20} {'':>7} {_fmt(o['precision']):>9} {_fmt(o['recall']):>7} "
+            f"{_fmt(o['recall_all_kinds']):>17} {_fmt(o['time_to_action_s_p50'], '.1f'):>9}"
+            f"   never acted on: {', '.join(o['never_actioned_kinds']) or '-'}"
+        )
+        lines.append("-" * len(head))
+    lines.append("trap false positives (acted-on benign subjects / benign subjects):")
+    for split, summary_ in result["splits"].items():
+        traps = ", ".join(f"{k} {v['false_positives']}/{v['subjects']}" for k, v in summary_["traps"].items())
+        lines.append(f"  {split:<18} {traps or '-'}")
+    return "\n".join(lines)
+
+
+def generalize_cmd(
+    seeds: Annotated[
+        str, typer.Option(help="Unseen-seed and outside-range variant seeds (comma-separated).")
+    ] = "300,301,302",
+    in_dist_seed: Annotated[int, typer.Option(help="Seed of the default (in-distribution) spec run.")] = 2,
+    lofo_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Leave-one-family-out models: DIR/<family>/gbt/model.yaml (streamwarden train --lofo DIR)."
+        ),
+    ] = None,
+    lofo_seeds: Annotated[
+        str | None, typer.Option(help="Seeds for the leave-one-family-out runs (default: --seeds).")
+    ] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped policy).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last.")] = False,
+) -> None:
+    """Generalization: in-distribution, unseen-seed, outside-range and leave-one-family-out tables (replay)."""
+    from streamwarden.operators.evaluation.generalize import score_runs, split_summary
+    from streamwarden.operators.traffic import SCENARIO_NAMES
+
+    def log(msg: str) -> None:
+        if not as_json:
+            typer.echo(msg)
+        else:
+            typer.echo(msg, err=True)
+
+    try:
+        base = StagesConfig(policy=policy)
+        seed_list = _seeds(seeds)
+        result: dict[str, Any] = {"policy": str(policy) if policy else "(default)", "splits": {}}
+        for split, split_seeds in (
+            ("in_distribution", [in_dist_seed]),
+            ("unseen", seed_list),
+            ("outside", seed_list),
+        ):
+            runs = _split_runs(split, split_seeds, {"shipped": base}, log)["shipped"]
+            result["splits"][split] = split_summary(score_runs(runs), runs, seeds=split_seeds)
+        if lofo_dir is not None:
+            configs = {}
+            for family in SCENARIO_NAMES:
+                card = lofo_dir / family / "gbt" / "model.yaml"
+                if not card.is_file():
+                    raise ConfigError(
+                        f"{card}: no leave-one-family-out model (streamwarden train --lofo {lofo_dir})"
+                    )
+                configs[family] = StagesConfig(policy=policy, model_cards=(card,))
+            lseeds = _seeds(lofo_seeds) if lofo_seeds else seed_list
+            by_model = _split_runs("unseen", lseeds, configs, log)
+            rows: dict[str, Any] = {}
+            for family, runs in by_model.items():
+                summary_ = split_summary(score_runs(runs), runs, seeds=lseeds, held_out=family)
+                rows[family] = {
+                    **summary_["families"].get(family, {"labeled": 0}),
+                    "traps": summary_["traps"],
+                }
+            result["splits"]["leave_one_family_out"] = {
+                "seeds": lseeds,
+                "overall": {
+                    "precision": None,
+                    "recall": None,
+                    "recall_all_kinds": None,
+                    "time_to_action_s_p50": None,
+                    "never_actioned_kinds": [],
+                },
+                "families": rows,
+                "traps": {},
+            }
+    except StreamwardenError as exc:
+        raise _fail(EXIT_CONFIG, exc) from exc
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True, allow_nan=False))
+        return
+    typer.echo(format_generalization(result))
+
+
+def score_cmd(
+    actions: Annotated[Path, typer.Option("--actions", help="Actions file (.jsonl or delimited protobuf).")],
+    events: Annotated[Path, typer.Option("--events", help="The events file the actions were taken on.")],
+    labels_path: Annotated[Path, typer.Option("--labels", help="Ground-truth labels (JSON lines).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last.")] = False,
+) -> None:
+    """Score an actions file (from any engine or tool) against labels, with the same report as eval."""
+    from streamwarden.operators.evaluation.actions_io import read_actions
+
+    try:
+        traffic = traffic_from_files(events, labels_path)
+        report = score_run(traffic, read_actions(actions))
+    except StreamwardenError as exc:
+        raise _fail(EXIT_CONFIG, exc) from exc
+    if as_json:
+        typer.echo(json.dumps(summary(report, source=traffic.source), sort_keys=True, allow_nan=False))
+        return
+    typer.echo(format_table(report))
+
+
 eval_app = typer.Typer(
     name="eval",
     help="Detection quality on labeled traffic; shadow comparison of two policies.",
@@ -554,3 +713,5 @@ eval_app = typer.Typer(
 )
 eval_app.callback(invoke_without_command=True)(eval_cmd)
 eval_app.command("shadow")(shadow_cmd)
+eval_app.command("generalize")(generalize_cmd)
+eval_app.command("score")(score_cmd)

@@ -53,8 +53,28 @@ def train_cmd(
             help="Train on this dataset file (streamwarden feedback build) instead of --seed's traffic."
         ),
     ] = None,
+    variants: Annotated[
+        bool,
+        typer.Option(
+            "--variants",
+            help="Train on --seed's default traffic plus the sampled adversarial variants; thresholds on "
+            "held-out variants (models/train_variants.py).",
+        ),
+    ] = False,
+    lofo: Annotated[
+        Path | None,
+        typer.Option(help="With --variants: also write leave-one-family-out gbt models to DIR/<family>/gbt."),
+    ] = None,
 ) -> None:
     """Train the gbt and logreg models on replayed features, export ONNX and write model cards."""
+    if variants:
+        from streamwarden.models.train_variants import train_variants
+
+        paths = train_variants(
+            out, default_seed=seed, lofo_dir=lofo, target_precision=target_precision, created_ms=created_ms
+        )
+        report(list(paths.values()))
+        return
     if dataset is not None and check:
         typer.echo(
             "error: --check reproduces the shipped cards from --seed; do not combine it with --dataset",

@@ -119,3 +119,46 @@ def test_eval_option_errors(tmp_path: Path) -> None:
         _app(), ["eval", "--events", str(tmp_path / "e.pb"), "--labels", str(tmp_path / "l.jsonl")]
     )
     assert result.exit_code == 2 and "l.jsonl:1:" in result.output
+
+
+def test_eval_variant_files_actions_out_and_rescoring(tmp_path: Path) -> None:
+    """An outside-range variant with traps, written in the documented file formats, evaluated through
+    --events/--labels; the actions written by --actions-out re-score to the same report (eval score)."""
+    from streamwarden.operators.traffic.variants import variant_spec
+    from streamwarden.schemas.codec import write_delimited
+
+    spec = variant_spec("outside", 301, duration_s=300.0)
+    events, labels_file, actions = (
+        tmp_path / "events.pb",
+        tmp_path / "labels.jsonl",
+        tmp_path / "actions.jsonl",
+    )
+    with events.open("wb") as out:
+        write_delimited(out, (r.payload for r in iter_traffic(spec)))
+    truth = labels(spec)
+    write_labels(labels_file, truth)
+    assert any(x.benign for x in truth)
+    files = ["--events", str(events), "--labels", str(labels_file)]
+    result = CliRunner().invoke(_app(), ["eval", *files, "--json", "--actions-out", str(actions)])
+    assert result.exit_code == 0, result.output
+    out = _last_json(result.output)
+    assert set(out["traps"]) == {"viral_release", "cgnat", "office", "power_user"}
+    for trap in out["traps"].values():
+        assert 0 <= trap["false_positives"] <= trap["subjects"]
+    assert len(actions.read_text().splitlines()) == out["actions"]
+    rescored = CliRunner().invoke(_app(), ["eval", "score", "--actions", str(actions), *files, "--json"])
+    assert rescored.exit_code == 0, rescored.output
+    again = _last_json(rescored.output)
+    for key in ("scenarios", "traps"):
+        assert again[key] == out[key]
+    assert {k: v for k, v in again["overall"].items() if k != "latency"} == {
+        k: v for k, v in out["overall"].items() if k != "latency"
+    }
+
+
+def test_eval_variant_option_errors() -> None:
+    result = CliRunner().invoke(_app(), ["eval", "--variant", "sideways", "--json"])
+    assert result.exit_code == 2
+    assert "unknown split" in result.output
+    result = CliRunner().invoke(_app(), ["eval", "--variant", "unseen", "--small"])
+    assert result.exit_code == 2
