@@ -64,7 +64,7 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
         ),
         "velocity": Lazy(
             "streamwarden.jobs.bench.velocity:bench_velocity_cmd",
-            "Velocity engine vs naive baseline: events/s, flat ratio, bytes per key; JSON line last.",
+            "Velocity core (batch and per-key paths) vs naive oracle: events/s, flat ratio, bytes and memory per key; JSON line last.",
         ),
         "beam": Lazy(
             "streamwarden.jobs.bench.beam:bench_beam_cmd",
@@ -129,6 +129,24 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
             "streamwarden.jobs.cli.flink:smoke_cmd",
             "Run the Flink smoke job (bytes in -> keyed Python state -> EXACTLY_ONCE out) on a MiniCluster "
             "per mode.",
+        ),
+    },
+    "review": {
+        "serve": Lazy(
+            "streamwarden.jobs.cli.review:serve_cmd",
+            "Run the review service: consume actions into review queues, serve the console, produce labels.",
+        ),
+        "migrate": Lazy(
+            "streamwarden.jobs.cli.review:migrate_cmd",
+            "Create or upgrade the review store's schema (Alembic migrations to the latest revision).",
+        ),
+        "add-user": Lazy(
+            "streamwarden.jobs.cli.review:add_user_cmd",
+            "Add a console user (argon2id-hashed password) or a service account.",
+        ),
+        "api-key": Lazy(
+            "streamwarden.jobs.cli.review:api_key_cmd",
+            "Issue a new API key for a user (replaces the old one); printed once, only its hash is stored.",
         ),
     },
     "alerts": {
@@ -201,6 +219,7 @@ _GROUPS: dict[str, typer.Typer] = {
         "flink", "Flink: connector jars, a local standalone cluster, smoke checks.", no_args_is_help=True
     ),
     "alerts": _group("alerts", "Read the alerts topic.", no_args_is_help=True),
+    "review": _group("review", "Human review: queues, console, decisions as labels.", no_args_is_help=True),
 }
 for _name, _sub in _GROUPS.items():
     app.add_typer(_sub, name=_name)
