@@ -91,7 +91,7 @@ def _accepts_connections(port: int) -> bool:
         return False
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking the kernel to SIGKILL the child when its parent thread exits (Linux only).
 
     libc is resolved here, in the parent; the hook itself only calls into it, which is safe after fork.
@@ -226,7 +226,7 @@ class EmbeddedBroker:
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"
-        hook = _die_with_parent_hook() if self._die_with_parent else None
+        hook = die_with_parent_hook() if self._die_with_parent else None
         with open(self.log_path, "ab") as log:
             log.write(f"--- streamwarden: {' '.join(cmd)}\n".encode())
             log.flush()

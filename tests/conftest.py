@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded broker per test session, isolated topics per test."""
+"""Shared fixtures: one real Apache Kafka broker (KRaft, from Maven Central) per test session, isolated
+topics per test."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import yaml
 from confluent_kafka import KafkaException
 from hypothesis import settings
 
-from streamwarden.deploy.broker import EmbeddedBroker
+from streamwarden.deploy.kraft import KRaftBroker, ensure_kafka_lib
 from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config, make_admin
 from streamwarden.operators.anomaly import DEFAULT_SPEC_PATH as DEFAULT_ANOMALY_SPEC_PATH
@@ -33,21 +34,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """A started embedded broker (tansu, in memory), stopped at the end of the session."""
-    log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log_path) as started:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KRaftBroker]:
+    """A started single-node Apache Kafka broker (KRaft), stopped at the end of the session."""
+    with KRaftBroker(ensure_kafka_lib(), tmp_path_factory.mktemp("kafka")) as started:
         yield started
 
 
 @pytest.fixture
-def kafka_config(broker: EmbeddedBroker) -> KafkaConfig:
+def kafka_config(broker: KRaftBroker) -> KafkaConfig:
     """The embedded-profile ``KafkaConfig`` (short group timeouts) for the session broker."""
     return embedded_kafka_config(broker.bootstrap_servers)
 
 
 @pytest.fixture
-def kafka_topics(broker: EmbeddedBroker) -> Iterator[Callable[..., list[str]]]:
+def kafka_topics(broker: KRaftBroker) -> Iterator[Callable[..., list[str]]]:
     """Factory: ``[events, actions] = kafka_topics("events", "actions", partitions=3)`` creates topics with a
     unique suffix, so tests never see each other's records; they are deleted after the test."""
     created: list[str] = []
