@@ -3,16 +3,24 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# cargo builds the compiled window core (core/); rustup installs it in ~/.cargo/bin.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CORE_SOURCES := core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs)
 
-.PHONY: setup demo test lint typecheck unit proto bench clean
+.PHONY: setup core demo test lint typecheck unit proto bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(CORE_SOURCES)
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build core/"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
+
+# Rebuild only the compiled window core after editing core/src (the editable install puts it in place).
+core:
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt -e .
 
 demo: $(STAMP)
 	$(BIN)/streamwarden demo

@@ -100,7 +100,10 @@ def test_the_wheel_holds_one_top_level_package_with_its_data(tmp_path: Path) -> 
     )
     (wheel,) = tmp_path.glob("streamwarden-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"streamwarden", wheel.name.split("-py3")[0] + ".dist-info"}
+    # The wheel is platform-specific (the compiled window core): name-version-cp311-cp311-<platform>.whl
+    dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
+    assert {n.split("/")[0] for n in names} == {"streamwarden", dist_info}
+    assert any(n.startswith("streamwarden/operators/features/_core.") and n.endswith(".so") for n in names)
     top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["streamwarden"]
     for data in (

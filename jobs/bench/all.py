@@ -67,8 +67,9 @@ BENCHES: tuple[Bench, ...] = (
             "5000",
             "--naive-events",
             "1000",
-            "--profile-events",
-            "0",
+            "--memory-keys",
+            "30000",
+            "--no-replay",
             "--repeats",
             "1",
         ),
@@ -167,8 +168,13 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     velocity = _events_per_s(vel)
     beam_eps = _events_per_s(beam)
     flink_eps = _events_per_s(flink)
-    replay = beam.get("replay_events_per_s") or flink.get("replay_events_per_s")
+    replay = (
+        vel.get("replay_events_per_s") or beam.get("replay_events_per_s") or flink.get("replay_events_per_s")
+    )
     return {
+        "replay_events_per_s": replay,
+        "velocity_batch_events_per_s": vel.get("batch_events_per_s"),
+        "velocity_per_key_update_us": vel.get("per_key_update_with_encode_us"),
         "velocity_engine_to_naive_same_events": _ratio(
             vel.get("engine_events_per_s_same_prefix"), vel.get("naive_events_per_s")
         ),

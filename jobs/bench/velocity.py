@@ -1,20 +1,29 @@
-"""``streamwarden bench velocity``: throughput of fan-out + window update + assembly on one core.
+"""``streamwarden bench velocity``: the compiled window core's two entry points next to the naive oracle.
 
-Runs, in one process and on the same events: the bucketed engine (``VelocityPipeline``) and the naive
-baseline (per key the raw events, rescanned on every event, as in Flink's fraud-detection demo); then
-both on steady streams with ~10 and ~10,000 events per key in the longest window (the flat ratio);
-then a cProfile of the engine; and prints one JSON line last. Events are decoded before timing.
-Throughput is events per CPU second of this process (``time.process_time``), because the machine may
-be shared; wall-clock figures are printed alongside.
+In one process and on the same generated events (decoded before timing):
+
+* **batch path** (replay/backtests): ``VelocityPipeline.process_facts`` — facts of many events in, one
+  NumPy array of vectors out; reported with and without the Python fan-out (facts extraction);
+* **per-key path** (Beam/Flink): ``KeyState.on_event`` plus ``encode_state`` per key update, µs each;
+* the **naive oracle** (per key the raw events, rescanned on every event) on a prefix of the stream;
+* the **flat ratio**: batch throughput with ~10 and ~10,000 events per key in the window;
+* encoded bytes per key, and process memory per live key once 1M keys are live;
+* the whole pipeline (``replay_actions``: decode, gate, windows, scoring, decisions) events/s, with the
+  share of its time per stage (cProfile).
+
+Throughput is events per CPU second of this process (``time.process_time``): the machine is shared.
+The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import cProfile
+import gc
 import io
 import json
 import os
 import pstats
+import statistics
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -22,9 +31,9 @@ from typing import Annotated, Any
 import typer
 
 from streamwarden.operators.features.assemble import Assembler, event_partial
-from streamwarden.operators.features.fanout import EntityKey, FanOut
+from streamwarden.operators.features.fanout import EntityKey, EventFacts, FanOut
 from streamwarden.operators.features.naive import NaiveKeyState, NaivePlan
-from streamwarden.operators.features.replay import GC_THRESHOLD, VelocityPipeline, tuned_gc
+from streamwarden.operators.features.replay import VelocityPipeline, tuned_gc
 from streamwarden.operators.features.spec import (
     ENTITY_KIND_VALUES,
     ENTITY_KINDS,
@@ -33,7 +42,8 @@ from streamwarden.operators.features.spec import (
     parse_spec,
 )
 from streamwarden.operators.features.state_codec import encode_state
-from streamwarden.operators.features.synth import random_stream, steady_stream
+from streamwarden.operators.features.synth import T0_MS, random_stream, steady_stream
+from streamwarden.operators.features.window import KeyState, compile_plans
 from streamwarden.schemas import streamwarden_pb2 as pb
 from streamwarden.schemas.codec import decode_event
 
@@ -42,6 +52,7 @@ LARGE_POPULATION = 10_000
 FLAT_SPACING_MS = 100
 FLAT_BUCKET_MS = 1_000
 FLAT_GROUPS = 5
+MEMORY_KEYS = 1_000_000
 
 
 def _workload(n_events: int, seed: int) -> tuple[str, list[pb.Event]]:
@@ -62,12 +73,11 @@ def _workload(n_events: int, seed: int) -> tuple[str, list[pb.Event]]:
     return "generated", events
 
 
-def _cpu_rate(fn: Callable[[], int]) -> tuple[float, float]:
-    """(events per CPU second, events per wall second) of ``fn`` which returns its event count."""
-    c0, w0 = time.process_time(), time.perf_counter()
-    n = fn()
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    return n / max(cpu, 1e-9), n / max(wall, 1e-9)
+def _cpu(fn: Callable[[], object]) -> float:
+    """CPU seconds of ``fn()``."""
+    c0 = time.process_time()
+    fn()
+    return max(time.process_time() - c0, 1e-9)
 
 
 class NaivePipeline:
@@ -102,11 +112,23 @@ class NaivePipeline:
                 st.high_ms = max(st.high_ms, facts.time_ms)
 
 
-def _run(pipe: VelocityPipeline | NaivePipeline, events: list[pb.Event]) -> int:
-    process = pipe.process
+def _run_naive(pipe: NaivePipeline, events: list[pb.Event]) -> None:
     for ev in events:
-        process(ev)
-    return len(events)
+        pipe.process(ev)
+
+
+def _batch_rate(spec: FeatureSpec, events: list[pb.Event], repeats: int) -> tuple[float, float, float]:
+    """Best of ``repeats``: (events/s from decoded events, events/s from facts, fan-out share)."""
+    fan = FanOut(spec)
+    best = (0.0, 0.0, 0.0)
+    for _ in range(repeats):
+        facts: list[EventFacts] = []
+        fan_cpu = _cpu(lambda: facts.extend(fan(ev)[0] for ev in events))  # noqa: B023
+        core_cpu = _cpu(lambda: VelocityPipeline(spec).process_facts(facts))  # noqa: B023
+        total = fan_cpu + core_cpu
+        if len(events) / total > best[0]:
+            best = (len(events) / total, len(events) / core_cpu, fan_cpu / total)
+    return best
 
 
 def _flat_spec(spec: FeatureSpec, length_ms: int, bucket_ms: int) -> FeatureSpec:
@@ -121,51 +143,108 @@ def _flat_spec(spec: FeatureSpec, length_ms: int, bucket_ms: int) -> FeatureSpec
 def _flat(
     spec: FeatureSpec, population: int, seed: int, measure: int, naive_measure: int
 ) -> dict[str, float]:
-    """Throughput of both engines once each key holds ~``population`` events in its window.
-
-    The event stream is the same for every population (each key gets an event every
-    ``FLAT_SPACING_MS``); only the window length changes (bucket fixed at ``FLAT_BUCKET_MS``), so the
-    work per event differs only by how many events the window holds.
-    """
+    """Batch throughput (from facts) and naive throughput once each key holds ~``population`` events
+    in its window: the same stream for every population, only the window length changes."""
     length_ms = population * FLAT_SPACING_MS
     fspec = _flat_spec(spec, length_ms, FLAT_BUCKET_MS)
     warm = FLAT_GROUPS * population
     events = steady_stream(
         seed, warm + measure, groups=FLAT_GROUPS, events_per_window=population, window_ms=length_ms
     )
+    fan = FanOut(fspec)
+    facts = [fan(ev)[0] for ev in events]
     pipe = VelocityPipeline(fspec)
-    _run(pipe, events[:warm])
-    ours, _ = _cpu_rate(lambda: _run(pipe, events[warm:]))
+    pipe.process_facts(facts[:warm])
+    ours = measure / _cpu(lambda: pipe.process_facts(facts[warm:]))
     naive = NaivePipeline(fspec)
     naive.preload(events[:warm])
-    base, _ = _cpu_rate(lambda: _run(naive, events[warm : warm + naive_measure]))
+    base = naive_measure / _cpu(lambda: _run_naive(naive, events[warm : warm + naive_measure]))
     return {"ours": ours, "naive": base}
 
 
-def _reference_loop_ns() -> float:
-    """CPU ns of one trivial interpreter step here and now (a list increment in a for loop)."""
-    x = [0]
-    c0 = time.process_time()
-    for _ in range(1_000_000):
-        x[0] += 1
-    return (time.process_time() - c0) * 1e3
+def _per_key(spec: FeatureSpec, events: list[pb.Event]) -> dict[str, float]:
+    """µs per key update on the per-key path: ``on_event`` alone, and ``on_event`` + ``encode_state``
+    (what a Beam/Flink binding does per update), over every key update of ``events``."""
+    fan = FanOut(spec)
+    plans = compile_plans(spec)
+    updates: list[tuple[EntityKey, EventFacts]] = []
+    for ev in events:
+        facts, keys = fan(ev)
+        updates.extend((k, facts) for k in keys)
+    states: dict[EntityKey, KeyState] = {k: KeyState(plans[k[0]]) for k, _ in updates}
+
+    def apply_only() -> None:
+        for key, facts in updates:
+            states[key].on_event(facts)
+
+    def apply_encode() -> None:
+        for key, facts in updates:
+            st = states[key]
+            st.on_event(facts)
+            encode_state(st)
+
+    def loop_only() -> None:
+        for key, _ in updates:
+            states[key]
+
+    base = _cpu(loop_only)
+    on_event = _cpu(apply_only) - base
+    states = {k: KeyState(plans[k[0]]) for k, _ in updates}
+    both = _cpu(apply_encode) - base
+    n = len(updates)
+    return {"updates": n, "on_event_us": 1e6 * on_event / n, "on_event_encode_us": 1e6 * both / n}
 
 
-def _profile(spec: FeatureSpec, events: list[pb.Event], top: int) -> str:
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_per_key(spec: FeatureSpec, n_keys: int) -> dict[str, float]:
+    """Process memory per live key: RSS growth while the batch engine takes LOGIN events that each
+    name a new account, IP and device (3 new keys each, plus a few shared ASNs), facts made in chunks."""
+    gc.collect()
     pipe = VelocityPipeline(spec)
+    fan = FanOut(spec)
+    before = _rss_bytes()
+    chunk = 10_000
+    i = 0
+    while pipe.live_keys < n_keys:
+        batch = []
+        for j in range(i, i + chunk):
+            ev = pb.Event(event_id=f"m{j}", event_time_ms=T0_MS + j, type=pb.Event.LOGIN, schema_version=1)
+            ev.actor.account_id = f"acct-{j:08d}"
+            ev.actor.ip = f"10.{j >> 16 & 255}.{j >> 8 & 255}.{j & 255}"
+            ev.actor.device_id = f"dev-{j:08d}"
+            ev.actor.asn = 64_500 + j % 50
+            batch.append(fan(ev)[0])
+        pipe.process_facts(batch)
+        i += chunk
+        del batch
+    gc.collect()
+    grown = _rss_bytes() - before
+    return {"live_keys": pipe.live_keys, "bytes_per_key": grown / pipe.live_keys}
+
+
+def _replay_actions(events: list[pb.Event], top: int) -> tuple[float, str]:
+    """Events/s of the whole pipeline (``replay_actions``) and its cProfile split by function."""
+    from streamwarden.operators.pipeline import Stages, StagesConfig, iter_kafka_like, replay_actions
+
+    stages = Stages.build(StagesConfig())
+    payloads = [ev.SerializeToString() for ev in events]
+    cpu = _cpu(lambda: replay_actions(iter_kafka_like(payloads, "events"), stages, feature_records=False))
     prof = cProfile.Profile()
     prof.enable()
-    _run(pipe, events)
+    replay_actions(iter_kafka_like(payloads[:20_000], "events"), stages, feature_records=False)
     prof.disable()
-    buf = io.StringIO()
-    stats = pstats.Stats(prof, stream=buf)
+    stats = pstats.Stats(prof, stream=io.StringIO())
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
     lines = [f"  {'self %':>6}  {'calls':>9}  function"]
     for (path, line, name), (_, ncalls, tottime, _, _) in rows:
         where = f"{os.path.basename(path)}:{line}({name})" if line else name
         lines.append(f"  {100 * tottime / total:6.1f}  {ncalls:9d}  {where}")
-    return "\n".join(lines)
+    return len(payloads) / cpu, "\n".join(lines)
 
 
 def bench_velocity_cmd(
@@ -174,19 +253,19 @@ def bench_velocity_cmd(
         int, typer.Option(help="Events of the same stream to run through the naive baseline.")
     ] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed of the workload.")] = 1,
-    profile_events: Annotated[int, typer.Option(help="Events to profile (0 = skip the profile).")] = 20_000,
-    repeats: Annotated[int, typer.Option(min=1, help="Engine runs over the workload; the best counts.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Batch runs over the workload; the best counts.")] = 3,
+    memory_keys: Annotated[
+        int, typer.Option(help="Live keys for the memory figure (0 = skip).", min=0)
+    ] = MEMORY_KEYS,
+    replay: Annotated[bool, typer.Option(help="Also time the whole pipeline (replay_actions).")] = True,
 ) -> None:
-    """Velocity engine vs naive baseline: events/s, flat ratio, bytes per key; JSON line last."""
+    """Velocity core (batch and per-key paths) vs naive oracle: events/s, flat ratio, bytes and memory per key; JSON line last."""
     spec = default_spec()
     kind, stream = _workload(events, seed)
     typer.echo(f"workload: {kind} traffic, {len(stream)} valid events, {len(spec.feature_names())} features")
-
-    ref_ns = _reference_loop_ns()
-    # The same with CPython's default collector thresholds, for comparison with earlier reports.
-    default_gc, _ = _cpu_rate(lambda: _run(VelocityPipeline(spec), stream))
     with tuned_gc():
-        _measure(spec, kind, stream, naive_events, seed, repeats, profile_events, ref_ns, default_gc)
+        result = _measure(spec, kind, stream, naive_events, seed, repeats, memory_keys, replay)
+    typer.echo(json.dumps(result))
 
 
 def _measure(
@@ -196,95 +275,101 @@ def _measure(
     naive_events: int,
     seed: int,
     repeats: int,
-    profile_events: int,
-    ref_ns: float,
-    default_gc: float,
-) -> None:
-    """Everything but the default-GC run, under ``tuned_gc`` (as a long-running worker runs)."""
-    runs = []
-    for _ in range(repeats):
-        pipe = VelocityPipeline(spec)
-        runs.append(_cpu_rate(lambda: _run(pipe, stream)))  # noqa: B023 (run at once)
-    ours, ours_wall = max(runs)
-    median = sorted(r[0] for r in runs)[len(runs) // 2]
-    n_keys = len(pipe.store.states)
-    partials = sum(FanOut.expected_partials(pipe.fanout.facts(e)) - 1 for e in stream[:20_000])
-    keys_per_event = partials / max(1, min(len(stream), 20_000))
+    memory_keys: int,
+    replay: bool,
+) -> dict[str, Any]:
+    batch, batch_core, fan_share = _batch_rate(spec, stream, repeats)
+    pipe = VelocityPipeline(spec)
+    pipe.process_batch(stream)
+    n_keys = pipe.live_keys
+    fan = FanOut(spec)
+    keys_per_event = sum(len(fan(e)[1]) for e in stream) / max(1, len(stream))
+    typer.echo(
+        f"batch path: {batch:,.0f} events/s from decoded events (fan-out {fan_share:.0%} of it), "
+        f"{batch_core:,.0f} events/s from facts (CPU, best of {repeats}); {keys_per_event:.2f} keys/event, "
+        f"{n_keys} live keys"
+    )
+    per_key = _per_key(spec, stream[: min(len(stream), 50_000)])
+    typer.echo(
+        f"per-key path: on_event {per_key['on_event_us']:.2f} µs, on_event + encode_state "
+        f"{per_key['on_event_encode_us']:.2f} µs per key update ({per_key['updates']:.0f} updates)"
+    )
+
     sizes: dict[int, list[int]] = {}
-    for (k, _), st in pipe.store.states.items():
-        sizes.setdefault(k, []).append(len(encode_state(st)))
-    all_sizes = sorted(s for v in sizes.values() for s in v)
-    bytes_per_key = sum(all_sizes) / max(1, len(all_sizes))
-    typer.echo(
-        f"engine: {ours:,.0f} events/s (CPU, best of {repeats}; median {median:,.0f}), "
-        f"{ours_wall:,.0f} events/s (wall), {keys_per_event:.2f} keys/event, {n_keys} live keys"
-    )
-    typer.echo(
-        f"engine with gc.freeze() and gc.set_threshold{GC_THRESHOLD} (all figures): {ours:,.0f} events/s; "
-        f"with the default thresholds: {default_gc:,.0f} events/s (CPU)"
-    )
-    typer.echo(f"machine: reference loop step {ref_ns:.0f} ns (CPU), load average {os.getloadavg()[0]:.2f}")
+    for k, size in pipe.core.encoded_sizes():
+        sizes.setdefault(k, []).append(size)
     names = {ENTITY_KIND_VALUES[k]: k for k in ENTITY_KINDS}
     for k, v in sorted(sizes.items()):
         typer.echo(
-            f"  state bytes {names[k]:>15}: mean {sum(v) / len(v):7.1f}  max {max(v):6d}  keys {len(v)}"
+            f"  state bytes {names[k]:>15}: median {statistics.median(v):6.0f}  mean {sum(v) / len(v):7.1f}  "
+            f"max {max(v):6d}  keys {len(v)}"
         )
+    all_sizes = sorted(s for v in sizes.values() for s in v)
+    median_bytes = statistics.median(all_sizes)
+    mean_bytes = sum(all_sizes) / len(all_sizes)
     typer.echo(
-        f"  state bytes per key: mean {bytes_per_key:.1f}, p99 {all_sizes[int(0.99 * (len(all_sizes) - 1))]}"
+        f"  state bytes per key: median {median_bytes:.0f}, mean {mean_bytes:.1f}, "
+        f"p99 {all_sizes[int(0.99 * (len(all_sizes) - 1))]}"
     )
-
-    half = len(stream) // 2
-    warm_pipe = VelocityPipeline(spec)
-    _run(warm_pipe, stream[:half])
-    warm, _ = _cpu_rate(lambda: _run(warm_pipe, stream[half:]))
-    typer.echo(f"engine on the second half of the stream, state warmed by the first: {warm:,.0f} events/s")
 
     prefix = stream[: min(naive_events, len(stream))]
-    naive, _ = _cpu_rate(lambda: _run(NaivePipeline(spec), prefix))
-    ours_prefix, _ = _cpu_rate(lambda: _run(VelocityPipeline(spec), prefix))
+    naive = len(prefix) / _cpu(lambda: _run_naive(NaivePipeline(spec), prefix))
+    ours_prefix, _, _ = _batch_rate(spec, prefix, 1)
     typer.echo(
-        f"same first {len(prefix)} events: engine {ours_prefix:,.0f}/s, naive {naive:,.0f}/s "
-        f"(x{ours_prefix / naive:.2f})"
+        f"same first {len(prefix)} events: batch {ours_prefix:,.0f}/s, naive {naive:,.0f}/s "
+        f"(x{ours_prefix / naive:.1f})"
     )
-
-    small = _flat(spec, SMALL_POPULATION, seed, measure=20_000, naive_measure=2_000)
-    large = _flat(spec, LARGE_POPULATION, seed, measure=20_000, naive_measure=40)
+    small = _flat(spec, SMALL_POPULATION, seed, measure=50_000, naive_measure=2_000)
+    large = _flat(spec, LARGE_POPULATION, seed, measure=50_000, naive_measure=40)
     flat_ratio = large["ours"] / small["ours"]
     naive_flat = large["naive"] / small["naive"]
     typer.echo(
-        f"flat: engine {small['ours']:,.0f}/s at ~{SMALL_POPULATION} and {large['ours']:,.0f}/s at "
+        f"flat: batch {small['ours']:,.0f}/s at ~{SMALL_POPULATION} and {large['ours']:,.0f}/s at "
         f"~{LARGE_POPULATION} events per key per window (ratio {flat_ratio:.2f}); naive "
         f"{small['naive']:,.0f}/s and {large['naive']:,.1f}/s (ratio {naive_flat:.4f})"
     )
-    if profile_events:
+    memory: dict[str, float] = {}
+    if memory_keys:
+        memory = _memory_per_key(spec, memory_keys)
         typer.echo(
-            f"profile of the engine over {min(profile_events, len(stream))} events (top by self time):"
+            f"memory: {memory['bytes_per_key']:.0f} B of process memory per live key at "
+            f"{memory['live_keys']:,.0f} keys (batch engine)"
         )
-        typer.echo(_profile(spec, stream[:profile_events], 12))
-
-    result: dict[str, Any] = {
+    replay_eps = None
+    if replay:
+        replay_eps, profile = _replay_actions(stream, 14)
+        typer.echo(
+            f"whole pipeline (replay_actions: decode, gate, windows, scoring, decisions): {replay_eps:,.0f} events/s"
+        )
+        typer.echo("profile of replay_actions (top by self time):\n" + profile)
+    typer.echo(f"machine: load average {os.getloadavg()[0]:.2f}")
+    return {
         "bench": "velocity",
         "workload": kind,
         "events": len(stream),
         "features": len(spec.feature_names()),
         "keys_per_event": round(keys_per_event, 3),
-        "events_per_s": round(ours),
-        "events_per_s_median": round(median),
-        "events_per_s_warm_half": round(warm),
-        "events_per_s_default_gc": round(default_gc),
-        "wall_events_per_s": round(ours_wall),
+        "events_per_s": round(batch),
+        "batch_events_per_s": round(batch),
+        "batch_events_per_s_from_facts": round(batch_core),
+        "batch_fanout_share": round(fan_share, 3),
+        "per_key_on_event_us": round(per_key["on_event_us"], 3),
+        "per_key_update_with_encode_us": round(per_key["on_event_encode_us"], 3),
         "naive_events_per_s": round(naive),
         "engine_events_per_s_same_prefix": round(ours_prefix),
+        "batch_to_naive_same_events": round(ours_prefix / naive, 2),
         "flat_ratio": round(flat_ratio, 3),
         "events_per_s_small_window": round(small["ours"]),
         "events_per_s_large_window": round(large["ours"]),
         "naive_flat_ratio": round(naive_flat, 5),
-        "bytes_per_key": round(bytes_per_key, 1),
+        "bytes_per_key_median": median_bytes,
+        "bytes_per_key": round(mean_bytes, 1),
         "live_keys": n_keys,
-        "reference_loop_ns": round(ref_ns, 1),
+        "memory_bytes_per_live_key": round(memory["bytes_per_key"]) if memory else None,
+        "memory_live_keys": memory.get("live_keys"),
+        "replay_events_per_s": round(replay_eps) if replay_eps else None,
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
-    typer.echo(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ class VectorLayout:
 
     def __init__(self, spec: FeatureSpec, plans: dict[int, KindPlan]) -> None:
         kinds = [ENTITY_KIND_VALUES[k] for k in spec.kinds()]
+        self.kinds: tuple[int, ...] = tuple(kinds)
+        """EntityKind values of the entity blocks, in vector order."""
         self.slot_of: dict[int, int] = {0: 0, **{k: i + 1 for i, k in enumerate(kinds)}}
         """Block index of each partial kind (0 = the event-level block)."""
         self.bits: tuple[int, ...] = (EVENT_BIT, *(1 << k for k in kinds))

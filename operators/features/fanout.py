@@ -75,6 +75,8 @@ class FanOut:
                     route.append((ENTITY_KIND_VALUES[kind], FIELD_INDEX[_KIND_FIELD[kind]]))
             routes.append(tuple(route))
         self._routes = tuple(routes)
+        self.routes: tuple[tuple[tuple[int, int], ...], ...] = self._routes
+        """Per event type value: (EntityKind value, facts field of the entity id) of its keys."""
 
     def facts(self, event: pb.Event) -> EventFacts:
         """The event's facts with ``expect_mask`` filled in."""

@@ -24,10 +24,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamwarden.operators.features.assemble import Assembler, FeatureVector
+import numpy as np
+import numpy.typing as npt
+
+from streamwarden.operators.features._core import Batch
+from streamwarden.operators.features.assemble import FeatureVector, VectorLayout
 from streamwarden.operators.features.fanout import EntityKey, EventFacts, FanOut
 from streamwarden.operators.features.spec import FeatureSpec
-from streamwarden.operators.features.window import NO_TIME, KeyState, KindPlan, PartialFeatures, compile_plans
+from streamwarden.operators.features.window import KeyState, KindPlan, PartialFeatures, compile_plans
 from streamwarden.schemas import streamwarden_pb2 as pb
 from streamwarden.schemas.codec import decode_event, read_delimited
 
@@ -61,11 +65,9 @@ def tuned_gc(threshold: tuple[int, int, int] = GC_THRESHOLD) -> Iterator[None]:
 
 
 class VelocityStore:
-    """In-memory keyed window state with watermark-driven expiry (replay, benchmarks, local runs).
-
-    Engines with their own keyed state call ``KeyState`` directly (``from_bytes`` / ``on_event`` /
-    ``to_bytes`` / ``expiry_ms``); this class is the same logic over a dict.
-    """
+    """Keyed ``KeyState`` objects with watermark-driven expiry over a Python dict: the per-key path as
+    the engines use it (``on_event`` / ``encode_state`` / ``expiry_ms``), for tests and tools that
+    want the live states. ``VelocityPipeline`` runs the same logic inside the core."""
 
     def __init__(self, spec: FeatureSpec) -> None:
         self.plans: dict[int, KindPlan] = compile_plans(spec)
@@ -167,7 +169,9 @@ class ReplayStats:
 
 
 class VelocityPipeline:
-    """Fan-out, window state and assembly for one stream, in one process."""
+    """Fan-out, window state and assembly for one stream, in one process: the core's batch engine
+    (``_core.Batch``) keeps the keyed window state, expires it by the observed watermark and assembles
+    each vector; Python only extracts the facts of each event (``FanOut``)."""
 
     def __init__(
         self,
@@ -176,37 +180,74 @@ class VelocityPipeline:
         out_of_orderness_ms: int | None = None,
         assembly_timeout_ms: int = 10_000,
     ) -> None:
+        if assembly_timeout_ms <= 0:
+            raise ValueError("assembly_timeout_ms must be positive")
         self.spec = spec
         self.fanout = FanOut(spec)
-        self.store = VelocityStore(spec)
-        self.assembler = Assembler(spec, assembly_timeout_ms)
+        plans = compile_plans(spec)
+        self.layout = VectorLayout(spec, plans)
         self.out_of_orderness_ms = (
             spec.allowed_lateness_ms if out_of_orderness_ms is None else out_of_orderness_ms
         )
-        self.max_seen_ms = NO_TIME
-        self._next_housekeeping_ms = NO_TIME
+        self.core = Batch(
+            [plans[k] for k in self.layout.kinds],
+            [list(route) for route in self.fanout.routes],
+            [v for block in self.layout.defaults for v in block],
+            self.out_of_orderness_ms,
+            min(EXPIRY_TICK_MS, assembly_timeout_ms),
+        )
+        self.width = self.core.width
+
+    def process(self, event: pb.Event) -> FeatureVector:
+        """Run one decoded event through the pipeline and return its vector."""
+        facts = self.fanout(event)[0]
+        values, late = self.core.process(facts)
+        return FeatureVector(facts[0], values, (), late, facts)
+
+    def process_facts(
+        self, facts: list[EventFacts]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64]]:
+        """The batch path: the vectors of many events' facts (arrival order) as one ``(len(facts),
+        width)`` array, and per row the late mask (bit k: the entity of kind k saw it as late)."""
+        values, late = self.core.run(facts)
+        rows = np.frombuffer(values, dtype="<f8").reshape(len(facts), self.width)
+        return rows, np.frombuffer(late, dtype="<u8")
+
+    def process_batch(
+        self, events: Iterable[pb.Event]
+    ) -> tuple[list[EventFacts], npt.NDArray[np.float64], npt.NDArray[np.uint64]]:
+        """``process_facts`` over decoded events: (facts, vectors, late masks)."""
+        fan = self.fanout
+        facts = [fan(ev)[0] for ev in events]
+        rows, late = self.process_facts(facts)
+        return facts, rows, late
+
+    @property
+    def max_seen_ms(self) -> int:
+        """Largest event time seen (``NO_TIME`` before the first event)."""
+        return self.core.max_seen_ms
 
     @property
     def watermark_ms(self) -> int:
         """Max event time seen minus the allowed out-of-orderness."""
-        return self.max_seen_ms - self.out_of_orderness_ms
+        return self.core.max_seen_ms - self.out_of_orderness_ms
 
-    def process(self, event: pb.Event) -> FeatureVector:
-        """Run one decoded event through the pipeline and return its vector."""
-        facts, keys = self.fanout(event)
-        t = facts[1]
-        if t > self.max_seen_ms:
-            self.max_seen_ms = t
-            if t >= self._next_housekeeping_ms:
-                self._housekeeping(t)
-        return self.assembler.complete(facts, self.store.on_events(keys, facts))
+    @property
+    def late_partials(self) -> int:
+        """Key updates that were late for their key (not applied)."""
+        return self.core.late_partials
 
-    def _housekeeping(self, now: int) -> None:
-        wm = now - self.out_of_orderness_ms
-        if wm >= self.store.next_expiry_ms:
-            self.store.advance_to(wm)
-        self.assembler.expire(now)
-        self._next_housekeeping_ms = now + min(EXPIRY_TICK_MS, self.assembler.timeout_ms)
+    @property
+    def expired_keys(self) -> int:
+        return self.core.expired_keys
+
+    @property
+    def max_keys(self) -> int:
+        return self.core.max_keys
+
+    @property
+    def live_keys(self) -> int:
+        return self.core.live_keys
 
 
 def iter_event_file(path: Path) -> Iterator[pb.Event | pb.DeadLetter]:
@@ -246,7 +287,7 @@ def replay(
                 continue
             vectors.append(process(ev))
             stats.events += 1
-    stats.late_partials = pipe.store.late_events
-    stats.expired_keys = pipe.store.expired_keys
-    stats.max_keys = pipe.store.max_keys
+    stats.late_partials = pipe.late_partials
+    stats.expired_keys = pipe.expired_keys
+    stats.max_keys = pipe.max_keys
     return vectors, stats

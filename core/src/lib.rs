@@ -1,0 +1,609 @@
+//! ``streamwarden.operators.features._core``: the compiled window core (Python bindings).
+//!
+//! Two entry points: ``KeyState`` (one key, for the engines' keyed state: ``on_event`` → partial,
+//! ``encode_state``/``decode_state`` for the versioned bytes) and ``Batch`` (replay/backtests: facts
+//! of many events in → feature rows as f64 bytes out, keyed state and expiry kept inside).
+
+mod codec;
+mod hll;
+mod plan;
+mod state;
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use rustc_hash::FxHashMap;
+
+use plan::{
+    Ops, Plan, Program, Where, F_ACCOUNT_CREATED, F_CONTENT_HASH, F_EVENT_ID, F_EXPECT_MASK,
+    F_PLAY, F_TIME, F_TYPE, N_FACTS,
+};
+use state::{Ev, State, NO_TIME};
+
+type OpsDesc = (Vec<usize>, Vec<(usize, usize)>, Vec<(usize, usize)>);
+type WhereDesc = (usize, i64, i64, OpsDesc);
+
+fn ops_of(d: OpsDesc) -> Ops {
+    Ops {
+        counts: d.0,
+        sums: d.1,
+        dists: d.2,
+    }
+}
+
+/// A compiled kind plan; ``window.KindPlan`` builds it from the spec and owns it (``owner``).
+#[pyclass(
+    frozen,
+    module = "streamwarden.operators.features._core",
+    name = "Plan"
+)]
+pub struct CorePlan {
+    plan: Arc<Plan>,
+    /// Per event type: the categorical fields some distinct aggregation of the kind reads.
+    hash_fields: Vec<Vec<usize>>,
+    owner: PyObject,
+    make_partial: PyObject,
+}
+
+fn distinct_fields(prog: &Program) -> Vec<usize> {
+    let mut out: Vec<usize> = prog.ops.dists.iter().map(|d| d.1).collect();
+    for w in &prog.wheres {
+        out.extend(w.ops.dists.iter().map(|d| d.1));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[pymethods]
+impl CorePlan {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (owner, make_partial, kind, lateness_ms, exact_limit, hll_precision, fingerprint, windows, n_cols, distinct_cols, programs, ratios, span_ms))]
+    fn new(
+        owner: PyObject,
+        make_partial: PyObject,
+        kind: u8,
+        lateness_ms: i64,
+        exact_limit: usize,
+        hll_precision: u8,
+        fingerprint: u32,
+        windows: Vec<(i64, i64)>,
+        n_cols: usize,
+        distinct_cols: Vec<usize>,
+        programs: Vec<(OpsDesc, Vec<WhereDesc>)>,
+        ratios: Vec<(usize, usize, f64)>,
+        span_ms: i64,
+    ) -> PyResult<Self> {
+        if windows.is_empty() || windows.iter().any(|&(g, n)| g <= 0 || n <= 0) {
+            return Err(PyValueError::new_err(
+                "every window needs a positive bucket and bucket count",
+            ));
+        }
+        if !(4..=16).contains(&hll_precision) || exact_limit == 0 {
+            return Err(PyValueError::new_err("bad HLL precision or exact limit"));
+        }
+        let programs: Vec<Program> = programs
+            .into_iter()
+            .map(|(ops, wheres)| Program {
+                ops: ops_of(ops),
+                wheres: wheres
+                    .into_iter()
+                    .map(|(field, lo, hi, ops)| Where {
+                        field,
+                        lo,
+                        hi,
+                        ops: ops_of(ops),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let check = |ops: &Ops| {
+            ops.counts.iter().all(|&c| c < n_cols)
+                && ops.sums.iter().all(|&(c, f)| c < n_cols && f < N_FACTS)
+                && ops
+                    .dists
+                    .iter()
+                    .all(|&(d, f)| d < distinct_cols.len() && f < N_FACTS)
+        };
+        if !programs
+            .iter()
+            .all(|p| check(&p.ops) && p.wheres.iter().all(|w| w.field < N_FACTS && check(&w.ops)))
+            || distinct_cols.iter().any(|&c| c >= n_cols)
+            || ratios
+                .iter()
+                .any(|&(a, b, _)| a >= n_cols * windows.len() || b >= n_cols * windows.len())
+        {
+            return Err(PyValueError::new_err("plan description out of range"));
+        }
+        let hash_fields = programs.iter().map(distinct_fields).collect();
+        let plan = Plan {
+            kind,
+            lateness_ms,
+            exact_limit,
+            hll_precision,
+            fingerprint,
+            windows,
+            n_cols,
+            distinct_cols,
+            programs,
+            ratios,
+            span_ms,
+        };
+        Ok(CorePlan {
+            plan: Arc::new(plan),
+            hash_fields,
+            owner,
+            make_partial,
+        })
+    }
+
+    /// Length of the kind's block.
+    #[getter]
+    fn n_out(&self) -> usize {
+        self.plan.n_out()
+    }
+}
+
+fn str_hash(item: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    let s = item.downcast::<PyString>()?.to_str()?;
+    Ok(if s.is_empty() {
+        None
+    } else {
+        Some(codec::item_hash(s.as_bytes()))
+    })
+}
+
+/// The core's view of a facts tuple: time, type, numeric fields and the hashes of ``fields``.
+fn read_facts(facts: &Bound<'_, PyTuple>, fields: &[Vec<usize>]) -> PyResult<Ev> {
+    if facts.len() != N_FACTS {
+        return Err(PyValueError::new_err(format!(
+            "facts need {N_FACTS} fields, got {}",
+            facts.len()
+        )));
+    }
+    let t: i64 = facts.get_borrowed_item(F_TIME)?.extract()?;
+    let ty: i64 = facts.get_borrowed_item(F_TYPE)?.extract()?;
+    let ty = if ty < 0 { usize::MAX } else { ty as usize };
+    let mut ev = Ev {
+        t,
+        ty,
+        nums: [0; N_FACTS],
+        hashes: [None; N_FACTS],
+    };
+    for f in F_PLAY..F_ACCOUNT_CREATED + 1 {
+        ev.nums[f] = facts.get_borrowed_item(f)?.extract()?;
+    }
+    if let Some(fs) = fields.get(ty) {
+        for &f in fs {
+            ev.hashes[f] = str_hash(&facts.get_borrowed_item(f)?.to_owned())?;
+        }
+    }
+    if !(NO_TIME < t && t < -NO_TIME) {
+        return Err(PyValueError::new_err(format!(
+            "event time {t} out of range"
+        )));
+    }
+    Ok(ev)
+}
+
+fn floats<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(py, vals.iter().copied())
+}
+
+/// All windows of one (entity kind, entity id).
+#[pyclass(module = "streamwarden.operators.features._core", name = "KeyState")]
+pub struct PyKeyState {
+    plan: Py<CorePlan>,
+    st: State,
+    /// Free for the owner's expiry index (``VelocityStore``); not part of the state bytes.
+    #[pyo3(get, set)]
+    tick: i64,
+}
+
+fn core_plan<'py>(plan: &Bound<'py, PyAny>) -> PyResult<Bound<'py, CorePlan>> {
+    Ok(plan.getattr("core")?.downcast_into::<CorePlan>()?)
+}
+
+#[pymethods]
+impl PyKeyState {
+    #[new]
+    fn new(plan: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let core = core_plan(plan)?;
+        let st = State::new(&core.get().plan);
+        Ok(PyKeyState {
+            plan: core.unbind(),
+            st,
+            tick: 0,
+        })
+    }
+
+    /// Apply one event (unless late) and return the key's partial as of its high-water mark.
+    fn on_event<'py>(
+        &mut self,
+        py: Python<'py>,
+        facts: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let facts = facts.downcast::<PyTuple>()?;
+        let core = self.plan.get();
+        let ev = read_facts(facts, &core.hash_fields)?;
+        let late = self.st.apply(&core.plan, &ev);
+        let mut vals = vec![0.0; core.plan.n_out()];
+        self.st.values(&core.plan, &mut vals);
+        let args = (
+            facts.get_borrowed_item(F_EVENT_ID)?,
+            core.plan.kind,
+            floats(py, &vals)?,
+            late,
+            facts.get_borrowed_item(F_EXPECT_MASK)?,
+            py.None(),
+        );
+        core.make_partial.bind(py).call1((args,))
+    }
+
+    /// The key's block as of its high-water mark.
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let plan = &self.plan.get().plan;
+        let mut vals = vec![0.0; plan.n_out()];
+        self.st.values(plan, &mut vals);
+        floats(py, &vals)
+    }
+
+    /// Event time after which the engine may drop this state.
+    fn expiry_ms(&self) -> i64 {
+        self.st.expiry_ms(&self.plan.get().plan)
+    }
+
+    #[getter]
+    fn high_ms(&self) -> i64 {
+        self.st.high
+    }
+
+    #[getter]
+    fn late_events(&self) -> u64 {
+        self.st.late
+    }
+
+    /// Per distinct aggregation: ``"exact"`` or ``"hll"``.
+    #[getter]
+    fn distinct_modes(&self) -> Vec<&'static str> {
+        self.st
+            .distinct
+            .iter()
+            .map(|d| {
+                if matches!(d, state::Distinct::Hll(_)) {
+                    "hll"
+                } else {
+                    "exact"
+                }
+            })
+            .collect()
+    }
+
+    /// The ``window.KindPlan`` this state follows.
+    #[getter]
+    fn plan(&self, py: Python<'_>) -> PyObject {
+        self.plan.get().owner.clone_ref(py)
+    }
+}
+
+/// The canonical layout-v2 bytes of a key state.
+#[pyfunction]
+fn encode_state<'py>(py: Python<'py>, state: PyRef<'py, PyKeyState>) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &codec::encode(&state.plan.get().plan, &state.st))
+}
+
+/// Rebuild a key state from layout v1 or v2 bytes; ``ValueError`` says why bytes are unusable.
+#[pyfunction]
+fn decode_state(plan: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<PyKeyState> {
+    let core = core_plan(plan)?;
+    let st = codec::decode(&core.get().plan, data).map_err(PyValueError::new_err)?;
+    Ok(PyKeyState {
+        plan: core.unbind(),
+        st,
+        tick: 0,
+    })
+}
+
+/// The 64-bit BLAKE2b hash of a value (``hll.item_hash``).
+#[pyfunction]
+fn item_hash(value: &str) -> u64 {
+    codec::item_hash(value.as_bytes())
+}
+
+const N_TYPES: usize = 11;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Replay/backtest engine: fan-out routes, keyed windows, watermark expiry and assembly in one call.
+#[pyclass(module = "streamwarden.operators.features._core", name = "Batch")]
+pub struct Batch {
+    plans: Vec<Option<Arc<Plan>>>,
+    routes: Vec<Vec<(u8, usize)>>,
+    hash_fields: Vec<Vec<usize>>,
+    offsets: Vec<usize>,
+    defaults: Vec<f64>,
+    ooo_ms: i64,
+    housekeeping_ms: i64,
+    states: FxHashMap<Box<[u8]>, State>,
+    key_buf: Vec<u8>,
+    max_seen: i64,
+    next_housekeeping: i64,
+    min_expiry: i64,
+    #[pyo3(get)]
+    late_partials: u64,
+    #[pyo3(get)]
+    expired_keys: u64,
+    #[pyo3(get)]
+    max_keys: usize,
+}
+
+#[pymethods]
+impl Batch {
+    /// ``plans``: ``window.KindPlan`` per kind in vector order; ``routes[type]``: (kind, facts field)
+    /// of the keys an event of that type fans out to; ``defaults``: the whole vector's defaults.
+    #[new]
+    fn new(
+        plans: Vec<Bound<'_, PyAny>>,
+        routes: Vec<Vec<(u8, usize)>>,
+        defaults: Vec<f64>,
+        ooo_ms: i64,
+        housekeeping_ms: i64,
+    ) -> PyResult<Self> {
+        let mut by_kind: Vec<Option<Arc<Plan>>> = vec![None; 64];
+        let mut offsets = vec![0usize; 64];
+        let mut at = N_TYPES + 8;
+        for p in &plans {
+            let core = core_plan(p)?;
+            let plan = core.get().plan.clone();
+            if plan.kind >= 64 {
+                return Err(PyValueError::new_err("entity kind above 63"));
+            }
+            offsets[plan.kind as usize] = at;
+            at += plan.n_out();
+            let kind = plan.kind as usize;
+            by_kind[kind] = Some(plan);
+        }
+        if at != defaults.len() {
+            return Err(PyValueError::new_err(format!(
+                "defaults hold {} values, the layout {at}",
+                defaults.len()
+            )));
+        }
+        let mut hash_fields = Vec::new();
+        for route in &routes {
+            let mut fields = Vec::new();
+            for &(kind, field) in route {
+                let Some(Some(plan)) = by_kind.get(kind as usize) else {
+                    return Err(PyValueError::new_err(format!(
+                        "route to kind {kind} without a plan"
+                    )));
+                };
+                if field >= N_FACTS {
+                    return Err(PyValueError::new_err("route field out of range"));
+                }
+                let ty = hash_fields.len();
+                if let Some(prog) = plan.programs.get(ty) {
+                    fields.extend(distinct_fields(prog));
+                }
+            }
+            fields.sort_unstable();
+            fields.dedup();
+            hash_fields.push(fields);
+        }
+        Ok(Batch {
+            plans: by_kind,
+            routes,
+            hash_fields,
+            offsets,
+            defaults,
+            ooo_ms,
+            housekeeping_ms,
+            states: FxHashMap::default(),
+            key_buf: Vec::new(),
+            max_seen: NO_TIME,
+            next_housekeeping: NO_TIME,
+            min_expiry: i64::MAX,
+            late_partials: 0,
+            expired_keys: 0,
+            max_keys: 0,
+        })
+    }
+
+    /// Feature rows of ``facts`` (a list of ``EventFacts``, arrival order): ``(values, late)`` with
+    /// ``values`` the rows as little-endian f64 (``len(facts) * width``) and ``late`` one u64 mask per
+    /// row (bit k: the entity of kind k saw the event as late).
+    fn run<'py>(
+        &mut self,
+        py: Python<'py>,
+        facts: &Bound<'py, PyList>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let width = self.defaults.len();
+        let n = facts.len();
+        let mut rows = vec![0f64; n * width];
+        let mut lates = vec![0u64; n];
+        for (i, item) in facts.iter().enumerate() {
+            let tuple = item.downcast::<PyTuple>()?;
+            lates[i] = self.process_into(tuple, &mut rows[i * width..(i + 1) * width])?;
+        }
+        let vb = PyBytes::new_with(py, rows.len() * 8, |buf| {
+            for (chunk, v) in buf.chunks_exact_mut(8).zip(&rows) {
+                chunk.copy_from_slice(&v.to_le_bytes());
+            }
+            Ok(())
+        })?;
+        let lb = PyBytes::new_with(py, n * 8, |buf| {
+            for (chunk, v) in buf.chunks_exact_mut(8).zip(&lates) {
+                chunk.copy_from_slice(&v.to_le_bytes());
+            }
+            Ok(())
+        })?;
+        Ok((vb, lb))
+    }
+
+    /// One event's row as a tuple of floats, and its late mask.
+    fn process<'py>(
+        &mut self,
+        py: Python<'py>,
+        facts: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyTuple>, u64)> {
+        let mut row = vec![0f64; self.defaults.len()];
+        let late = self.process_into(facts.downcast::<PyTuple>()?, &mut row)?;
+        Ok((floats(py, &row)?, late))
+    }
+
+    /// Vector width.
+    #[getter]
+    fn width(&self) -> usize {
+        self.defaults.len()
+    }
+
+    /// Largest event time seen (``NO_TIME`` before the first event).
+    #[getter]
+    fn max_seen_ms(&self) -> i64 {
+        self.max_seen
+    }
+
+    #[getter]
+    fn live_keys(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Drop every key whose expiry is at or before ``watermark_ms``; returns how many.
+    fn advance_to(&mut self, watermark_ms: i64) -> usize {
+        if watermark_ms < self.min_expiry {
+            return 0;
+        }
+        let before = self.states.len();
+        let plans = &self.plans;
+        let mut min_expiry = i64::MAX;
+        self.states.retain(|key, st| {
+            let plan = plans[key[0] as usize]
+                .as_ref()
+                .expect("plan of a stored key");
+            let e = st.expiry_ms(plan);
+            let keep = e > watermark_ms;
+            if keep {
+                min_expiry = min_expiry.min(e);
+            }
+            keep
+        });
+        self.min_expiry = min_expiry;
+        let dropped = before - self.states.len();
+        self.expired_keys += dropped as u64;
+        dropped
+    }
+
+    /// (kind, encoded layout-v2 size) of every live key (benchmarks).
+    fn encoded_sizes(&self) -> Vec<(u8, usize)> {
+        self.states
+            .iter()
+            .map(|(k, st)| {
+                (
+                    k[0],
+                    codec::encode(self.plans[k[0] as usize].as_ref().unwrap(), st).len(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Batch {
+    fn process_into(&mut self, facts: &Bound<'_, PyTuple>, row: &mut [f64]) -> PyResult<u64> {
+        let ev = read_facts(facts, &self.hash_fields)?;
+        let t = ev.t;
+        if t > self.max_seen {
+            self.max_seen = t;
+            if t >= self.next_housekeeping {
+                self.advance_to(t - self.ooo_ms);
+                self.next_housekeeping = t + self.housekeeping_ms;
+            }
+        }
+        row.copy_from_slice(&self.defaults);
+        event_block(facts, &ev, &mut row[..N_TYPES + 8])?;
+        let mut late_mask = 0u64;
+        let Some(route) = self.routes.get(ev.ty) else {
+            return Ok(0);
+        };
+        for &(kind, field) in route {
+            let item = facts.get_borrowed_item(field)?;
+            let id = item.downcast::<PyString>()?.to_str()?;
+            if id.is_empty() {
+                continue;
+            }
+            let plan = self.plans[kind as usize]
+                .as_ref()
+                .expect("route checked at build");
+            self.key_buf.clear();
+            self.key_buf.push(kind);
+            self.key_buf.extend_from_slice(id.as_bytes());
+            let st = match self.states.get_mut(self.key_buf.as_slice()) {
+                Some(st) => st,
+                None => {
+                    self.states
+                        .insert(self.key_buf.clone().into_boxed_slice(), State::new(plan));
+                    self.max_keys = self.max_keys.max(self.states.len());
+                    self.states
+                        .get_mut(self.key_buf.as_slice())
+                        .expect("just inserted")
+                }
+            };
+            if st.apply(plan, &ev) {
+                late_mask |= 1 << kind;
+                self.late_partials += 1;
+            }
+            let e = st.expiry_ms(plan);
+            if e < self.min_expiry {
+                self.min_expiry = e;
+            }
+            let off = self.offsets[kind as usize];
+            st.values(plan, &mut row[off..off + plan.n_out()]);
+        }
+        Ok(late_mask)
+    }
+}
+
+/// The event-level block (``assemble.event_features``).
+fn event_block(facts: &Bound<'_, PyTuple>, ev: &Ev, out: &mut [f64]) -> PyResult<()> {
+    out.fill(0.0);
+    if (1..=N_TYPES).contains(&ev.ty) {
+        out[ev.ty - 1] = 1.0;
+    }
+    let t = ev.t;
+    let created = ev.nums[F_ACCOUNT_CREATED];
+    out[N_TYPES] = t.div_euclid(HOUR_MS).rem_euclid(24) as f64;
+    if created > 0 {
+        out[N_TYPES + 1] = if t > created {
+            (t - created) as f64 / HOUR_MS as f64
+        } else {
+            0.0
+        };
+        out[N_TYPES + 2] = 1.0;
+    } else {
+        out[N_TYPES + 1] = -1.0;
+    }
+    for k in 0..4 {
+        out[N_TYPES + 3 + k] = ev.nums[F_PLAY + k] as f64;
+    }
+    let hash = facts.get_borrowed_item(F_CONTENT_HASH)?;
+    out[N_TYPES + 7] = if hash.downcast::<PyString>()?.to_str()?.is_empty() {
+        0.0
+    } else {
+        1.0
+    };
+    Ok(())
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<CorePlan>()?;
+    m.add_class::<PyKeyState>()?;
+    m.add_class::<Batch>()?;
+    m.add_function(wrap_pyfunction!(encode_state, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_state, m)?)?;
+    m.add_function(wrap_pyfunction!(item_hash, m)?)?;
+    m.add("LAYOUT_VERSION", codec::LAYOUT_V2)?;
+    m.add("NO_TIME", NO_TIME)?;
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! Sliding event-time windows of one key. Semantics: the module docstring of ``window.py``.
+//!
+//! Representation: per window the maintained window values ``sums`` (one lane per column) and, once
+//! the window holds more than its head bucket, its closed buckets (sorted by bucket index, with their
+//! total, so the head bucket is ``sums - closed.sum``). An in-order event adds to ``sums`` only; a
+//! bucket boundary moves the head into the closed list and evicts the buckets leaving the window
+//! (never a rescan of events). Distinct counts credit one unit to the bucket of each value's last
+//! occurrence (moved when the value is seen again), exact up to ``exact_limit`` values (64-bit
+//! BLAKE2b hashes of the values), then HyperLogLog.
+
+use crate::hll::Hll;
+use crate::plan::{Ops, Plan, N_FACTS};
+
+pub const NO_TIME: i64 = -(1 << 62);
+
+/// The fields of one event the windows read (see ``fanout.EventFacts``).
+pub struct Ev {
+    pub t: i64,
+    pub ty: usize,
+    /// Numeric facts by field index (0 elsewhere).
+    pub nums: [i64; N_FACTS],
+    /// 64-bit hash of categorical facts by field index; None when empty or not needed.
+    pub hashes: [Option<u64>; N_FACTS],
+}
+
+#[derive(Clone, Debug)]
+pub struct Closed {
+    pub sum: Vec<i64>,
+    /// Bucket indices, ascending.
+    pub idx: Vec<i64>,
+    /// ``n_cols`` lanes per bucket.
+    pub vals: Vec<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Distinct {
+    /// (hash, last event time), sorted by hash.
+    Exact(Vec<(u64, i64)>),
+    Hll(Box<Hll>),
+}
+
+#[derive(Clone, Debug)]
+pub struct State {
+    pub high: i64,
+    pub late: u64,
+    /// ``windows * n_cols`` window values (empty before the first event).
+    pub sums: Vec<i64>,
+    /// Per window its closed buckets (empty vector: none anywhere).
+    pub closed: Vec<Option<Box<Closed>>>,
+    pub distinct: Vec<Distinct>,
+}
+
+enum SeenAction {
+    Nothing,
+    New { compact: bool },
+    Moved(i64),
+}
+
+impl State {
+    pub fn new(plan: &Plan) -> Self {
+        State {
+            high: NO_TIME,
+            late: 0,
+            sums: Vec::new(),
+            closed: Vec::new(),
+            distinct: plan
+                .distinct_cols
+                .iter()
+                .map(|_| Distinct::Exact(Vec::new()))
+                .collect(),
+        }
+    }
+
+    pub fn expiry_ms(&self, plan: &Plan) -> i64 {
+        self.high + plan.span_ms
+    }
+
+    /// Apply one event unless late; returns whether it was late.
+    pub fn apply(&mut self, plan: &Plan, ev: &Ev) -> bool {
+        let t = ev.t;
+        if t > self.high {
+            if self.high == NO_TIME {
+                self.sums = vec![0; plan.n_lanes()];
+            } else {
+                self.advance(plan, t);
+            }
+            self.high = t;
+        } else if t < self.high - plan.lateness_ms {
+            self.late += 1;
+            return true;
+        }
+        let Some(prog) = plan.programs.get(ev.ty) else {
+            return false;
+        };
+        self.apply_ops(plan, &prog.ops, ev);
+        for wh in &prog.wheres {
+            let v = ev.nums[wh.field];
+            if wh.lo <= v && v < wh.hi {
+                self.apply_ops(plan, &wh.ops, ev);
+            }
+        }
+        false
+    }
+
+    fn apply_ops(&mut self, plan: &Plan, ops: &Ops, ev: &Ev) {
+        let t = ev.t;
+        for &c in &ops.counts {
+            self.credit(plan, c, t, 1);
+        }
+        for &(c, f) in &ops.sums {
+            let v = ev.nums[f];
+            if v != 0 {
+                self.credit(plan, c, t, v);
+            }
+        }
+        for &(di, f) in &ops.dists {
+            let Some(h) = ev.hashes[f] else { continue };
+            let action = match &mut self.distinct[di] {
+                Distinct::Hll(hll) => {
+                    hll.add(plan, h, t, self.high);
+                    SeenAction::Nothing
+                }
+                Distinct::Exact(set) => match set.binary_search_by_key(&h, |e| e.0) {
+                    Err(pos) => {
+                        set.insert(pos, (h, t));
+                        // (a set's first value never compacts, as in the layout-v1 engine)
+                        SeenAction::New {
+                            compact: set.len() > 1 && set.len() >= plan.exact_limit,
+                        }
+                    }
+                    Ok(pos) => {
+                        let o = set[pos].1;
+                        if t > o {
+                            set[pos].1 = t;
+                            SeenAction::Moved(o)
+                        } else {
+                            SeenAction::Nothing
+                        }
+                    }
+                },
+            };
+            let col = plan.distinct_cols[di];
+            match action {
+                SeenAction::Nothing => {}
+                SeenAction::New { compact } => {
+                    self.credit(plan, col, t, 1);
+                    if compact {
+                        self.compact(plan, di);
+                    }
+                }
+                SeenAction::Moved(o) => self.move_credit(plan, col, o, t),
+            }
+        }
+    }
+
+    /// Add ``v`` to column ``c`` of the bucket holding ``t`` (not after ``high``) in every window.
+    fn credit(&mut self, plan: &Plan, c: usize, t: i64, v: i64) {
+        let nc = plan.n_cols;
+        let high = self.high;
+        for (w, &(g, n)) in plan.windows.iter().enumerate() {
+            let b = t.div_euclid(g);
+            let head = high.div_euclid(g);
+            if b == head {
+                self.sums[w * nc + c] += v;
+            } else if b > head - n {
+                self.sums[w * nc + c] += v;
+                self.closed_bucket(plan, w, b)[c] += v;
+                self.closed_sum(w)[c] += v;
+            }
+        }
+    }
+
+    /// A value last seen at ``o`` is seen again at ``t > o``: move its unit from ``o``'s bucket to
+    /// ``t``'s in every window where they differ.
+    fn move_credit(&mut self, plan: &Plan, c: usize, o: i64, t: i64) {
+        let nc = plan.n_cols;
+        let high = self.high;
+        for (w, &(g, n)) in plan.windows.iter().enumerate() {
+            let ob = o.div_euclid(g);
+            let nb = t.div_euclid(g);
+            if ob == nb {
+                continue;
+            }
+            let head = high.div_euclid(g);
+            if nb <= head - n {
+                continue; // both occurrences are before this window
+            }
+            if ob > head - n {
+                self.sums[w * nc + c] -= 1;
+                self.closed_bucket(plan, w, ob)[c] -= 1;
+                self.closed_sum(w)[c] -= 1;
+            }
+            self.sums[w * nc + c] += 1;
+            if nb != head {
+                self.closed_bucket(plan, w, nb)[c] += 1;
+                self.closed_sum(w)[c] += 1;
+            }
+        }
+    }
+
+    fn closed_mut(&mut self, plan: &Plan, w: usize) -> &mut Closed {
+        if self.closed.is_empty() {
+            self.closed = (0..plan.windows.len()).map(|_| None).collect();
+        }
+        self.closed[w].get_or_insert_with(|| {
+            Box::new(Closed {
+                sum: vec![0; plan.n_cols],
+                idx: Vec::new(),
+                vals: Vec::new(),
+            })
+        })
+    }
+
+    fn closed_sum(&mut self, w: usize) -> &mut Vec<i64> {
+        &mut self.closed[w].as_mut().expect("closed list exists").sum
+    }
+
+    /// The lanes of closed bucket ``b`` of window ``w`` (inserted as zeros if absent).
+    fn closed_bucket(&mut self, plan: &Plan, w: usize, b: i64) -> &mut [i64] {
+        let nc = plan.n_cols;
+        let cl = self.closed_mut(plan, w);
+        let pos = match cl.idx.binary_search(&b) {
+            Ok(p) => p,
+            Err(p) => {
+                cl.idx.insert(p, b);
+                cl.vals
+                    .splice(p * nc..p * nc, std::iter::repeat_n(0, nc));
+                p
+            }
+        };
+        &mut cl.vals[pos * nc..(pos + 1) * nc]
+    }
+
+    /// The head bucket's lanes of window ``w``.
+    pub fn head_lanes(&self, plan: &Plan, w: usize) -> Vec<i64> {
+        let nc = plan.n_cols;
+        let mut out = self.sums[w * nc..(w + 1) * nc].to_vec();
+        if let Some(Some(cl)) = self.closed.get(w) {
+            for (o, s) in out.iter_mut().zip(&cl.sum) {
+                *o -= s;
+            }
+        }
+        out
+    }
+
+    /// Slide the windows to the new high-water mark ``t`` (> ``high``).
+    fn advance(&mut self, plan: &Plan, t: i64) {
+        let nc = plan.n_cols;
+        let old = self.high;
+        for (w, &(g, n)) in plan.windows.iter().enumerate() {
+            let h = old.div_euclid(g);
+            let bt = t.div_euclid(g);
+            if bt <= h {
+                continue;
+            }
+            let lanes = w * nc..(w + 1) * nc;
+            if bt - h >= n {
+                self.sums[lanes].fill(0);
+                if let Some(slot) = self.closed.get_mut(w) {
+                    *slot = None;
+                }
+                continue;
+            }
+            let head = self.head_lanes(plan, w);
+            if head.iter().any(|&v| v != 0) {
+                let cl = self.closed_mut(plan, w);
+                cl.idx.push(h);
+                cl.vals.extend_from_slice(&head);
+                for (s, v) in cl.sum.iter_mut().zip(&head) {
+                    *s += v;
+                }
+            }
+            let Some(Some(cl)) = self.closed.get_mut(w) else {
+                continue;
+            };
+            let first_kept = cl.idx.partition_point(|&b| b <= bt - n);
+            if first_kept > 0 {
+                let sums = &mut self.sums[lanes];
+                for chunk in cl.vals[..first_kept * nc].chunks_exact(nc) {
+                    for c in 0..nc {
+                        sums[c] -= chunk[c];
+                        cl.sum[c] -= chunk[c];
+                    }
+                }
+                cl.idx.drain(..first_kept);
+                cl.vals.drain(..first_kept * nc);
+            }
+            if cl.idx.is_empty() {
+                self.closed[w] = None;
+            }
+        }
+        for d in self.distinct.iter_mut() {
+            if let Distinct::Hll(hll) = d {
+                hll.advance(plan, old, t);
+            }
+        }
+    }
+
+    /// The exact set of distinct aggregation ``di`` reached its limit: drop values outside every
+    /// window; if more than half the limit remain, switch to HyperLogLog.
+    fn compact(&mut self, plan: &Plan, di: usize) {
+        let high = self.high;
+        let cutoff = plan
+            .windows
+            .iter()
+            .map(|&(g, n)| (high.div_euclid(g) - n + 1) * g)
+            .min()
+            .unwrap_or(i64::MIN);
+        let Distinct::Exact(set) = &mut self.distinct[di] else {
+            return;
+        };
+        set.retain(|&(_, last)| last >= cutoff);
+        if 2 * set.len() > plan.exact_limit {
+            let mut hll = Hll::new(plan);
+            for &(h, last) in set.iter() {
+                hll.add(plan, h, last, high);
+            }
+            self.distinct[di] = Distinct::Hll(Box::new(hll));
+        }
+    }
+
+    /// The key's block as of its high-water mark: window lanes, then the ratios.
+    pub fn values(&self, plan: &Plan, out: &mut [f64]) {
+        let nl = plan.n_lanes();
+        if self.sums.is_empty() {
+            out[..nl].fill(0.0);
+        } else {
+            for (o, &s) in out[..nl].iter_mut().zip(&self.sums) {
+                *o = s as f64;
+            }
+        }
+        for (di, d) in self.distinct.iter().enumerate() {
+            if let Distinct::Hll(hll) = d {
+                let c = plan.distinct_cols[di];
+                for w in 0..plan.windows.len() {
+                    out[w * plan.n_cols + c] = hll.estimate(w);
+                }
+            }
+        }
+        for (k, &(num, den, default)) in plan.ratios.iter().enumerate() {
+            let (a, b) = if self.sums.is_empty() {
+                (0, 0)
+            } else {
+                (self.sums[num], self.sums[den])
+            };
+            out[nl + k] = if b != 0 { a as f64 / b as f64 } else { default };
+        }
+    }
+}
