@@ -244,7 +244,7 @@ class JobProcess:
             self.proc.wait()
 
     def tail(self, chars: int = 6000) -> str:
-        with contextlib.suppress(OSError, ValueError)  # the log may be closed already:
+        with contextlib.suppress(OSError, ValueError):  # the log may be closed already
             self._out.flush()
         text = (self.log_dir / "job.out").read_text(encoding="utf-8", errors="replace")
         return text[-chars:]
