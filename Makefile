@@ -7,9 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CORE_SOURCES := core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs)
 
-.PHONY: setup core demo test lint typecheck unit proto bench clean
+.PHONY: setup kafka core demo test lint typecheck unit proto bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) kafka
+
+# Apache Kafka's jars from Maven Central (deploy/kafka/pom.xml), cached in ~/.cache/streamwarden/kafka:
+# the test suite's broker. Refetched only when the pom changes.
+kafka: $(STAMP)
+	$(BIN)/python -m streamwarden.deploy.kraft
 
 $(STAMP): pyproject.toml constraints.txt $(CORE_SOURCES)
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build core/"; exit 1; }
@@ -25,7 +30,7 @@ core:
 demo: $(STAMP)
 	$(BIN)/streamwarden demo
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) kafka lint typecheck
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
