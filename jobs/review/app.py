@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +68,62 @@ class AppealIn(BaseModel):
     appeal_id: str | None = Field(None, max_length=128, description="Idempotency key of the appeal.")
 
 
+# ---- authentication and CSRF (one dependency every route goes through)
+
+
+async def principal(request: Request) -> Principal | None:
+    """Who makes the request (API key or session), after the CSRF check of unsafe session requests."""
+    store: ReviewStore = request.app.state.store
+    key = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    p: Principal | None
+    if key:
+        user = store.user_by_api_key(key)
+        if user is None:
+            raise HTTPException(401, "invalid API key")
+        p = Principal(user.username, user.role, True)
+    else:
+        name = request.session.get("user")
+        u = store.user(name) if isinstance(name, str) else None
+        p = Principal(u.username, u.role, False) if u else None
+    request.state.principal = p
+    if request.method in UNSAFE and (p is None or not p.via_api_key):
+        await _check_csrf(request)
+    return p
+
+
+async def _check_csrf(request: Request) -> None:
+    expected = request.session.get("csrf")
+    sent = request.headers.get("x-csrf-token")
+    if sent is None and "form" in request.headers.get("content-type", ""):
+        form = await request.form()
+        value = form.get("csrf_token")
+        sent = value if isinstance(value, str) else None
+    if not expected or not sent or not hmac.compare_digest(str(expected), sent):
+        raise HTTPException(403, "missing or invalid CSRF token (reload the page and try again)")
+
+
+OptionalUser = Annotated[Principal | None, Depends(principal)]
+
+
+async def _user(p: OptionalUser) -> Principal:
+    if p is None:
+        raise HTTPException(401, "log in first")
+    return p
+
+
+async def _admin(p: Annotated[Principal, Depends(_user)]) -> Principal:
+    if p.role != "admin":
+        raise HTTPException(403, "needs the admin role")
+    return p
+
+
+User = Annotated[Principal, Depends(_user)]
+Admin = Annotated[Principal, Depends(_admin)]
+
+
 def create_app(
     store: ReviewStore,
     routing: ReviewRouting,
@@ -91,52 +146,6 @@ def create_app(
         ctx["csrf_token"] = request.session.get("csrf", "")
         ctx["routing"] = routing
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
-
-    # ---- authentication and CSRF (one dependency every route goes through)
-
-    async def principal(request: Request) -> Principal | None:
-        key = request.headers.get("x-api-key") or ""
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            key = auth[7:].strip()
-        if key:
-            user = store.user_by_api_key(key)
-            if user is None:
-                raise HTTPException(401, "invalid API key")
-            p: Principal | None = Principal(user.username, user.role, True)
-        else:
-            name = request.session.get("user")
-            u = store.user(name) if isinstance(name, str) else None
-            p = Principal(u.username, u.role, False) if u else None
-        request.state.principal = p
-        if request.method in UNSAFE and (p is None or not p.via_api_key):
-            await _check_csrf(request)
-        return p
-
-    async def _check_csrf(request: Request) -> None:
-        expected = request.session.get("csrf")
-        sent = request.headers.get("x-csrf-token")
-        if sent is None and "form" in request.headers.get("content-type", ""):
-            form = await request.form()
-            value = form.get("csrf_token")
-            sent = value if isinstance(value, str) else None
-        if not expected or not sent or not hmac.compare_digest(str(expected), sent):
-            raise HTTPException(403, "missing or invalid CSRF token (reload the page and try again)")
-
-    OptionalUser = Annotated[Principal | None, Depends(principal)]
-
-    def need(role: str | None = None) -> Callable[[Principal | None], Awaitable[Principal]]:
-        async def check(p: OptionalUser) -> Principal:
-            if p is None:
-                raise HTTPException(401, "log in first")
-            if role is not None and p.role != role:
-                raise HTTPException(403, f"needs the {role} role")
-            return p
-
-        return check
-
-    User = Annotated[Principal, Depends(need())]
-    Admin = Annotated[Principal, Depends(need("admin"))]
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
