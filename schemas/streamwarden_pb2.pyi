@@ -669,3 +669,204 @@ class ReviewAppeal(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["appeal_id", b"appeal_id", "appealed_ms", b"appealed_ms", "reason", b"reason", "subject", b"subject"]) -> None: ...
 
 global___ReviewAppeal = ReviewAppeal
+
+@typing.final
+class StatementOfReasons(google.protobuf.message.Message):
+    """A statement of reasons (DSA Art. 17, submitted to the Transparency Database under Art. 24(5)) for
+    one enforcing action that restricts a user or content (topic `statements`). The DSA fields carry the
+    Transparency Database API's own names and enumeration values (strings, exactly as the API takes
+    them; `operators/transparency/schema.py` holds the allowed values and field rules). Every field but
+    `decision_time_ms` and `updated_ms` is a function of the action and the policy, so replay, Beam and
+    Flink write identical statements. A human review writes a new revision of the same statement.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    class _Status:
+        ValueType = typing.NewType("ValueType", builtins.int)
+        V: typing_extensions.TypeAlias = ValueType
+
+    class _StatusEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[StatementOfReasons._Status.ValueType], builtins.type):
+        DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+        STATUS_UNSPECIFIED: StatementOfReasons._Status.ValueType  # 0
+        ACTIVE: StatementOfReasons._Status.ValueType  # 1
+        """In force: the restriction applies."""
+        REVOKED: StatementOfReasons._Status.ValueType  # 2
+        """Withdrawn after a human review (overturned, or an appeal granted)."""
+
+    class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
+    STATUS_UNSPECIFIED: StatementOfReasons.Status.ValueType  # 0
+    ACTIVE: StatementOfReasons.Status.ValueType  # 1
+    """In force: the restriction applies."""
+    REVOKED: StatementOfReasons.Status.ValueType  # 2
+    """Withdrawn after a human review (overturned, or an appeal granted)."""
+
+    STATEMENT_ID_FIELD_NUMBER: builtins.int
+    ACTION_ID_FIELD_NUMBER: builtins.int
+    REVISION_FIELD_NUMBER: builtins.int
+    STATUS_FIELD_NUMBER: builtins.int
+    EVENT_ID_FIELD_NUMBER: builtins.int
+    SUBJECT_FIELD_NUMBER: builtins.int
+    RULE_ID_FIELD_NUMBER: builtins.int
+    POLICY_VERSION_FIELD_NUMBER: builtins.int
+    MODEL_VERSION_FIELD_NUMBER: builtins.int
+    EVENT_TIME_MS_FIELD_NUMBER: builtins.int
+    DECISION_TIME_MS_FIELD_NUMBER: builtins.int
+    UPDATED_MS_FIELD_NUMBER: builtins.int
+    REVIEW_DECISION_ID_FIELD_NUMBER: builtins.int
+    APPEAL_FIELD_NUMBER: builtins.int
+    PUID_FIELD_NUMBER: builtins.int
+    DECISION_VISIBILITY_FIELD_NUMBER: builtins.int
+    DECISION_VISIBILITY_OTHER_FIELD_NUMBER: builtins.int
+    DECISION_MONETARY_FIELD_NUMBER: builtins.int
+    DECISION_MONETARY_OTHER_FIELD_NUMBER: builtins.int
+    DECISION_PROVISION_FIELD_NUMBER: builtins.int
+    DECISION_ACCOUNT_FIELD_NUMBER: builtins.int
+    ACCOUNT_TYPE_FIELD_NUMBER: builtins.int
+    DECISION_GROUND_FIELD_NUMBER: builtins.int
+    DECISION_GROUND_REFERENCE_URL_FIELD_NUMBER: builtins.int
+    ILLEGAL_CONTENT_LEGAL_GROUND_FIELD_NUMBER: builtins.int
+    ILLEGAL_CONTENT_EXPLANATION_FIELD_NUMBER: builtins.int
+    INCOMPATIBLE_CONTENT_GROUND_FIELD_NUMBER: builtins.int
+    INCOMPATIBLE_CONTENT_EXPLANATION_FIELD_NUMBER: builtins.int
+    INCOMPATIBLE_CONTENT_ILLEGAL_FIELD_NUMBER: builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: builtins.int
+    CONTENT_TYPE_OTHER_FIELD_NUMBER: builtins.int
+    CATEGORY_FIELD_NUMBER: builtins.int
+    CATEGORY_ADDITION_FIELD_NUMBER: builtins.int
+    CATEGORY_SPECIFICATION_FIELD_NUMBER: builtins.int
+    CATEGORY_SPECIFICATION_OTHER_FIELD_NUMBER: builtins.int
+    TERRITORIAL_SCOPE_FIELD_NUMBER: builtins.int
+    CONTENT_LANGUAGE_FIELD_NUMBER: builtins.int
+    CONTENT_DATE_FIELD_NUMBER: builtins.int
+    APPLICATION_DATE_FIELD_NUMBER: builtins.int
+    END_DATE_VISIBILITY_RESTRICTION_FIELD_NUMBER: builtins.int
+    END_DATE_MONETARY_RESTRICTION_FIELD_NUMBER: builtins.int
+    END_DATE_SERVICE_RESTRICTION_FIELD_NUMBER: builtins.int
+    END_DATE_ACCOUNT_RESTRICTION_FIELD_NUMBER: builtins.int
+    DECISION_FACTS_FIELD_NUMBER: builtins.int
+    SOURCE_TYPE_FIELD_NUMBER: builtins.int
+    SOURCE_IDENTITY_FIELD_NUMBER: builtins.int
+    AUTOMATED_DETECTION_FIELD_NUMBER: builtins.int
+    AUTOMATED_DECISION_FIELD_NUMBER: builtins.int
+    statement_id: builtins.str
+    """Deterministic, derived from the action id."""
+    action_id: builtins.str
+    revision: builtins.int
+    """0 = as the job wrote it; each human review adds one."""
+    status: global___StatementOfReasons.Status.ValueType
+    event_id: builtins.str
+    rule_id: builtins.str
+    policy_version: builtins.str
+    model_version: builtins.str
+    event_time_ms: builtins.int
+    decision_time_ms: builtins.int
+    """From the action (wall clock); not part of the engine parity comparison."""
+    updated_ms: builtins.int
+    """When the last revision was made (0 for revision 0)."""
+    review_decision_id: builtins.str
+    """The review decision behind the last revision, and whether it decided an appeal."""
+    appeal: builtins.bool
+    puid: builtins.str
+    """---- Transparency Database fields (API names)
+    Platform unique identifier: statement_id, plus "-r<revision>" after a review (a PUID is never reused).
+    """
+    decision_visibility_other: builtins.str
+    decision_monetary: builtins.str
+    decision_monetary_other: builtins.str
+    decision_provision: builtins.str
+    decision_account: builtins.str
+    account_type: builtins.str
+    decision_ground: builtins.str
+    decision_ground_reference_url: builtins.str
+    illegal_content_legal_ground: builtins.str
+    illegal_content_explanation: builtins.str
+    incompatible_content_ground: builtins.str
+    incompatible_content_explanation: builtins.str
+    incompatible_content_illegal: builtins.str
+    content_type_other: builtins.str
+    category: builtins.str
+    category_specification_other: builtins.str
+    content_language: builtins.str
+    content_date: builtins.str
+    """YYYY-MM-DD (UTC)."""
+    application_date: builtins.str
+    end_date_visibility_restriction: builtins.str
+    end_date_monetary_restriction: builtins.str
+    end_date_service_restriction: builtins.str
+    end_date_account_restriction: builtins.str
+    decision_facts: builtins.str
+    source_type: builtins.str
+    source_identity: builtins.str
+    automated_detection: builtins.str
+    """"Yes" / "No"."""
+    automated_decision: builtins.str
+    """AUTOMATED_DECISION_FULLY / _PARTIALLY / _NOT_AUTOMATED."""
+    @property
+    def subject(self) -> global___Subject: ...
+    @property
+    def decision_visibility(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
+    @property
+    def content_type(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
+    @property
+    def category_addition(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
+    @property
+    def category_specification(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
+    @property
+    def territorial_scope(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        statement_id: builtins.str = ...,
+        action_id: builtins.str = ...,
+        revision: builtins.int = ...,
+        status: global___StatementOfReasons.Status.ValueType = ...,
+        event_id: builtins.str = ...,
+        subject: global___Subject | None = ...,
+        rule_id: builtins.str = ...,
+        policy_version: builtins.str = ...,
+        model_version: builtins.str = ...,
+        event_time_ms: builtins.int = ...,
+        decision_time_ms: builtins.int = ...,
+        updated_ms: builtins.int = ...,
+        review_decision_id: builtins.str = ...,
+        appeal: builtins.bool = ...,
+        puid: builtins.str = ...,
+        decision_visibility: collections.abc.Iterable[builtins.str] | None = ...,
+        decision_visibility_other: builtins.str = ...,
+        decision_monetary: builtins.str = ...,
+        decision_monetary_other: builtins.str = ...,
+        decision_provision: builtins.str = ...,
+        decision_account: builtins.str = ...,
+        account_type: builtins.str = ...,
+        decision_ground: builtins.str = ...,
+        decision_ground_reference_url: builtins.str = ...,
+        illegal_content_legal_ground: builtins.str = ...,
+        illegal_content_explanation: builtins.str = ...,
+        incompatible_content_ground: builtins.str = ...,
+        incompatible_content_explanation: builtins.str = ...,
+        incompatible_content_illegal: builtins.str = ...,
+        content_type: collections.abc.Iterable[builtins.str] | None = ...,
+        content_type_other: builtins.str = ...,
+        category: builtins.str = ...,
+        category_addition: collections.abc.Iterable[builtins.str] | None = ...,
+        category_specification: collections.abc.Iterable[builtins.str] | None = ...,
+        category_specification_other: builtins.str = ...,
+        territorial_scope: collections.abc.Iterable[builtins.str] | None = ...,
+        content_language: builtins.str = ...,
+        content_date: builtins.str = ...,
+        application_date: builtins.str = ...,
+        end_date_visibility_restriction: builtins.str = ...,
+        end_date_monetary_restriction: builtins.str = ...,
+        end_date_service_restriction: builtins.str = ...,
+        end_date_account_restriction: builtins.str = ...,
+        decision_facts: builtins.str = ...,
+        source_type: builtins.str = ...,
+        source_identity: builtins.str = ...,
+        automated_detection: builtins.str = ...,
+        automated_decision: builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["subject", b"subject"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["account_type", b"account_type", "action_id", b"action_id", "appeal", b"appeal", "application_date", b"application_date", "automated_decision", b"automated_decision", "automated_detection", b"automated_detection", "category", b"category", "category_addition", b"category_addition", "category_specification", b"category_specification", "category_specification_other", b"category_specification_other", "content_date", b"content_date", "content_language", b"content_language", "content_type", b"content_type", "content_type_other", b"content_type_other", "decision_account", b"decision_account", "decision_facts", b"decision_facts", "decision_ground", b"decision_ground", "decision_ground_reference_url", b"decision_ground_reference_url", "decision_monetary", b"decision_monetary", "decision_monetary_other", b"decision_monetary_other", "decision_provision", b"decision_provision", "decision_time_ms", b"decision_time_ms", "decision_visibility", b"decision_visibility", "decision_visibility_other", b"decision_visibility_other", "end_date_account_restriction", b"end_date_account_restriction", "end_date_monetary_restriction", b"end_date_monetary_restriction", "end_date_service_restriction", b"end_date_service_restriction", "end_date_visibility_restriction", b"end_date_visibility_restriction", "event_id", b"event_id", "event_time_ms", b"event_time_ms", "illegal_content_explanation", b"illegal_content_explanation", "illegal_content_legal_ground", b"illegal_content_legal_ground", "incompatible_content_explanation", b"incompatible_content_explanation", "incompatible_content_ground", b"incompatible_content_ground", "incompatible_content_illegal", b"incompatible_content_illegal", "model_version", b"model_version", "policy_version", b"policy_version", "puid", b"puid", "review_decision_id", b"review_decision_id", "revision", b"revision", "rule_id", b"rule_id", "source_identity", b"source_identity", "source_type", b"source_type", "statement_id", b"statement_id", "status", b"status", "subject", b"subject", "territorial_scope", b"territorial_scope", "updated_ms", b"updated_ms"]) -> None: ...
+
+global___StatementOfReasons = StatementOfReasons
