@@ -442,6 +442,7 @@ def demo_cmd(
 
         job_thread = threading.Thread(target=run_job, name="beam-job", daemon=True)
         job_thread.start()
+        review = _start_review(kafka, topics)
         generator = threading.Thread(target=run_generator, name="generator", daemon=True)
         generator.start()
         typer.echo(
@@ -486,6 +487,7 @@ def demo_cmd(
                 if not _drain(watcher, topics, state):
                     break
             watcher.close()
+            review.stop()
         now_ms = int(time.time() * 1000)
         state.refresh(now_ms)
         elapsed = time.monotonic() - t0
@@ -497,6 +499,20 @@ def demo_cmd(
         typer.echo(f"error in the {where}: {exc!r}", err=True)
     if errors:
         raise typer.Exit(1)
+
+
+def _start_review(kafka: KafkaConfig, topics: TopicsConfig) -> Any:
+    """The review console next to the job (SEND_TO_REVIEW actions become jobs; decisions go to labels)."""
+    import tempfile
+
+    from streamwarden.jobs.review.service import DEMO_REVIEWER, start_demo_review
+
+    create_local_topics(kafka.bootstrap_servers, [topics.labels], partitions=PARTITIONS)
+    review = start_demo_review(
+        kafka, topics.actions, topics.labels, tempfile.mkdtemp(prefix="streamwarden-review-")
+    )
+    typer.echo(f"review console: {review.url}  (log in as {DEMO_REVIEWER[0]} / {DEMO_REVIEWER[1]})")
+    return review
 
 
 def _drain(consumer: Any, topics: TopicsConfig, state: DemoState) -> int:

@@ -83,3 +83,31 @@ class ReviewService:
             self._server.should_exit = True
         for t in self._threads:
             t.join(timeout_s)
+
+
+DEMO_REVIEWER = ("reviewer", "review-demo")
+"""The demo's seeded reviewer account (user name, password)."""
+
+
+def start_demo_review(
+    kafka: KafkaConfig, actions: str, labels: str, db_dir: str, port: int = 8765
+) -> ReviewService:
+    """The review console for ``streamwarden demo``: a SQLite store in ``db_dir`` with the seeded reviewer,
+    consuming ``actions`` and producing ``labels``, on ``port`` (any free port if that one is taken)."""
+    from streamwarden.operators.review.routing import load_routing
+
+    store = ReviewStore.open(f"sqlite:///{db_dir}/review.db")
+    if store.user(DEMO_REVIEWER[0]) is None:
+        store.add_user(*DEMO_REVIEWER, "admin", actor="demo")
+    topics = ReviewTopics(actions, labels, None, None)
+    service = ReviewService(
+        store, load_routing(), kafka, topics, port=port, group_id="streamwarden-demo-review"
+    )
+    try:
+        service.start()
+    except OSError:  # the port is taken: any free one
+        service = ReviewService(
+            store, load_routing(), kafka, topics, port=0, group_id="streamwarden-demo-review"
+        )
+        service.start()
+    return service
