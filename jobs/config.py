@@ -92,12 +92,35 @@ class LimitsConfig(_Strict):
     max_text_bytes: int = Field(
         8192, ge=16, le=65_535, description="The user agent: FIELD_TOO_LONG beyond it."
     )
+    max_attributes: int = Field(
+        64, ge=0, le=10_000, description="Most Event.attributes entries: FIELD_TOO_LONG beyond it."
+    )
     max_dead_letter_original_bytes: int = Field(
         64 * 1024,
         ge=0,
         le=512 * 1024,
         description="A dead letter keeps this much of the record, then its size and SHA-256 (stays under "
         "the producer's 1 MB message limit).",
+    )
+
+
+class SchemaRegistryConfig(_Strict):
+    """How event records are framed, and the Confluent Schema Registry that names their schema ids."""
+
+    framing: Literal["auto", "plain", "confluent"] = Field(
+        "auto",
+        description="plain protobuf, Confluent Schema Registry framing (magic byte 0, schema id, message "
+        "indexes), or auto: told apart by the first byte.",
+    )
+    url: str | None = Field(
+        None, description="Schema Registry URL; when set, framed records must name a registered schema id."
+    )
+    subject: str | None = Field(
+        None, description="Subject of the events' schema; None = '<events topic>-value' (TopicNameStrategy)."
+    )
+    basic_auth_user_info: SecretStr | None = Field(None, description="'user:password'; never printed.")
+    schema_ids: list[int] | None = Field(
+        None, description="Accepted schema ids, instead of asking the registry (air-gapped deployments)."
     )
 
 
@@ -119,6 +142,10 @@ class JobConfig(_Strict):
         60_000, ge=0, description="Events older than watermark minus this are counted late, not applied."
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Bounds on one record.")  # type: ignore[arg-type]
+    schema_registry: SchemaRegistryConfig = Field(
+        default_factory=SchemaRegistryConfig,  # type: ignore[arg-type]
+        description="Event framing and the Schema Registry.",
+    )
 
 
 class _Environment(EnvSettingsSource):
@@ -172,6 +199,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 def stages_config(job: JobConfig, out_of_orderness_ms: int | None = None) -> StagesConfig:
     """The operators' configuration of a job, shared by the engine bindings (``model_card`` None = the
     shipped models; ``out_of_orderness_ms`` None = the operators' default)."""
+    from streamwarden.jobs.schema_registry import accepted_schema_ids
     from streamwarden.operators.pipeline import StagesConfig
     from streamwarden.schemas.codec import RecordLimits
 
@@ -183,4 +211,6 @@ def stages_config(job: JobConfig, out_of_orderness_ms: int | None = None) -> Sta
         out_of_orderness_ms=out_of_orderness_ms,
         max_future_ms=job.max_future_ms,
         limits=RecordLimits(**job.limits.model_dump()),
+        framing=job.schema_registry.framing,
+        schema_ids=accepted_schema_ids(job),
     )

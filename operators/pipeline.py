@@ -56,6 +56,7 @@ from streamwarden.schemas import streamwarden_pb2 as pb
 from streamwarden.schemas.codec import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_FUTURE_MS,
+    Framing,
     RecordLimits,
     SourceRef,
     dead_letter,
@@ -116,6 +117,10 @@ class StagesConfig:
     """Events stamped further ahead of the decoder's clock are dead-lettered."""
     limits: RecordLimits = DEFAULT_LIMITS
     """Bounds on one record (size, string lengths, dead-letter size)."""
+    framing: Framing = "auto"
+    """How records carry an event: plain protobuf, Schema Registry framing, or auto (``schemas.codec``)."""
+    schema_ids: frozenset[int] | None = None
+    """Schema Registry ids a framed record may name; None = any."""
     assembly_timeout_ms: int = 10_000
     """How long an event waits for its partials before the missing blocks are imputed: processing
     time after its first partial (``assembly_timeout``), or event time past the event (the Beam
@@ -489,7 +494,13 @@ class Stages:
     def decode(self, raw: bytes | None, source: SourceRef, now_ms: int | None) -> pb.Event | pb.DeadLetter:
         """Parse and validate one record; ``now_ms`` None skips the future-time check (replays)."""
         return decode_event(
-            raw, source, now_ms=now_ms, max_future_ms=self.config.max_future_ms, limits=self.config.limits
+            raw,
+            source,
+            now_ms=now_ms,
+            max_future_ms=self.config.max_future_ms,
+            limits=self.config.limits,
+            framing=self.config.framing,
+            schema_ids=self.config.schema_ids,
         )
 
     def late_letter(

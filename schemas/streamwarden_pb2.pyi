@@ -86,6 +86,22 @@ class Event(google.protobuf.message.Message):
     UPLOAD: Event.Type.ValueType  # 10
     REPORT: Event.Type.ValueType  # 11
 
+    @typing.final
+    class AttributesEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
     EVENT_ID_FIELD_NUMBER: builtins.int
     EVENT_TIME_MS_FIELD_NUMBER: builtins.int
     TYPE_FIELD_NUMBER: builtins.int
@@ -95,12 +111,15 @@ class Event(google.protobuf.message.Message):
     PLAY_DURATION_MS_FIELD_NUMBER: builtins.int
     SCHEMA_VERSION_FIELD_NUMBER: builtins.int
     ACCOUNT_CREATED_MS_FIELD_NUMBER: builtins.int
+    ATTRIBUTES_FIELD_NUMBER: builtins.int
     event_id: builtins.str
     event_time_ms: builtins.int
     type: global___Event.Type.ValueType
     play_duration_ms: builtins.int
     schema_version: builtins.int
-    """Wire-format version of this message; decoders reject versions they do not know."""
+    """Wire-format version of this message; decoders reject versions they do not know. 0 (unset, the
+    proto3 default) means the decoder's current version.
+    """
     account_created_ms: builtins.int
     """When the account was created, if the producer knows it (0 = unknown)."""
     @property
@@ -109,6 +128,12 @@ class Event(google.protobuf.message.Message):
     def target(self) -> global___Target: ...
     @property
     def content(self) -> global___ContentFacts: ...
+    @property
+    def attributes(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]:
+        """The platform's own fields (region, app build, plan, ...): read by the policy as attributes["key"]
+        (and by anything else downstream). Keys and values count against the id limit.
+        """
+
     def __init__(
         self,
         *,
@@ -121,9 +146,10 @@ class Event(google.protobuf.message.Message):
         play_duration_ms: builtins.int = ...,
         schema_version: builtins.int = ...,
         account_created_ms: builtins.int = ...,
+        attributes: collections.abc.Mapping[builtins.str, builtins.str] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["actor", b"actor", "content", b"content", "target", b"target"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["account_created_ms", b"account_created_ms", "actor", b"actor", "content", b"content", "event_id", b"event_id", "event_time_ms", b"event_time_ms", "play_duration_ms", b"play_duration_ms", "schema_version", b"schema_version", "target", b"target", "type", b"type"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["account_created_ms", b"account_created_ms", "actor", b"actor", "attributes", b"attributes", "content", b"content", "event_id", b"event_id", "event_time_ms", b"event_time_ms", "play_duration_ms", b"play_duration_ms", "schema_version", b"schema_version", "target", b"target", "type", b"type"]) -> None: ...
 
 global___Event = Event
 

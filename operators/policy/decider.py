@@ -204,10 +204,12 @@ class Decider:
         if not rules:
             return []
         values = self.vector(features)
+        attributes = event.attributes if isinstance(event, pb.Event) else getattr(event, "attributes", None)
+        attrs: Mapping[str, str] = attributes if isinstance(attributes, Mapping) else {}
         actions: list[pb.Action] = []
         decision_time_ms: int | None = None
         for c in rules:
-            if not c.predicate(values, scores):
+            if not c.predicate(values, scores, attrs):
                 continue
             subject = subject_id(event, c.rule.subject)
             if not subject:

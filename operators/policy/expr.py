@@ -9,14 +9,18 @@ Grammar (``and`` binds tighter than ``or``; comparisons do not chain)::
     expr    := and ("or" and)*
     and     := not ("and" not)*
     not     := "not" not | "(" expr ")" | "true" | "false" | operand OP operand
-    operand := NUMBER | NAME        OP := < <= > >= == !=
+    operand := NUMBER | NAME | 'attributes["' KEY '"]' | STRING        OP := < <= > >= == !=
 
 A ``NAME`` is a feature name, ``score.<model>`` (that model's score for this event) or
 ``threshold.<model>`` (the model card's threshold, fixed when the policy is compiled).
+``attributes["plan"]`` is the event's platform field ``Event.attributes["plan"]``: compared with a
+``"string"`` (``==``/``!=`` only) as text, with a number as a number (a value that is not a number
+compares false). A missing attribute makes every comparison false, like a missing score.
 
 Structured form (YAML mappings), the same tree spelled out::
 
-    all: [{feature: ip.ratio_login_failed.10m, op: ">=", value: 0.8}, {score: gbt, op: ">=", value: 0.9}]
+    all: [{feature: ip.ratio_login_failed.10m, op: ">=", value: 0.8}, {score: gbt, op: ">=", value: 0.9},
+          {attribute: plan, op: "==", value: free}]
     any: [...]      not: {...}      expr: "<text form>"
 
 Comparisons involving a missing score are false (NaN semantics), so a rule never fires on a model
@@ -25,12 +29,13 @@ that did not run; note that ``not`` of such a comparison is true.
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +56,8 @@ _KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
 _TOKEN = re.compile(
     r"\s*(?:"
     r"(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+    r'|(?P<attr>attributes\[\s*"(?:[^"\\]|\\.)*"\s*\])'
+    r'|(?P<str>"(?:[^"\\]|\\.)*")'
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_.:]*)"
     r"|(?P<op><=|>=|==|!=|<|>)"
     r"|(?P<paren>[()])"
@@ -102,7 +109,27 @@ class Ref:
         return self.name
 
 
-Operand = Num | Ref
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """``attributes["key"]``: one of the event's platform fields (``Event.attributes``)."""
+
+    key: str
+
+    def text(self) -> str:
+        return f"attributes[{json.dumps(self.key)}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    """A string literal (compared with an attribute)."""
+
+    value: str
+
+    def text(self) -> str:
+        return json.dumps(self.value)
+
+
+Operand = Num | Ref | Attr | Str
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +284,9 @@ class _Parser:
             raise ConditionSyntaxError(
                 f"comparisons do not chain (column {nxt.pos + 1}); write 'a < b and b < c'"
             )
+        problem = _string_problem(left, op.text, right)
+        if problem:
+            raise ConditionSyntaxError(f"{problem} (column {op.pos + 1})")
         return Compare(left, op.text, right)  # type: ignore[arg-type]
 
     def parse_operand(self) -> Operand:
@@ -265,7 +295,23 @@ class _Parser:
             return Num(float(tok.text))
         if tok.kind == "name":
             return Ref(tok.text)
-        raise self.fail(tok, "a number or a name")
+        if tok.kind == "attr":
+            return Attr(json.loads(tok.text[tok.text.index('"') : tok.text.rindex('"') + 1]))
+        if tok.kind == "str":
+            return Str(json.loads(tok.text))
+        raise self.fail(tok, 'a number, a name, attributes["key"] or a "string"')
+
+
+def _string_problem(left: Operand, op: str, right: Operand) -> str:
+    """Why a comparison involving a string literal is not allowed ("" if it is)."""
+    if not isinstance(left, Str) and not isinstance(right, Str):
+        return ""
+    if op not in ("==", "!="):
+        return f"a string compares with == or != only, not {op}"
+    other = right if isinstance(left, Str) else left
+    if not isinstance(other, Attr):
+        return 'a string compares with an attribute (attributes["key"]) only'
+    return ""
 
 
 def parse_text(src: str) -> Node:
@@ -320,6 +366,22 @@ def parse_structured(value: Any, where: str = "") -> Node:
         return Not(parse_structured(value["not"], _at(where, "not")))
     if keys == {"expr"}:
         return parse_structured(str(value["expr"]), _at(where, "expr"))
+    if "attribute" in keys:
+        expected = {"attribute", "op", "value"}
+        if keys != expected:
+            raise ConditionSyntaxError(
+                f"{where or 'attribute'}: an attribute comparison has keys {sorted(expected)}; got {sorted(keys)}"
+            )
+        key, op, raw = value["attribute"], value["op"], value["value"]
+        if not isinstance(key, str) or not key:
+            raise ConditionSyntaxError(f"{_at(where, 'attribute')}: expected a key, got {key!r}")
+        if op not in _OPS:
+            raise ConditionSyntaxError(f"{_at(where, 'op')}: expected one of {list(_OPS)}, got {op!r}")
+        right: Operand = Str(raw) if isinstance(raw, str) else _operand(raw, _at(where, "value"))
+        problem = _string_problem(Attr(key), op, right)
+        if problem:
+            raise ConditionSyntaxError(f"{_at(where, 'op')}: {problem}")
+        return Compare(Attr(key), op, right)
     for kind in ("feature", "score"):
         if kind in keys:
             expected = {kind, "op", "value"}
@@ -339,7 +401,7 @@ def parse_structured(value: Any, where: str = "") -> Node:
             left = Ref(SCORE_PREFIX + name if kind == "score" else name)
             return Compare(left, op, _operand(value["value"], _at(where, "value")))
     raise ConditionSyntaxError(
-        f"{where or 'condition'}: expected one of the keys all, any, not, expr, feature, score; got {sorted(map(str, keys))}"
+        f"{where or 'condition'}: expected one of the keys all, any, not, expr, feature, score, attribute; got {sorted(map(str, keys))}"
     )
 
 
@@ -347,34 +409,71 @@ def parse_structured(value: Any, where: str = "") -> Node:
 
 Values = Sequence[float] | npt.NDArray[np.floating[Any]]
 Scores = Mapping[str, float]
-Predicate = Callable[[Values, Scores], bool]
-_Getter = Callable[[Values, Scores], float]
+Attributes = Mapping[str, str]
+
+
+class Predicate(Protocol):
+    """``predicate(values, scores[, attributes])``: a compiled condition (no attributes = none)."""
+
+    def __call__(self, v: Values, s: Scores, a: Attributes = ..., /) -> bool: ...
+
+
+_Getter = Callable[[Values, Scores, Attributes], Any]
 _NAN = math.nan
+_NO_ATTRS: Attributes = {}
+
+
+def _attr_number(attrs: Attributes, key: str) -> float:
+    raw = attrs.get(key)
+    if raw is None:
+        return _NAN
+    try:
+        return float(raw)
+    except ValueError:
+        return _NAN
 
 
 def _getter(
     operand: Operand, feature_index: Mapping[str, int], thresholds: Mapping[str, float]
 ) -> float | _Getter:
-    """A constant, or a function reading the operand from (values, scores)."""
+    """A constant, or a function reading the operand from (values, scores, attributes)."""
     if isinstance(operand, Num):
         return operand.value
+    if isinstance(operand, Str):  # only ever compared by _string_compare
+        raise AssertionError("string literal outside a string comparison")
+    if isinstance(operand, Attr):
+        key = operand.key
+        return lambda _v, _s, a: _attr_number(a, key)
     kind = operand.kind
     target = operand.target
     if kind == "threshold":
         return float(thresholds[target])
     if kind == "score":
-        return lambda _v, s: s.get(target, _NAN)
+        return lambda _v, s, _a: s.get(target, _NAN)
     index = feature_index[operand.name]
-    return lambda v, _s: v[index]
+    return lambda v, _s, _a: v[index]
+
+
+def _string_compare(node: Compare) -> Predicate:
+    """``attributes["k"] == "text"`` (either side): false when the attribute is missing."""
+    attr, lit = (node.left, node.right) if isinstance(node.left, Attr) else (node.right, node.left)
+    assert isinstance(attr, Attr) and isinstance(lit, Str)
+    key, text = attr.key, lit.value
+    if node.op == "==":
+        return lambda _v, _s, a=_NO_ATTRS: a.get(key) == text
+    return lambda _v, _s, a=_NO_ATTRS: (got := a.get(key)) is not None and got != text
 
 
 def compile_condition(
     node: Node, feature_index: Mapping[str, int], thresholds: Mapping[str, float]
 ) -> Predicate:
-    """Turn the tree into nested closures; names must have been checked beforehand."""
+    """Turn the tree into nested closures (``predicate(values, scores, attributes)``); names must have
+    been checked beforehand."""
     if isinstance(node, Const):
         result = node.value
-        return lambda _v, _s: result
+        return lambda _v, _s, _a=_NO_ATTRS: result
+    if isinstance(node, Compare) and (isinstance(node.left, Str) or isinstance(node.right, Str)):
+        return _string_compare(node)
     if isinstance(node, Compare):
         fn = _OPS[node.op]
         left = _getter(node.left, feature_index, thresholds)
@@ -383,19 +482,19 @@ def compile_condition(
             lconst = left
             if isinstance(right, float):
                 folded = fn(lconst, right)
-                return lambda _v, _s: folded
+                return lambda _v, _s, _a=_NO_ATTRS: folded
             rget = right
-            return lambda v, s: fn(lconst, rget(v, s))
+            return lambda v, s, a=_NO_ATTRS: fn(lconst, rget(v, s, a))
         lget = left
         if isinstance(right, float):
             rconst = right
-            return lambda v, s: fn(lget(v, s), rconst)
+            return lambda v, s, a=_NO_ATTRS: fn(lget(v, s, a), rconst)
         rg = right
-        return lambda v, s: fn(lget(v, s), rg(v, s))
+        return lambda v, s, a=_NO_ATTRS: fn(lget(v, s, a), rg(v, s, a))
     if isinstance(node, Not):
         inner = compile_condition(node.item, feature_index, thresholds)
-        return lambda v, s: not inner(v, s)
+        return lambda v, s, a=_NO_ATTRS: not inner(v, s, a)
     parts = tuple(compile_condition(i, feature_index, thresholds) for i in node.items)
     if isinstance(node, All):
-        return lambda v, s: all(p(v, s) for p in parts)
-    return lambda v, s: any(p(v, s) for p in parts)
+        return lambda v, s, a=_NO_ATTRS: all(p(v, s, a) for p in parts)
+    return lambda v, s, a=_NO_ATTRS: any(p(v, s, a) for p in parts)

@@ -53,9 +53,8 @@ def test_valid_event_decodes() -> None:
         (_event(event_time_ms=-5).SerializeToString(), pb.DeadLetter.NEGATIVE_EVENT_TIME),
         (_event(event_time_ms=NOW_MS + 3_600_000).SerializeToString(), pb.DeadLetter.FUTURE_EVENT_TIME),
         (_event(schema_version=99).SerializeToString(), pb.DeadLetter.UNKNOWN_SCHEMA_VERSION),
-        (_event(schema_version=0).SerializeToString(), pb.DeadLetter.UNKNOWN_SCHEMA_VERSION),
         (_event(type=pb.Event.TYPE_UNSPECIFIED).SerializeToString(), pb.DeadLetter.MISSING_TYPE),
-        (b"", pb.DeadLetter.UNKNOWN_SCHEMA_VERSION),
+        (b"", pb.DeadLetter.MISSING_EVENT_ID),  # schema_version 0 = current; then the empty id
     ],
 )
 def test_bad_records_become_dead_letters_with_reason_and_source(raw: bytes, kind: int) -> None:
@@ -66,6 +65,25 @@ def test_bad_records_become_dead_letters_with_reason_and_source(raw: bytes, kind
     assert (out.source_topic, out.source_partition, out.source_offset) == ("events", 2, 41)
     assert out.original == raw
     assert out.time_ms == NOW_MS
+
+
+def test_missing_schema_version_means_the_current_one() -> None:
+    out = decode_event(_event(schema_version=0).SerializeToString(), SRC, now_ms=NOW_MS)
+    assert isinstance(out, pb.Event)
+    assert out.event_id == "e-1"
+
+
+def test_attribute_limits_are_dead_letters() -> None:
+    too_many = _event(attributes={f"k{i}": "v" for i in range(65)}).SerializeToString()
+    out = decode_event(too_many, SRC, now_ms=NOW_MS)
+    assert isinstance(out, pb.DeadLetter) and out.error_kind == pb.DeadLetter.FIELD_TOO_LONG
+    assert "65 entries" in out.message
+    long_value = _event(attributes={"plan": "x" * 2000}).SerializeToString()
+    out = decode_event(long_value, SRC, now_ms=NOW_MS)
+    assert isinstance(out, pb.DeadLetter) and out.error_kind == pb.DeadLetter.FIELD_TOO_LONG
+    assert "attributes['plan'] value" in out.message
+    ok = decode_event(_event(attributes={"plan": "free"}).SerializeToString(), SRC, now_ms=NOW_MS)
+    assert isinstance(ok, pb.Event) and ok.attributes["plan"] == "free"
 
 
 def test_future_check_is_off_without_a_clock() -> None:
