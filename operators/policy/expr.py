@@ -299,7 +299,7 @@ class _Parser:
             return Attr(json.loads(tok.text[tok.text.index('"') : tok.text.rindex('"') + 1]))
         if tok.kind == "str":
             return Str(json.loads(tok.text))
-        raise self.fail(tok, 'a number, a name, attributes["key"] or a "string"')
+        raise self.fail(tok, "a number or a name")
 
 
 def _string_problem(left: Operand, op: str, right: Operand) -> str:
