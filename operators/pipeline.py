@@ -52,6 +52,7 @@ from streamwarden.operators.policy.decider import Decider
 from streamwarden.operators.policy.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from streamwarden.operators.scoring.model_card import default_card_paths
 from streamwarden.operators.scoring.scorer import ScoringEngine
+from streamwarden.operators.transparency.statements import StatementBuilder
 from streamwarden.schemas import streamwarden_pb2 as pb
 from streamwarden.schemas.codec import (
     DEFAULT_LIMITS,
@@ -421,6 +422,7 @@ class Stages:
         self._policy = policy
         self._decider: Decider | None = None
         self._gate: CooldownGate | None = None
+        self._statements: StatementBuilder | None = None
 
     @classmethod
     def build(cls, config: StagesConfig, *, clock: Clock = wall_clock_ms) -> Stages:
@@ -469,6 +471,19 @@ class Stages:
                 model_names=scoring.names,
             )
         return self._decider
+
+    @property
+    def statement_builder(self) -> StatementBuilder:
+        """DSA statements of reasons from the policy's ``statements:`` mapping (operators/transparency)."""
+        if self._statements is None:
+            self._statements = StatementBuilder(self.policy)
+        return self._statements
+
+    def statements(self, action: pb.Action) -> list[pb.StatementOfReasons]:
+        """The statement of reasons of an emitted (post-cooldown) action: one for an enforcing
+        restriction, none otherwise."""
+        s = self.statement_builder.build(action)
+        return [] if s is None else [s]
 
     @property
     def cooldown_gate(self) -> CooldownGate:
@@ -697,6 +712,8 @@ class ReplayResult:
     """The reference output of one stream."""
 
     actions: list[pb.Action] = field(default_factory=list)
+    statements: list[pb.StatementOfReasons] = field(default_factory=list)
+    """One per emitted enforcing restrictive action, in action order (``Stages.statements``)."""
     dead_letters: list[pb.DeadLetter] = field(default_factory=list)
     feature_records: list[pb.FeatureRecord] = field(default_factory=list)
     counters: PipelineCounters = field(default_factory=PipelineCounters)
@@ -746,6 +763,7 @@ def replay_actions(
                     if state is not None:
                         cooldown_states[key] = state
                 result.actions.append(action)
+                result.statements += stages.statements(action)
                 counters.actions[pb.Action.Verdict.Name(action.verdict)] += 1
         pending.clear()
 

@@ -32,6 +32,7 @@ from streamwarden.operators.policy.yaml_source import (
     format_validation,
     read_yaml,
 )
+from streamwarden.operators.transparency.mapping import StatementsSection, mapping_problems
 from streamwarden.schemas import streamwarden_pb2 as pb
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "default_policy.yaml"
@@ -120,6 +121,14 @@ class Policy(BaseModel):
     version: str = Field(min_length=1, max_length=64, description="Policy version written into each Action.")
     description: str = Field("", description="Free text for humans.")
     rules: tuple[Rule, ...] = Field(description="Rules, evaluated in order for every event (at least one).")
+    statements: StatementsSection | None = Field(
+        None,
+        description=(
+            "DSA statements of reasons: how each enforcing restrictive rule's actions are described in "
+            "the Transparency Database's terms (operators/transparency/mapping.py). When present, every "
+            "enforcing rule that restricts needs a mapping; absent, the job writes no statements."
+        ),
+    )
     _source: YamlSource | None = PrivateAttr(None)
 
     @field_validator("rules")
@@ -163,6 +172,10 @@ class Policy(BaseModel):
                     out.append(
                         (loc, _unknown("model threshold", ref.target, thresholds, prefix="threshold."))
                     )
+        if self.statements is not None:
+            out += mapping_problems(
+                self.statements, ((i, r.id, r.verdict, r.mode) for i, r in enumerate(self.rules))
+            )
         return out
 
     def check(
