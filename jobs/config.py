@@ -79,6 +79,9 @@ class TopicsConfig(_Strict):
     alerts: str = Field("alerts", description="Output: AnomalyAlert FIRING/RESOLVED.")
     features: str = Field("features", description="Output: FeatureRecord feature log (optional).")
     labels: str = Field("labels", description="Input: reviewer decisions for training feedback.")
+    statements: str = Field(
+        "statements", description="Output: StatementOfReasons (DSA) per enforcing restrictive action."
+    )
 
 
 class LimitsConfig(_Strict):

@@ -7,6 +7,7 @@
                                            ─ (event id, vector | partials) ─ AssembleFn [keyed by event id]
                                            ─ vector ─ ScoreFn [micro-batch] ─ DecideFn ─┬─ features ─▶ WriteToKafka(features)
                                            ─ (subject, action) ─ CooldownFn [keyed by subject] ─▶ WriteToKafka(actions)
+                                                └─ StatementsFn (enforcing restrictions) ─▶ WriteToKafka(statements)
                      └─ (alerts=True) SeriesPointsFn ─ AnomalyFn [keyed by series id] ─▶ WriteToKafka(alerts)
 
 Every DoFn is a few lines over ``operators.pipeline.Stages``. On the DirectRunner (FnApiRunner, one
@@ -47,6 +48,7 @@ from streamwarden.jobs.beam.kafka_source import (
 )
 from streamwarden.jobs.beam.runtime import tune_state_cache
 from streamwarden.jobs.beam.score import ScoreFn
+from streamwarden.jobs.beam.statements import StatementsFn
 from streamwarden.jobs.beam.velocity import VelocityFn
 from streamwarden.jobs.config import JobConfig, KafkaConfig, stages_config
 from streamwarden.operators.pipeline import Stages, StagesConfig
@@ -78,6 +80,7 @@ class JobOutputs(NamedTuple):
     dead_letters: PCollection[tuple[bytes | None, bytes]]
     features: PCollection[tuple[bytes, bytes]] | None
     alerts: PCollection[tuple[bytes, bytes]] | None = None
+    statements: PCollection[tuple[bytes, bytes]] | None = None
 
 
 class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
@@ -128,6 +131,7 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
             )
         )
         actions = decided.actions | "Cooldown" >> beam.ParDo(CooldownFn(config))
+        statements = actions | "Statements" >> beam.ParDo(StatementsFn(config))
         features = decided[FEATURES] if self._write_features else None
         alerts = None
         if self._alerts:
@@ -137,7 +141,7 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
                 check_future=self._check_future,
                 flush_at_end=self._flush_alerts_at_end,
             )
-        return JobOutputs(actions, decoded[DEAD_LETTERS], features, alerts)
+        return JobOutputs(actions, decoded[DEAD_LETTERS], features, alerts, statements)
 
 
 def build_job(
@@ -169,6 +173,8 @@ def build_job(
     )
     topics = job.topics
     outputs.actions | "WriteActions" >> WriteToKafka(job.kafka, topics.actions)
+    if outputs.statements is not None:
+        outputs.statements | "WriteStatements" >> WriteToKafka(job.kafka, topics.statements)
     outputs.dead_letters | "WriteDeadLetters" >> WriteToKafka(job.kafka, topics.deadletter)
     if outputs.features is not None:
         outputs.features | "WriteFeatures" >> WriteToKafka(job.kafka, topics.features)

@@ -8,6 +8,7 @@
          ─ VelocityFn [keyed: entity] ─ keyBy(event id) ─ AssembleFn [keyed: event id]
          ─ ScoreFn (chained) or keyBy(shard) ─ ScoreBatchFn [micro-batch] ─ DecideFn ─┬─ features ─▶ KafkaSink(features)
          ─ keyBy(subject) ─ CooldownFn [keyed: subject] ─▶ KafkaSink(actions, EXACTLY_ONCE)
+              └─ StatementsFunction (chained; enforcing restrictions) ─▶ KafkaSink(statements)
 
 Every function is a thin adapter over ``operators.pipeline.Stages`` (files named as in ``jobs/beam/``).
 Keyed streams are built from ``Row(key, value)`` outputs with Java's key selector, so no extra Python
@@ -252,6 +253,7 @@ def build_job(
     from streamwarden.jobs.flink.decode import DecodeFunction, dead_letter_tag, points_tag
     from streamwarden.jobs.flink.env import bytes_type, kafka_bytes_sink, kafka_bytes_source, keyed_bytes_type
     from streamwarden.jobs.flink.score import ScoreBatchFunction, ScoreFunction, ToScoreShard
+    from streamwarden.jobs.flink.statements import StatementsFunction
     from streamwarden.jobs.flink.velocity import NaiveVelocityFunction, VelocityFunction
     from streamwarden.operators.pipeline import Stages
 
@@ -349,6 +351,11 @@ def build_job(
         .name("cooldown")
         .uid("cooldown")
     )
+    statements = (
+        actions.flat_map(StatementsFunction(config), output_type=keyed_bytes_type())
+        .name("statements")
+        .uid("statements")
+    )
 
     def sink(stream: DataStream, topic: str, name: str) -> None:
         stream.sink_to(
@@ -378,6 +385,7 @@ def build_job(
         )
         sink(alerts, topics.alerts, "alerts")
     sink(actions, topics.actions, "actions")
+    sink(statements, topics.statements, "statements")
     sink(decoded.get_side_output(dead_letter_tag()), topics.deadletter, "deadletter")
     if job.write_features:
         sink(decided.get_side_output(features_tag()), topics.features, "features")

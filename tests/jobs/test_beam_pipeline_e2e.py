@@ -31,10 +31,12 @@ Topics = Callable[..., list[str]]
 
 
 def _job(kafka: KafkaConfig, kafka_topics: Topics, *, write_features: bool = True) -> JobConfig:
-    events, actions, dead, features = kafka_topics(
-        "events", "actions", "deadletter", "features", partitions=1
+    events, actions, dead, features, statements = kafka_topics(
+        "events", "actions", "deadletter", "features", "statements", partitions=1
     )
-    topics = TopicsConfig(events=events, actions=actions, deadletter=dead, features=features)  # type: ignore[call-arg]
+    topics = TopicsConfig(  # type: ignore[call-arg]
+        events=events, actions=actions, deadletter=dead, features=features, statements=statements
+    )
     return JobConfig(  # type: ignore[call-arg]
         kafka=kafka, topics=topics, group_id=f"g-{uuid.uuid4().hex[:8]}", write_features=write_features
     )
@@ -113,6 +115,18 @@ def test_generated_traffic_is_decided_like_the_offline_replay(
 
     assert sorted(map(strip, actions)) == sorted(map(strip, reference.actions))
     assert sum(v for k, v in m.counters.items() if k.startswith("actions.")) == len(actions)
+    # DSA statements of reasons: the replay's, byte for byte but for the decision wall-clock time
+    statements = [
+        pb.StatementOfReasons.FromString(r.value or b"") for r in drain(kafka_config, job.topics.statements)
+    ]
+    assert len(reference.statements) > 0 and m.counter("statements") == len(statements)
+
+    def strip_sor(s: pb.StatementOfReasons) -> bytes:
+        s = pb.StatementOfReasons.FromString(s.SerializeToString())
+        s.ClearField("decision_time_ms")
+        return s.SerializeToString(deterministic=True)
+
+    assert sorted(map(strip_sor, statements)) == sorted(map(strip_sor, reference.statements))
     assert m.distributions["score_batch_size"][0] > 0
 
 
