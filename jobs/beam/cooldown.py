@@ -13,6 +13,7 @@ from apache_beam.coders import BytesCoder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
+from streamwarden.jobs import observability
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
 from streamwarden.operators.pipeline import Stages, StagesConfig
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -35,12 +36,14 @@ class CooldownFn(beam.DoFn):
 
     def process(self, element: tuple[str, bytes], gate: Any = _GATE) -> Iterator[tuple[bytes, bytes]]:
         key, payload = element
+        observability.observe_records("cooldown", "in")
         action = pb.Action.FromString(payload)
         stages = self._stages
         if stages.gated(action):
             ok, state = stages.cooldown(gate.read(), action)
             if not ok:
                 self._suppressed.inc()
+                observability.SUPPRESSED.inc()
                 return
             if state is not None:
                 gate.write(state)
@@ -49,5 +52,8 @@ class CooldownFn(beam.DoFn):
             name = pb.Action.Verdict.Name(action.verdict)
             counter = self._by_verdict[action.verdict] = Metrics.counter(METRICS_NAMESPACE, f"actions.{name}")
         counter.inc()
-        self._latency.update(max(0, int(time.time() * 1000) - action.event_time_ms))
+        now_ms = int(time.time() * 1000)
+        self._latency.update(max(0, now_ms - action.event_time_ms))
+        observability.observe_action(action, now_ms)
+        observability.observe_records("cooldown", "out")
         yield key.encode(), payload

@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import TaggedOutput
 
+from streamwarden.jobs import observability
 from streamwarden.jobs.beam.kafka_source import KafkaRecord, assigned_partitions
 from streamwarden.operators.features.fanout import EventFacts
 from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
@@ -71,10 +72,12 @@ class DecodeFn(beam.DoFn):
             counter = self._by_reason[reason] = Metrics.counter(METRICS_NAMESPACE, f"dead_letters.{reason}")
         counter.inc()
         self._dead.inc()
+        observability.observe_dead_letter(reason)
         return TaggedOutput(DEAD_LETTERS, (key, letter.SerializeToString()))
 
     def process(self, rec: KafkaRecord) -> Iterator[Any]:
         self._records.inc()
+        observability.observe_records("decode", "in")
         if not self._bundle_started_ms:
             self._bundle_started_ms = int(time.time() * 1000)
         wall_ms = int(time.time() * 1000)
@@ -94,6 +97,8 @@ class DecodeFn(beam.DoFn):
             yield self._dead_letter(late, rec.key)
             return
         self._events.inc()
+        observability.observe_records("decode", "out")
+        observability.observe_watermark(clock.watermark_ms, wall_ms)
         try:
             fanned = stages.fan_out(out)
         except Exception as exc:  # one record must never stop the job: it becomes a dead letter

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import typer
 import typer.main
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 
 class Lazy(NamedTuple):
@@ -156,6 +156,17 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
         ),
     },
 }
+
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: Any) -> str | None:
+    """Typer shows ``<bool>`` next to ``--json/--no-json``; a flag takes no value, so show no type."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 
 def load(lazy: Lazy, name: str) -> Any:

@@ -11,13 +11,28 @@ from __future__ import annotations
 import threading
 import time
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamwarden.jobs.config import JobConfig, load_config
+from streamwarden.jobs.cli.options import (
+    BootstrapOpt,
+    ConfigOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    MetricsPortOpt,
+    check_broker,
+    job_config,
+    setup_logging,
+)
+from streamwarden.jobs.config import JobConfig
+from streamwarden.jobs.logging_setup import LogFormat, LogLevel
 from streamwarden.operators.errors import ConfigError, StreamwardenError
+
+if TYPE_CHECKING:
+    from streamwarden.jobs.observability import LagPoller, MetricsServer
+
+PROGRESS_EVERY_S = 5.0
 
 
 class Engine(StrEnum):
@@ -25,8 +40,23 @@ class Engine(StrEnum):
     flink = "flink"
 
 
+def progress_line(elapsed_s: float) -> str:
+    """One line of the job's live counters (this process's Prometheus registry)."""
+    from streamwarden.jobs.observability import counter_value, sum_samples
+
+    read = counter_value("streamwarden_records_total", {"stage": "decode", "direction": "in"})
+    events = counter_value("streamwarden_records_total", {"stage": "decode", "direction": "out"})
+    return (
+        f"[{elapsed_s:6.0f} s] {read:.0f} records read, {events:.0f} events, "
+        f"{sum_samples('streamwarden_dead_letters_total'):.0f} dead letters, "
+        f"{sum_samples('streamwarden_actions_total'):.0f} actions "
+        f"({sum_samples('streamwarden_actions_suppressed_total'):.0f} suppressed), "
+        f"consumer lag {sum_samples('streamwarden_consumer_lag_records'):.0f}"
+    )
+
+
 def _run_beam(
-    job: JobConfig, max_records: int | None, idle_timeout_s: float | None, bundle_max_ms: int
+    job: JobConfig, max_records: int | None, idle_timeout_s: float | None, bundle_max_ms: int, progress: bool
 ) -> None:
     from streamwarden.jobs.beam.kafka_source import ReadOptions, request_stop
     from streamwarden.jobs.beam.pipeline import job_metrics, new_stop_token, run_beam
@@ -53,9 +83,13 @@ def _run_beam(
     started = time.monotonic()
     worker = threading.Thread(target=work, name="beam-job", daemon=True)
     worker.start()
+    next_progress = started + PROGRESS_EVERY_S
     try:
         while worker.is_alive():
             worker.join(timeout=0.5)
+            if progress and time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY_S
+                typer.echo(progress_line(time.monotonic() - started), err=True)
     except KeyboardInterrupt:
         typer.echo("stopping: finishing the current bundle ...")
         request_stop(token)
@@ -79,9 +113,8 @@ def _run_beam(
 
 
 def run_cmd(
-    config: Annotated[
-        Path | None, typer.Option(help="Job config YAML (Kafka, topics, group, spec/policy/model files).")
-    ] = None,
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
     engine: Annotated[
         Engine | None, typer.Option(help="Engine to run on (default: the config's engine).")
     ] = None,
@@ -94,19 +127,49 @@ def run_cmd(
     bundle_max_ms: Annotated[
         int, typer.Option(help="Beam: longest bundle (bounds the latency bundling adds).", min=1)
     ] = 100,
+    metrics_port: MetricsPortOpt = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help=f"A progress line every {PROGRESS_EVERY_S:g} s.")
+    ] = True,
+    log_level: LogLevelOpt = LogLevel.info,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Run the streamwarden job: events in, actions (and dead letters, features) out."""
+    setup_logging(log_level, log_format)
+    server = lag = None
     try:
-        job = load_config(config)
+        job = job_config(config, bootstrap)
         chosen = engine.value if engine is not None else job.engine
+        if chosen not in ("beam", "flink"):
+            raise ConfigError(f"engine {chosen!r} cannot run a live job (use beam or flink)")
+        check_broker(job)
+        if metrics_port is not None:
+            server, lag = _start_metrics(job, metrics_port)
         if chosen == "beam":
-            _run_beam(job, max_records, idle_timeout_s, bundle_max_ms)
-        elif chosen == "flink":
+            _run_beam(job, max_records, idle_timeout_s, bundle_max_ms, progress)
+        else:
             from streamwarden.jobs.flink.job import run_flink  # PyFlink starts a JVM: import only when asked
 
             run_flink(job, max_records=max_records, idle_timeout_s=idle_timeout_s)
-        else:
-            raise ConfigError(f"engine {chosen!r} cannot run a live job (use beam or flink)")
     except StreamwardenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    finally:
+        if lag is not None:
+            lag.stop()
+        if server is not None:
+            server.stop()
+
+
+def _start_metrics(job: JobConfig, port: int) -> tuple[MetricsServer, LagPoller]:
+    """The /metrics endpoint, the versions info metric and the consumer-lag poller of this run."""
+    from streamwarden.jobs import observability
+    from streamwarden.jobs.config import stages_config
+    from streamwarden.operators.pipeline import Stages
+
+    stages = Stages(stages_config(job))
+    observability.set_versions(stages.model_version, stages.policy.version)
+    lag = observability.LagPoller(job).start()
+    server = observability.serve(port, health=lambda: lag.last_error)
+    typer.echo(f"metrics: http://127.0.0.1:{server.port}/metrics (health: /healthz)", err=True)
+    return server, lag
