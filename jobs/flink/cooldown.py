@@ -50,6 +50,12 @@ class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
                         -(-expires // self._tick_ms) * self._tick_ms
                     )
         self._counters.inc("actions")
+        self._counters.inc_labelled(
+            "actions_by_rule",
+            rule=action.reasons[0] if action.reasons else "",
+            verdict=pb.Action.Verdict.Name(action.verdict),
+            mode=pb.Action.Mode.Name(action.mode),
+        )
         yield Row(ctx.get_current_key().encode("utf-8"), payload)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:

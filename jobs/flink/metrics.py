@@ -1,4 +1,10 @@
-"""Flink metrics of the streamwarden stages: counters batched in Python, pushed to the JVM in bulk."""
+"""Flink metrics of the streamwarden stages: counters batched in Python, pushed to the JVM in bulk.
+
+With Flink's Prometheus reporter (``deploy/flink/config.yaml``) a counter ``n`` of this group is exported
+as ``flink_taskmanager_job_task_operator_streamwarden_<n>``, and the key/value groups of ``inc_labelled``
+become labels: ``..._streamwarden_actions{rule="...", verdict="...", mode="..."}``, the same labels as
+the Beam/local ``streamwarden_actions_total`` (``jobs/observability.py``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ class StageCounters:
         self._group = runtime_context.get_metrics_group().add_group(METRICS_GROUP)
         self._counters: dict[str, Any] = {}
         self._pending: dict[str, int] = {}
+        self._labelled: dict[str, Any] = {}
         self._every = every
         for name in names:
             self._add(name)
@@ -37,6 +44,18 @@ class StageCounters:
         if name not in self._pending:
             self._add(name)
         self.inc(name, n)
+
+    def inc_labelled(self, name: str, n: int = 1, **labels: str) -> None:
+        """Counter ``name`` inside key/value groups ``labels`` (Prometheus labels), pushed at once: these
+        count rare things (actions), where a batch of ``every`` would hide a rule for a long time."""
+        key = name + "".join(f"\x1f{k}={v}" for k, v in sorted(labels.items()))
+        counter = self._labelled.get(key)
+        if counter is None:
+            group = self._group
+            for label, value in sorted(labels.items()):
+                group = group.add_group(label, value)
+            counter = self._labelled[key] = group.counter(name)
+        counter.inc(n)
 
     def flush(self) -> None:
         for name, pending in self._pending.items():
