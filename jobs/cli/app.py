@@ -149,6 +149,16 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
             "Issue a new API key for a user (replaces the old one); printed once, only its hash is stored.",
         ),
     },
+    "transparency": {
+        "statements": Lazy(
+            "streamwarden.jobs.cli.transparency:statements_cmd",
+            "Write a period's statements of reasons as the Transparency Database API's batch JSON.",
+        ),
+        "report": Lazy(
+            "streamwarden.jobs.cli.transparency:report_cmd",
+            "Compute the transparency report of a period (DSA Art. 15) as text, JSON, CSV and HTML.",
+        ),
+    },
     "alerts": {
         "tail": Lazy(
             "streamwarden.jobs.cli.alerts:tail_cmd",
@@ -231,6 +241,9 @@ _GROUPS: dict[str, typer.Typer] = {
     ),
     "alerts": _group("alerts", "Read the alerts topic.", no_args_is_help=True),
     "review": _group("review", "Human review: queues, console, decisions as labels.", no_args_is_help=True),
+    "transparency": _group(
+        "transparency", "DSA statements of reasons and the transparency report.", no_args_is_help=True
+    ),
 }
 for _name, _sub in _GROUPS.items():
     app.add_typer(_sub, name=_name)
