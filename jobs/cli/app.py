@@ -159,6 +159,22 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
             "Compute the transparency report of a period (DSA Art. 15) as text, JSON, CSV and HTML.",
         ),
     },
+    "actions": {
+        "tail": Lazy(
+            "streamwarden.jobs.cli.actions:tail_cmd",
+            "Follow the actions topic and print each Action (Ctrl-C to stop).",
+        ),
+    },
+    "deadletter": {
+        "tail": Lazy(
+            "streamwarden.jobs.cli.deadletter:tail_cmd",
+            "Follow the dead-letter topic and print each DeadLetter (Ctrl-C to stop).",
+        ),
+        "replay": Lazy(
+            "streamwarden.jobs.cli.deadletter:replay_cmd",
+            "Re-submit dead-lettered records (those the current decoder now accepts) to the events topic.",
+        ),
+    },
     "alerts": {
         "tail": Lazy(
             "streamwarden.jobs.cli.alerts:tail_cmd",
@@ -240,6 +256,10 @@ _GROUPS: dict[str, typer.Typer] = {
         "flink", "Flink: connector jars, a local standalone cluster, smoke checks.", no_args_is_help=True
     ),
     "alerts": _group("alerts", "Read the alerts topic.", no_args_is_help=True),
+    "actions": _group("actions", "Read the actions topic.", no_args_is_help=True),
+    "deadletter": _group(
+        "deadletter", "Read the dead-letter topic; re-submit fixed records.", no_args_is_help=True
+    ),
     "review": _group("review", "Human review: queues, console, decisions as labels.", no_args_is_help=True),
     "transparency": _group(
         "transparency", "DSA statements of reasons and the transparency report.", no_args_is_help=True
