@@ -68,7 +68,8 @@ def smoke_cmd(
         list[str] | None, typer.Option("--mode", help="thread and/or process (repeatable).")
     ] = None,
     bootstrap_servers: Annotated[
-        str | None, typer.Option(help="Use this broker instead of starting the embedded one.")
+        str | None,
+        typer.Option("--bootstrap", help="Use this broker instead of starting the embedded one."),
     ] = None,
 ) -> None:
     """Run the Flink smoke job (bytes in -> keyed Python state -> EXACTLY_ONCE out) on a MiniCluster per mode.

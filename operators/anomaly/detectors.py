@@ -161,22 +161,92 @@ class LongRun:
         self.n, self.last, self.masd, self.abs_level = r.i64(), r.f64(), r.f64(), r.f64()
 
 
+class Lag1:
+    """EW lag-1 autocorrelation of a detector's standardized residuals (clipped to +-4).
+
+    Sums of n autocorrelated residuals vary (1 + rho) / (1 - rho) times more than independent ones
+    (AR(1) long-run variance): the sustained statistic and CUSUM divide by that, so an ordinary
+    autocorrelated gauge does not look like a level shift. Only residuals the baseline learned are
+    fed, and they reach the estimate ``DELAY`` buckets late, so a shift in progress never inflates
+    its own variance. O(1), under 100 bytes."""
+
+    ALPHA = 0.01
+    MAX_RHO = 0.95
+    MIN_N = 10
+    DELAY = 8
+    __slots__ = ("c0", "c1", "last", "n", "pending")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.last = 0.0
+        self.c0 = 0.0
+        self.c1 = 0.0
+        self.pending = array("f")
+
+    def push(self, z: float) -> None:
+        """A learned residual's z (``nan`` = a gap in the learned sequence: breaks the pairing)."""
+        self.pending.append(z)
+        if len(self.pending) > self.DELAY:
+            self._fold(self.pending.pop(0))
+
+    def _fold(self, z: float) -> None:
+        if math.isnan(z):
+            self.last = math.nan
+            return
+        z = min(max(z, -4.0), 4.0)
+        w = max(1.0 / (self.n + 1), self.ALPHA)
+        self.c0 += w * (z * z - self.c0)
+        if self.n > 0 and not math.isnan(self.last):
+            self.c1 += max(1.0 / self.n, self.ALPHA) * (z * self.last - self.c1)
+        self.last = z
+        self.n = min(self.n + 1, 2**31)
+
+    @property
+    def rho(self) -> float:
+        if self.n < self.MIN_N or self.c0 <= 0.0:
+            return 0.0
+        return min(max(self.c1 / self.c0, 0.0), self.MAX_RHO)
+
+    @property
+    def inflation(self) -> float:
+        """Variance of a long sum relative to independent residuals: (1 + rho) / (1 - rho)."""
+        rho = self.rho
+        return (1.0 + rho) / (1.0 - rho)
+
+    def write(self, w: Writer) -> None:
+        w.i64(self.n).f64(self.last).f64(self.c0).f64(self.c1).floats(self.pending)
+
+    def read(self, r: Reader) -> None:
+        self.n, self.last, self.c0, self.c1, self.pending = r.i64(), r.f64(), r.f64(), r.f64(), r.floats()
+        if len(self.pending) > self.DELAY:
+            raise StateFormatError("lag-1 estimator: too many pending residuals")
+
+
 class Sustain:
     """The last few warm residuals, for the sustained statistic.
 
     One empty bucket on a series of 10 per minute is noise (z = -3.2); five in a row are an outage
     (z = -7 over the five). It only counts while every bucket in the window deviates by at least
     ``RUN_MIN_Z`` in the same direction, so it neither lingers after an anomaly ends nor adds up
-    unrelated noise; each residual is clipped to the threshold z so one spike cannot dominate.
+    unrelated noise; each residual is clipped to the threshold z so one spike cannot dominate. The
+    variance of the sum is inflated for the residuals' own autocorrelation (``Lag1``).
     """
 
-    __slots__ = ("capacity", "pos", "residuals", "variances")
+    __slots__ = ("capacity", "lag1", "last_z", "pos", "residuals", "variances")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.residuals = array("f")
         self.variances = array("f")
         self.pos = 0
+        self.lag1 = Lag1()
+        self.last_z = math.nan
+        """The per-bucket z of the bucket just scored (nan: not warm)."""
+
+    def learned(self) -> None:
+        """The bucket just scored went into the baseline: its z feeds the autocorrelation estimate."""
+        if self.capacity >= 2:
+            self.lag1.push(self.last_z)
 
     def clear(self) -> None:
         del self.residuals[:]
@@ -202,13 +272,15 @@ class Sustain:
         if not (min(zs) >= RUN_MIN_Z or max(zs) <= -RUN_MIN_Z):
             return None
         total = math.fsum(self.residuals)
-        return total / math.sqrt(math.fsum(self.variances)), total / self.capacity
+        return total / math.sqrt(math.fsum(self.variances) * self.lag1.inflation), total / self.capacity
 
     def write(self, w: Writer) -> None:
         w.u32(self.pos).floats(self.residuals).floats(self.variances)
+        self.lag1.write(w)
 
     def read(self, r: Reader) -> None:
         self.pos, self.residuals, self.variances = r.u32(), r.floats(), r.floats()
+        self.lag1.read(r)
         if len(self.residuals) != len(self.variances) or len(self.residuals) > max(self.capacity, 0):
             raise StateFormatError("sustain window does not match its capacity")
 
@@ -228,7 +300,9 @@ def decide(
     z = residual / scale
     if not warm:
         sustain.clear()
+        sustain.last_z = math.nan
         return Score(0.0, z, observed, expected, False, False, cfg.kind)
+    sustain.last_z = z
     bound = threshold_z(cfg) * scale
     sustain.push(min(max(residual, -bound), bound), scale * scale)
     statistic, delta = z, residual
@@ -259,9 +333,12 @@ class Detector(Protocol):
     @property
     def kind(self) -> str: ...
 
-    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+    def update(
+        self, value: float, bucket_start_ms: int, learn: bool = True, hold_above: float = math.inf
+    ) -> Score:
         """Score ``value`` (the bucket starting at ``bucket_start_ms``) against the baseline, then
-        learn it unless ``learn`` is false (the operator freezes the baseline while an alert fires)."""
+        learn it, unless ``learn`` is false or its score is >= ``hold_above`` (while an alert fires the
+        operator holds anomalous buckets out of the baseline but still lets it follow clean ones)."""
         ...
 
     def to_bytes(self) -> bytes: ...
@@ -301,11 +378,11 @@ class _Ring:
         return ring
 
 
-_ROBUST_VERSION = 2
-_HOLT_VERSION = 2
-_SEASONAL_VERSION = 2
-_CUSUM_VERSION = 1
-_ENSEMBLE_VERSION = 1
+_ROBUST_VERSION = 3
+_HOLT_VERSION = 3
+_SEASONAL_VERSION = 3
+_CUSUM_VERSION = 2
+_ENSEMBLE_VERSION = 2
 
 
 class RobustZDetector:
@@ -319,7 +396,9 @@ class RobustZDetector:
         self._sustain = Sustain(cfg.sustain_buckets)
         self._longrun = LongRun()
 
-    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+    def update(
+        self, value: float, bucket_start_ms: int, learn: bool = True, hold_above: float = math.inf
+    ) -> Score:
         history = self._ring.items()
         if history:
             expected, mad = median_mad(history)
@@ -327,7 +406,8 @@ class RobustZDetector:
             expected, mad = value, 0.0
         warm = len(history) >= self.cfg.warmup_buckets
         result = decide(self.cfg, value, expected, MAD_TO_SIGMA * mad, warm, self._sustain, self._longrun)
-        if learn:
+        if learn and result.score < hold_above:
+            self._sustain.learned()
             self._ring.push(value)
             self._longrun.push(value)
         return result
@@ -365,7 +445,9 @@ class HoltDetector:
         self._sustain = Sustain(cfg.sustain_buckets)
         self._longrun = LongRun()
 
-    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+    def update(
+        self, value: float, bucket_start_ms: int, learn: bool = True, hold_above: float = math.inf
+    ) -> Score:
         cfg = self.cfg
         if self.n == 0:
             result = decide(cfg, value, value, 0.0, False, self._sustain, self._longrun)
@@ -377,8 +459,9 @@ class HoltDetector:
         warm = self.n >= cfg.warmup_buckets
         scale = math.sqrt(self.variance)
         result = decide(cfg, value, expected, scale, warm, self._sustain, self._longrun)
-        if not learn:
+        if not learn or result.score >= hold_above:
             return result
+        self._sustain.learned()
         learned = value
         if warm:
             # A spike moves the baseline by at most clip_sigmas (floored) sigmas per bucket.
@@ -491,7 +574,9 @@ class SeasonalDetector:
             return v0, n0
         return (1.0 - frac) * v0 + frac * v1, min(n0, n1)
 
-    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+    def update(
+        self, value: float, bucket_start_ms: int, learn: bool = True, hold_above: float = math.inf
+    ) -> Score:
         cfg = self.cfg
         period, pos = self._place(bucket_start_ms)
         slot = min(int(pos), self.slots - 1)
@@ -508,12 +593,15 @@ class SeasonalDetector:
             expected = max(expected, 0.0) if cfg.count_floor else expected
             warm = seen >= cfg.min_periods and len(history) >= cfg.min_residuals
             result = decide(cfg, value, expected, MAD_TO_SIGMA * mad, warm, self._sustain, self._longrun)
-            if learn:
-                self._residuals.push(value - profile_value)
+        learn = learn and result.score < hold_above
+        if learn and not math.isnan(profile_value):
+            self._sustain.learned()
+            self._residuals.push(value - profile_value)
         if learn:
             self._longrun.push(value)
-        self.cur_sum += value
-        self.cur_count += 1
+            # The profile only learns what the baseline learns (a held anomaly stays out of it).
+            self.cur_sum += value
+            self.cur_count += 1
         return result
 
     def to_bytes(self) -> bytes:
@@ -549,25 +637,28 @@ class SeasonalDetector:
         return det
 
 
-def cusum_log10_false_alarm(h: float, k: float) -> float:
-    """log10 of the per-bucket false-alarm rate of a one-sided CUSUM at height ``h`` with allowance
-    ``k`` on N(0, 1) input: 1 / ARL0, Siegmund's approximation ARL0 = (e^(2kb) - 2kb - 1) / (2k^2),
-    b = h + 1.166. At h = 0 it is about 0.5 (no evidence)."""
-    a = 2.0 * k * (h + 1.166)
-    if a > 700.0:
-        ln_arl = a - math.log(2.0 * k * k)
-    else:
-        ln_arl = math.log(max(math.expm1(a) - a, 1e-300) / (2.0 * k * k))
-    return min(0.0, -ln_arl / _LN10)
+def cusum_log10_tail(h: float, k: float) -> float:
+    """log10 P(S >= h) for a one-sided CUSUM with allowance ``k`` on N(0, 1) input, in its stationary
+    regime: P(Z >= k) * e^(-2kh) (a reflected random walk with drift -k has an exponential tail of
+    rate 2k). At h = 0+ it is P(Z >= k): one bucket k sigmas out."""
+    return log10_upper_tail(k) - 2.0 * k * h / _LN10
+
+
+def cusum_height_for(s: float, k: float) -> float:
+    """The height whose one-sided surprise is ``s`` (inverse of ``cusum_log10_tail``)."""
+    return max(0.0, (s + log10_upper_tail(k)) * _LN10 / (2.0 * k))
 
 
 class CusumDetector:
     """Two-sided CUSUM on residuals standardized by an EW scale, against a slow EW baseline.
 
     S+ = max(0, S+ + z - k), S- = max(0, S- - z - k) with z clipped to +-``clip_sigmas`` (one spike
-    cannot make a shift). The surprise is that of the CUSUM height (``cusum_log10_false_alarm``;
-    two-sided: twice the rate). When a side passes ``reset_at`` the level has moved for good: the
-    baseline jumps to the recent (fast EW) level and both sides restart."""
+    cannot make a shift) and divided by the residuals' autocorrelation inflation (``Lag1``), so an
+    AR(1) gauge wanders like independent noise. The surprise is the stationary tail of the height
+    (``cusum_log10_tail``; two-sided: twice the probability). When a side passes ``reset_at`` the
+    level has moved for good: the baseline jumps to the recent (fast EW) level and both sides restart.
+    While held (an alert is open) the baseline stays, and the heights are capped at the hold level:
+    the CUSUM keeps the alert open while the shift lasts and lets it go the first bucket it ends."""
 
     kind = "cusum"
 
@@ -580,8 +671,25 @@ class CusumDetector:
         self.s_up = 0.0
         self.s_down = 0.0
         self._longrun = LongRun()
+        self._lag1 = Lag1()
 
-    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+    def _surprise(self, s_up: float, s_down: float) -> tuple[float, float]:
+        """(surprise, sign) of the heights in the configured direction."""
+        cfg = self.cfg
+        if cfg.direction == "up":
+            height, sign = s_up, 1.0
+        elif cfg.direction == "down":
+            height, sign = s_down, -1.0
+        else:
+            height, sign = (s_up, 1.0) if s_up >= s_down else (s_down, -1.0)
+        if height <= 0.0:
+            return 0.0, sign
+        log_p = cusum_log10_tail(height, cfg.k) + (math.log10(2.0) if cfg.direction == "both" else 0.0)
+        return max(0.0, -log_p), sign
+
+    def update(
+        self, value: float, bucket_start_ms: int, learn: bool = True, hold_above: float = math.inf
+    ) -> Score:
         cfg = self.cfg
         if self.n == 0:
             result = Score(0.0, 0.0, value, value, False, False, self.kind)
@@ -594,17 +702,18 @@ class CusumDetector:
         scale = max(math.sqrt(self.variance), self._longrun.floor(cfg, expected))
         z = (value - expected) / scale
         zc = min(max(z, -cfg.clip_sigmas), cfg.clip_sigmas)
-        s_up = max(0.0, self.s_up + zc - cfg.k)
-        s_down = max(0.0, self.s_down - zc - cfg.k)
+        zw = zc / math.sqrt(self._lag1.inflation)
         warm = self.n >= cfg.warmup_buckets
-        if cfg.direction == "up":
-            height, sign = s_up, 1.0
-        elif cfg.direction == "down":
-            height, sign = s_down, -1.0
-        else:
-            height, sign = (s_up, 1.0) if s_up >= s_down else (s_down, -1.0)
-        log_p = cusum_log10_false_alarm(height, cfg.k) + (math.log10(2.0) if cfg.direction == "both" else 0.0)
-        s = max(0.0, -log_p)
+        s_up = max(0.0, self.s_up + zw - cfg.k) if warm else 0.0
+        s_down = max(0.0, self.s_down - zw - cfg.k) if warm else 0.0
+        held = False
+        if warm and math.isfinite(hold_above):
+            # The height of the hold level (a hair above it, so a capped bucket still scores >= it).
+            extra = math.log10(2.0) if cfg.direction == "both" else 0.0
+            cap = cusum_height_for((surprise_for_score(hold_above) + extra) * (1 + 1e-9) + 1e-9, cfg.k)
+            held = max(s_up, s_down) >= cap
+            s_up, s_down = min(s_up, cap), min(s_down, cap)
+        s, sign = self._surprise(s_up, s_down)
         score = score_from_surprise(s) if warm else 0.0
         # The statistic is reported as the z of the same tail probability, signed by the side.
         stat = sign * (-NormalDist().inv_cdf(min(0.5, 10.0**-s))) if s < 300 else sign * 37.0
@@ -614,7 +723,9 @@ class CusumDetector:
         result = Score(score, stat if warm else z, value, expected, breach, warm, self.kind)
         if not learn:
             return result
-        self.s_up, self.s_down = (s_up, s_down) if warm else (0.0, 0.0)
+        self.s_up, self.s_down = s_up, s_down
+        if held or score >= hold_above:
+            return result
         self.fast += 0.3 * (value - self.fast)
         if max(self.s_up, self.s_down) >= cfg.reset_at:
             self.mean = self.fast
@@ -623,6 +734,8 @@ class CusumDetector:
             self.mean += (
                 cfg.alpha * zc * scale if warm else max(cfg.alpha, 1.0 / (self.n + 1)) * (value - self.mean)
             )
+        if warm:
+            self._lag1.push(z)
         resid = zc * scale
         weight = max(cfg.variance_alpha, 1.0 / self.n)
         self.variance = (1.0 - weight) * self.variance + weight * resid * resid
@@ -634,6 +747,7 @@ class CusumDetector:
         w = Writer().u8(_CUSUM_VERSION).i64(self.n).f64(self.mean).f64(self.fast).f64(self.variance)
         w.f64(self.s_up).f64(self.s_down)
         self._longrun.write(w)
+        self._lag1.write(w)
         return w.getvalue()
 
     @classmethod
@@ -644,6 +758,7 @@ class CusumDetector:
         det.n, det.mean, det.fast, det.variance = r.i64(), r.f64(), r.f64(), r.f64()
         det.s_up, det.s_down = r.f64(), r.f64()
         det._longrun.read(r)
+        det._lag1.read(r)
         r.done()
         return det
 
@@ -680,9 +795,15 @@ class EnsembleDetector:
         self.cfg = cfg
         self.members: list[MemberDetector] = [_build_member(m, bucket_ms) for m in ensemble_members(cfg)]
 
-    def update(self, value: float, bucket_start_ms: int, learn: bool = True) -> Score:
+    def update(
+        self, value: float, bucket_start_ms: int, learn: bool = True, hold_above: float = math.inf
+    ) -> Score:
         cfg = self.cfg
-        scores = [m.update(value, bucket_start_ms, learn) for m in self.members]
+        member_hold = hold_above
+        if math.isfinite(hold_above):
+            # The member score that maps to the hold level once combined (all members warm: the most).
+            member_hold = score_from_surprise(surprise_for_score(hold_above) + math.log10(len(self.members)))
+        scores = [m.update(value, bucket_start_ms, learn, member_hold) for m in self.members]
         warm = [s for s in scores if s.warm]
         if not warm:
             first = scores[0]

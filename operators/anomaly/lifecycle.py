@@ -3,9 +3,11 @@
 FIRING when at least ``fire_m`` of the last ``fire_n`` buckets breach (and no cooldown is running);
 RESOLVED after ``resolve_k`` consecutive clean buckets (score below ``resolve_score_ratio`` times the
 detector threshold: hysteresis against flapping), or when the series expires while firing; then
-``cooldown_buckets`` buckets without a new FIRING. While FIRING the baseline is frozen for up to
-``freeze_baseline_buckets`` (``learns``), so a long anomaly does not silently become normal. Times in alerts are event time, so a replay
-produces the same alerts byte for byte.
+``cooldown_buckets`` buckets without a new FIRING. While FIRING, for up to ``freeze_baseline_buckets``
+(``learns`` false), the detector holds every bucket scoring >= the clean level out of its baseline, so
+a long anomaly does not silently become normal while clean buckets still keep the baseline current
+(a daily cycle goes on during an alert). Times in alerts are event time, so a replay produces the
+same alerts byte for byte.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ class AlertLifecycle:
 
     @property
     def learns(self) -> bool:
-        """Should the detector learn from the next bucket? Not while a young FIRING is open."""
+        """Should the detector learn every bucket? Not while a young FIRING is open: then it learns
+        only buckets scoring below ``clean_below``."""
         return not self.firing or self.firing_buckets >= self.cfg.freeze_baseline_buckets
 
     def expire(self, end_ms: int, score: Score) -> pb.AnomalyAlert | None:

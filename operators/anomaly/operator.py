@@ -13,6 +13,7 @@ The offline backtest feeds the same object, so scores and alerts are the streami
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -150,7 +151,9 @@ class AnomalyOperator:
         if bucket.missing:
             score = Score(0.0, 0.0, bucket.value, bucket.value, False, False, self.metric.detector.kind)
         else:
-            score = self._detector.update(bucket.value, bucket.start_ms, learn=self._lifecycle.learns)
+            lifecycle = self._lifecycle
+            hold = math.inf if lifecycle.learns else lifecycle.clean_below
+            score = self._detector.update(bucket.value, bucket.start_ms, hold_above=hold)
             transition = self._lifecycle.step(bucket.start_ms, bucket.end_ms, score)
             if transition is not None:
                 alerts.append(transition)

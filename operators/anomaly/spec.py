@@ -223,8 +223,9 @@ class LifecycleConfig(_Strict):
     freeze_baseline_buckets: int = Field(
         60,
         ge=0,
-        description="While FIRING the detector stops learning for up to this many buckets (0 = never "
-        "freeze), so an attack or outage stays FIRING until it ends instead of becoming the new normal.",
+        description="While FIRING, for up to this many buckets (0 = never), buckets that are not clean "
+        "stay out of the detector's baseline, so an attack or outage stays FIRING until it ends instead of "
+        "becoming the new normal; clean buckets are learned as usual.",
     )
     warning_score: float = Field(0.6, gt=0.0, le=1.0, description="Severity WARNING from this score.")
     critical_score: float = Field(0.8, gt=0.0, le=1.0, description="Severity CRITICAL from this score.")
