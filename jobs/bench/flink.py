@@ -464,7 +464,8 @@ def _latency_run(
 def bench_flink_cmd(
     quick: Annotated[bool, typer.Option(help="Smaller runs: a CI-sized smoke of the benchmark.")] = False,
     bootstrap_servers: Annotated[
-        str | None, typer.Option(help="Use this broker instead of starting the embedded one.")
+        str | None,
+        typer.Option("--bootstrap", help="Use this broker instead of starting the embedded one."),
     ] = None,
 ) -> None:
     """The Flink job on a local MiniCluster: sustained events/s of the decision path (events → actions)
