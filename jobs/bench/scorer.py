@@ -184,7 +184,12 @@ def bench_scorer_cmd(
         list[Path] | None,
         typer.Option("--model", help="Model card YAML to bench (repeatable); default: every shipped model."),
     ] = None,
-    policy: Annotated[Path, typer.Option(help="Policy YAML for the decider figures.")] = DEFAULT_POLICY_PATH,
+    policy: Annotated[
+        Path,
+        typer.Option(
+            help="Policy YAML for the decider figures (default: the shipped policy).", show_default=False
+        ),
+    ] = DEFAULT_POLICY_PATH,
     seconds: Annotated[float, typer.Option(min=0.05, help="Seconds per throughput measurement.")] = 0.5,
     latency_calls: Annotated[
         int, typer.Option(min=100, help="Calls per latency percentile (batch 1).")

@@ -32,8 +32,12 @@ def train_cmd(
         int, typer.Option(help="Traffic seed of the held-out evaluation data.")
     ] = DEFAULT_EVAL_SEED,
     out: Annotated[
-        Path, typer.Option(help="Folder receiving <name>/model.onnx and model.yaml.")
-    ] = MODELS_DIR,
+        Path | None,
+        typer.Option(
+            help="Folder receiving <name>/model.onnx and model.yaml (default: ./trained-models; with --check: "
+            "the shipped models). A job uses them through its config's model_card."
+        ),
+    ] = None,
     target_precision: Annotated[
         float, typer.Option(min=0.5, max=1.0, help="Precision the threshold is chosen for.")
     ] = TARGET_PRECISION,
@@ -67,6 +71,8 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train the gbt and logreg models on replayed features, export ONNX and write model cards."""
+    # Never into the installed package by default: a retrain is an artifact the user names and reviews.
+    out = out if out is not None else (MODELS_DIR if check else Path("trained-models"))
     if variants:
         from streamwarden.models.train_variants import train_variants
 
@@ -128,7 +134,9 @@ def policy_report_cmd(
     seed: Annotated[int, typer.Option(help="Traffic seed to evaluate on (default: the held-out seed).")] = (
         DEFAULT_EVAL_SEED
     ),
-    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = DEFAULT_POLICY_PATH,
+    policy: Annotated[
+        Path, typer.Option(help="Policy YAML (default: the shipped policy).", show_default=False)
+    ] = DEFAULT_POLICY_PATH,
     duration_s: Annotated[float | None, typer.Option(help="Event-time length of the traffic run.")] = None,
 ) -> None:
     """Per-rule precision and per-scenario recall of the policy on labelled held-out traffic."""
