@@ -57,9 +57,18 @@ def jars_cmd(
         typer.Option(help="Put the jars here instead of the cache (e.g. /opt/flink/lib in an image build)."),
     ] = None,
 ) -> None:
-    """Fetch (if needed) the pinned Kafka connector jars and print their paths, one a line."""
+    """Fetch (if needed) the pinned Kafka connector jars, build the job's own jar, print their paths."""
+    import shutil
+
+    from streamwarden.jobs.flink.record_jar import ensure_record_jar
+
     for path in ensure_connector_jars(dest):
         typer.echo(str(path))
+    jar = ensure_record_jar()
+    if dest is not None:
+        dest.mkdir(parents=True, exist_ok=True)
+        jar = Path(shutil.copyfile(jar, dest / jar.name))
+    typer.echo(str(jar))
 
 
 def smoke_cmd(

@@ -37,7 +37,7 @@ from typing import Any, Self
 
 import yaml
 
-from streamwarden.jobs.flink.connector import connector_jars
+from streamwarden.jobs.flink.env import job_jars
 from streamwarden.operators.errors import StreamwardenError
 
 DEFAULT_JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
@@ -199,7 +199,7 @@ class LocalFlinkCluster:
         if self.flink_python_in_lib:
             jars.append(flink_python_jar(self.home))
         if self.with_connector_jars:
-            jars += connector_jars()
+            jars += job_jars()  # the connector's and the job's own RecordWithMetadataSchema
         for jar in jars:
             link = self.lib_dir / jar.name
             if not link.exists():

@@ -12,11 +12,12 @@ Side output ``dead_letter_tag()``: ``Row(Kafka key, DeadLetter bytes)``.
 With ``alerts``, side output ``points_tag()``: the anomaly stage's series points of every decoded
 record (``jobs/flink/alerts.py``).
 
-Input is the raw record value: the job's ``KafkaSource`` deserializes values only (PyFlink offers no
-record deserializer with metadata, and the connector has none that passes raw bytes on with their
-partition and offset; a ~30-line Java ``KafkaRecordDeserializationSchema`` would, at the cost of a
-javac step in the build). So dead letters name the topic, with partition and offset -1, and have an
-empty Kafka key; the record itself is kept byte for byte.
+Input: one ``byte[]`` per Kafka record from the job's ``RecordWithMetadataSchema`` (``jobs/flink/java``,
+built by ``jobs/flink/record_jar.py``): partition, offset, timestamp and key in a fixed header, then the
+value (``split_record``). So dead letters name the record's partition and offset and carry its key, and
+the lateness gate runs per partition (``EventClock``): a backlog read one partition after the other is
+not misread as late. No single record can stop the job: an exception while handling one record makes
+it an ``OPERATOR_ERROR`` dead letter (the exception type and message), as in ``jobs/beam/decode.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from streamwarden.jobs.flink.alerts import SeriesPoints
 from streamwarden.jobs.flink.env import keyed_bytes_type
-from streamwarden.jobs.flink.keygroups import subtask_of
+from streamwarden.jobs.flink.keygroups import java_string_hash, subtask_of
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.operators.features.fanout import EventFacts
 from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
@@ -103,6 +104,68 @@ def split_route_value(value: bytes) -> Route:
     return Route(value[pos : pos + n].decode("utf-8"), value[pos + n :], local_routes, flags)
 
 
+# ---------------------------------------------------------------- Kafka record with metadata
+
+RECORD_LAYOUT_VERSION = 1
+_RECORD_HEADER = struct.Struct(">BBiqqi")
+_NULL_KEY, _NULL_VALUE = 1, 2
+
+
+class SourceRecord(NamedTuple):
+    """One Kafka record as ``RecordWithMetadataSchema`` hands it over."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+def record_with_metadata(
+    partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None
+) -> bytes:
+    """What ``RecordWithMetadataSchema.deserialize`` emits (``>BBiqqi`` header: layout version, flags
+    (1 = null key, 2 = null value), partition, offset, timestamp, key length; the key; the value).
+    Python's twin of the Java class, for tests."""
+    flags = (_NULL_KEY if key is None else 0) | (_NULL_VALUE if value is None else 0)
+    k = key or b""
+    head = _RECORD_HEADER.pack(RECORD_LAYOUT_VERSION, flags, partition, offset, timestamp_ms, len(k))
+    return head + k + (value or b"")
+
+
+def split_record(data: bytes) -> SourceRecord:
+    """Inverse of ``record_with_metadata``; ``ValueError`` on another layout or a short buffer."""
+    if len(data) < _RECORD_HEADER.size:
+        raise ValueError(f"record of {len(data)} bytes is shorter than its {_RECORD_HEADER.size}-byte header")
+    version, flags, partition, offset, timestamp_ms, n = _RECORD_HEADER.unpack_from(data, 0)
+    if version != RECORD_LAYOUT_VERSION:
+        raise ValueError(f"record layout v{version} is not v{RECORD_LAYOUT_VERSION}")
+    pos = _RECORD_HEADER.size
+    if n < 0 or pos + n > len(data):
+        raise ValueError(f"record key length {n} exceeds the {len(data) - pos} bytes after the header")
+    key = None if flags & _NULL_KEY else data[pos : pos + n]
+    value = None if flags & _NULL_VALUE else data[pos + n :]
+    return SourceRecord(partition, offset, timestamp_ms, key, value)
+
+
+def java_split_owner(topic: str, partition: int, readers: int) -> int:
+    """The source reader (subtask) the Kafka connector assigns ``partition`` of ``topic`` to
+    (``KafkaSourceEnumerator.getSplitOwner``: ``((topic.hashCode() * 31) & 0x7FFFFFFF) % readers``,
+    plus the partition, modulo the readers)."""
+    start = ((java_string_hash(topic) * 31) & 0x7FFFFFFF) % readers
+    return (start + partition) % readers
+
+
+def subtask_index_of(runtime_context: RuntimeContext) -> tuple[int, int]:
+    """``(index of this subtask, parallelism)``, from the task info on Flink 2's thread mode (see
+    ``jobs/flink/velocity.py: parallelism_of``)."""
+    java_ctx = getattr(runtime_context, "_runtime_context", None)
+    if java_ctx is not None and hasattr(java_ctx, "getTaskInfo"):
+        info = java_ctx.getTaskInfo()
+        return int(info.getIndexOfThisSubtask()), int(info.getNumberOfParallelSubtasks())
+    return runtime_context.get_index_of_this_subtask(), runtime_context.get_number_of_parallel_subtasks()
+
+
 def points_tag() -> OutputTag:
     """The side output of anomaly series points: ``(Row(series id, point bytes), Flink timestamp)``."""
     from pyflink.common.typeinfo import Types
@@ -122,12 +185,16 @@ class InjectedFailure(RuntimeError):
 
 
 class DecodeFunction(ProcessFunction):  # type: ignore[misc]
-    """``Stages.decode`` → lateness gate (observed watermark of this instance) → ``Stages.fan_out``.
+    """``split_record`` → ``Stages.decode`` → lateness gate (per-partition ``EventClock`` of this
+    instance) → ``Stages.fan_out``; any exception for one record → an ``OPERATOR_ERROR`` dead letter.
 
-    ``check_future`` applies the decoder's wall-clock future-time check (off for recorded replays).
-    ``velocity_subtasks = (parallelism, max parallelism)`` of the velocity stage (default: one subtask).
-    ``fail_once_after = (n, marker path)`` is a test hook: the instance that reads its ``n``-th record
-    while the marker file does not exist creates it and fails the job, once.
+    ``partitions``: the events topic's partitions when the job was built; this instance assigns its
+    clock the ones the Kafka source gives its subtask, so each holds the watermark back until its first
+    record (a partition added later joins with its first record). ``check_future`` applies the
+    decoder's wall-clock future-time check (off for recorded replays). ``velocity_subtasks =
+    (parallelism, max parallelism)`` of the velocity stage (default: one subtask). ``fail_once_after =
+    (n, marker path)`` is a test hook: the instance that reads its ``n``-th record while the marker file
+    does not exist creates it and fails the job, once.
     """
 
     def __init__(
@@ -135,6 +202,7 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         config: StagesConfig,
         *,
         topic: str,
+        partitions: tuple[int, ...] = (),
         check_future: bool = True,
         fail_once_after: tuple[int, str] | None = None,
         alerts: bool = False,
@@ -146,14 +214,20 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         self._alerts = alerts
         self._anomaly_spec = anomaly_spec
         self._topic = topic
+        self._partitions = partitions
         self._check_future = check_future
         self._fail_once_after = fail_once_after
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._stages = Stages.shared(self._config)
         self._clock: EventClock = self._stages.event_clock()
+        index, readers = subtask_index_of(runtime_context)
+        self._own_partitions = [
+            p for p in self._partitions if java_split_owner(self._topic, p, readers) == index
+        ]
+        self._assigned = False
+        self._stage = ""
         self._tag = dead_letter_tag()
-        self._source = SourceRef(self._topic, -1, -1)
         self._records = 0
         self._subtask_of: dict[str, int] = {}
         self._counters = StageCounters(runtime_context, ("records_in", "events", "dead_letters"))
@@ -173,43 +247,72 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
                 handle.write(f"failed after {after} records\n")
             raise InjectedFailure(f"injected failure after {after} records (marker {marker})")
 
-    def process_element(self, raw: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
+    def process_element(self, data: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         self._records += 1
-        counters = self._counters
-        counters.inc("records_in")
+        self._counters.inc("records_in")
         if self._fail_once_after is not None:
             self._maybe_fail()
-        key, source = None, self._source
-        now_ms = int(time.time() * 1000) if self._check_future else None
+        wall_ms = int(time.time() * 1000)
+        now_ms = wall_ms if self._check_future else None
+        try:
+            rec = split_record(data)
+        except Exception as exc:  # not from RecordWithMetadataSchema: still one record, not the job
+            source = SourceRef(self._topic, -1, -1)
+            yield self._dead_letter(
+                self._stages.operator_error(data, source, "split_record", exc, now_ms), None
+            )
+            return
+        source = SourceRef(self._topic, rec.partition, rec.offset)
+        out: list[Any] = []
+        try:
+            self._handle(rec, source, wall_ms, now_ms, out)
+        except Exception as exc:  # one record must never stop the job: it becomes a dead letter
+            letter = self._stages.operator_error(rec.value, source, self._stage, exc, now_ms)
+            out = [self._dead_letter(letter, rec.key)]
+        yield from out
+
+    def _handle(
+        self, rec: SourceRecord, source: SourceRef, wall_ms: int, now_ms: int | None, out: list[Any]
+    ) -> None:
+        """Append the record's outputs to ``out`` (``self._stage`` names the step, for errors)."""
         stages = self._stages
-        out = stages.decode(raw, source, now_ms)
+        self._stage = "decode"
+        decoded = stages.decode(rec.value, source, now_ms)
         points = self._points
         if points is not None:  # every decoded record, before the lateness gate (as the reference)
-            for item in points.of(out):
-                yield self._points_tag, (Row(*item), points.max_event_ms)
-        if isinstance(out, pb.DeadLetter):
-            yield self._dead_letter(out, key)
+            self._stage = "points"
+            for item in points.of(decoded):
+                out.append((self._points_tag, (Row(*item), points.max_event_ms)))
+        if isinstance(decoded, pb.DeadLetter):
+            out.append(self._dead_letter(decoded, rec.key))
             return
-        t = out.event_time_ms
+        self._stage = "lateness"
+        t = decoded.event_time_ms
         clock = self._clock
-        if not clock.admit(t):
-            yield self._dead_letter(stages.late_letter(raw, source, out, clock.watermark_ms, now_ms), key)
+        if not self._assigned:
+            self._assigned = True
+            clock.assign(self._own_partitions, wall_ms)
+        if not clock.admit(t, rec.partition, wall_ms):
+            late = stages.late_letter(rec.value, source, decoded, clock.watermark_ms, now_ms)
+            out.append(self._dead_letter(late, rec.key))
             return
-        counters.inc("events")
-        fanned = stages.fan_out(out)
+        self._stage = "fan_out"
+        fanned = stages.fan_out(decoded)
         facts = encode_facts(fanned.facts)
         keys = fanned.keys
         if not keys:
-            yield Row(fanned.event_key, route_value(fanned.event_key, facts)), t
-            return
-        # Routes of this event on each route's velocity subtask (all of them at parallelism 1).
-        if self._velocity_subtasks[0] == 1:
-            local = [len(keys)] * len(keys)
+            out.append((Row(fanned.event_key, route_value(fanned.event_key, facts)), t))
         else:
-            subtasks = [self._subtask(route) for route in keys]
-            local = [subtasks.count(s) for s in subtasks]
-        for i, route in enumerate(keys):
-            yield Row(route, route_value(route, facts, local[i], ROUTE_CARRIES_EVENT if i == 0 else 0)), t
+            # Routes of this event on each route's velocity subtask (all of them at parallelism 1).
+            if self._velocity_subtasks[0] == 1:
+                local = [len(keys)] * len(keys)
+            else:
+                subtasks = [self._subtask(route) for route in keys]
+                local = [subtasks.count(s) for s in subtasks]
+            for i, route in enumerate(keys):
+                value = route_value(route, facts, local[i], ROUTE_CARRIES_EVENT if i == 0 else 0)
+                out.append((Row(route, value), t))
+        self._counters.inc("events")
 
     def _subtask(self, key: str) -> int:
         cache = self._subtask_of

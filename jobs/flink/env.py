@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import streamwarden
 from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.flink.connector import connector_jars, jar_urls
+from streamwarden.jobs.flink.record_jar import ensure_record_jar
 from streamwarden.operators.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -94,12 +95,19 @@ class FlinkConfig(BaseModel):
     )
     ship_connector_jars: bool = Field(
         True,
-        description="Add the Kafka connector jars to pipeline.jars. Set False when the cluster already has "
-        "them in lib/ (the Docker image, LocalFlinkCluster): one copy, loaded parent-first.",
+        description="Add the Kafka connector jars and the job's own jar (job_jars()) to pipeline.jars. "
+        "Set False when the cluster already has them in lib/ (the Docker image, LocalFlinkCluster): one "
+        "copy, loaded parent-first.",
     )
     extra: dict[str, str] = Field(
         default_factory=dict, description="Any other Flink configuration key, applied last, unchanged."
     )
+
+
+def job_jars() -> list[Path]:
+    """Every jar the job needs besides Flink: the Kafka connector's two and the job's own
+    (``RecordWithMetadataSchema``), fetched or built into their caches if needed."""
+    return [*connector_jars(), ensure_record_jar()]
 
 
 def default_checkpoint_dir() -> str:
@@ -175,7 +183,7 @@ def flink_settings(cfg: FlinkConfig, jars: list[Path] | None = None) -> dict[str
         ),
     }
     if cfg.ship_connector_jars:
-        settings["pipeline.jars"] = ";".join(jar_urls(jars if jars is not None else connector_jars()))
+        settings["pipeline.jars"] = ";".join(jar_urls(jars if jars is not None else job_jars()))
     if cfg.execution_mode == "thread":
         settings["python.pythonpath"] = os.pathsep.join(python_path_entries(cfg.extra_pythonpath))
     if cfg.checkpoint_interval_ms > 0:
@@ -320,6 +328,23 @@ def _explicit_offsets(offsets: Mapping[tuple[str, int], int]) -> Any:
     return KafkaOffsetsInitializer(j_init.offsets(j_offsets.asMap()))
 
 
+def _record_schema_class(jvm: Any) -> Any:
+    """``RecordWithMetadataSchema`` through the gateway, or a clear error when its jar is missing."""
+    from py4j.java_gateway import JavaClass  # type: ignore[import-untyped]
+
+    from streamwarden.jobs.flink.record_jar import SCHEMA_CLASS
+
+    found = jvm
+    for part in SCHEMA_CLASS.split("."):
+        found = getattr(found, part)
+    if not isinstance(found, JavaClass):
+        raise ConfigError(
+            f"{SCHEMA_CLASS} is not on the class path: ship job_jars() in pipeline.jars or put its jar "
+            "(streamwarden flink jars --dest DIR) in the cluster's lib/"
+        )
+    return found
+
+
 def kafka_bytes_source(
     kafka: KafkaConfig,
     topics: list[str] | str,
@@ -330,8 +355,13 @@ def kafka_bytes_source(
     client_id_prefix: str | None = None,
     partition_discovery_ms: int | None = 60_000,
     properties: Mapping[str, str] | None = None,
+    with_metadata: bool = False,
 ) -> KafkaSource:
     """A ``KafkaSource`` of raw record values (use with ``env.from_source(..., type_info=bytes_type())``).
+
+    ``with_metadata``: each element is the whole record as ``RecordWithMetadataSchema`` lays it out
+    (partition, offset, timestamp, key, value; ``jobs/flink/decode.py: split_record``); needs the jar
+    of ``jobs/flink/record_jar.py`` on the class path (``job_jars()`` includes it).
 
     ``start_from='committed'`` resumes from the group's committed offsets and falls back to the earliest
     offset for partitions without one (offsets are committed on every completed checkpoint; on restore
@@ -355,10 +385,14 @@ def kafka_bytes_source(
         .set_topics(*([topics] if isinstance(topics, str) else topics))
         .set_group_id(group_id)
         .set_starting_offsets(starts[start_from]())
-        .set_value_only_deserializer(
+    )
+    if with_metadata:
+        # PyFlink's builder has no set_deserializer: hand the Java builder the job's own schema.
+        builder._j_builder.setDeserializer(_record_schema_class(jvm)())
+    else:
+        builder.set_value_only_deserializer(
             DeserializationSchema(jvm.org.apache.flink.api.common.serialization.ByteArraySchema())
         )
-    )
     props = java_kafka_properties(kafka)
     props.pop("bootstrap.servers", None)
     if partition_discovery_ms is not None:

@@ -231,6 +231,23 @@ def _with_event_time(
     return PyDataStream(rows)
 
 
+def topic_partitions(job: JobConfig, timeout_s: float = 10.0) -> tuple[int, ...]:
+    """The events topic's partitions now (empty if the broker does not know the topic yet: the decode
+    stage's clock then learns partitions from their first record)."""
+    from confluent_kafka import KafkaException
+
+    from streamwarden.jobs.kafka_io import make_admin
+
+    try:
+        listed = make_admin(job.kafka).list_topics(job.topics.events, timeout=timeout_s)
+    except KafkaException:
+        return ()
+    meta = listed.topics.get(job.topics.events)
+    if meta is None or meta.error is not None:
+        return ()
+    return tuple(sorted(meta.partitions))
+
+
 # ---------------------------------------------------------------- the job
 
 
@@ -273,6 +290,7 @@ def build_job(
         stop_at=bounded_stop_at,
         partition_discovery_ms=opts.partition_discovery_ms,
         properties=_java_only_properties(job),
+        with_metadata=True,
     )
     records = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events", type_info=raw).uid(
         "events-source"
@@ -289,6 +307,7 @@ def build_job(
             DecodeFunction(
                 config,
                 topic=topics.events,
+                partitions=topic_partitions(job),
                 check_future=opts.check_future,
                 fail_once_after=opts.fail_once_after,
                 alerts=opts.alerts,

@@ -4,14 +4,13 @@ translation, and the pinned connector jars."""
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from streamwarden.jobs.config import KafkaConfig
-from streamwarden.jobs.flink import connector
+from streamwarden.jobs.flink import connector, record_jar
 from streamwarden.jobs.flink.env import REPO_ROOT, FlinkConfig, flink_settings, java_kafka_properties
 from streamwarden.operators.errors import ConfigError
 
@@ -27,21 +26,27 @@ def test_connector_jars_match_their_pins(jars):
         assert connector.sha256_file(path) == pin.sha256
 
 
-def test_tampered_wheel_is_rejected(tmp_path):
-    fake = tmp_path / connector.WHEEL_FILE
-    with zipfile.ZipFile(fake, "w") as archive:
-        for jar in connector.JARS:
-            archive.writestr(jar.member, b"not the real jar")
+def test_tampered_jar_is_rejected(tmp_path):
+    fake = tmp_path / "build"
+    (fake / "connector").mkdir(parents=True)
+    for jar in connector.JARS:
+        (fake / "connector" / jar.file_name).write_bytes(b"not the real jar")
     with pytest.raises(connector.ConnectorFetchError, match="sha256"):
-        connector.ensure_connector_jars(tmp_path / "out", wheel=fake)
+        connector.ensure_connector_jars(tmp_path / "out", built=fake)
     assert not list((tmp_path / "out").glob("*.jar"))
 
 
+def test_connector_jars_copied_where_asked(jars, tmp_path):
+    copies = connector.ensure_connector_jars(tmp_path / "lib")
+    assert [p.parent for p in copies] == [tmp_path / "lib"] * 2
+    assert [connector.sha256_file(p) for p in copies] == [pin.sha256 for pin in connector.JARS]
+
+
 def test_cache_dir_override(monkeypatch, tmp_path):
-    monkeypatch.setenv(connector.CACHE_ENV, str(tmp_path / "jars"))
-    assert connector.cache_dir() == (tmp_path / "jars").resolve()
-    monkeypatch.delenv(connector.CACHE_ENV)
-    assert connector.cache_dir().parts[-3:] == ("streamwarden", "flink-jars", connector.WHEEL_VERSION)
+    monkeypatch.setenv(record_jar.CACHE_ENV, str(tmp_path / "java"))
+    assert record_jar.cache_root() == (tmp_path / "java").resolve()
+    monkeypatch.delenv(record_jar.CACHE_ENV)
+    assert record_jar.cache_root().parts[-2:] == ("streamwarden", "flink-java")
 
 
 def test_thread_mode_settings(jars):

@@ -2,10 +2,10 @@
 restarts from its latest checkpoint on the MiniCluster and finishes.
 
 Keyed state is restored exactly: every event's feature vector (window counts included) equals the
-offline replay's, so no event was applied twice or lost. Output: every expected action is there, each
-copy identical; a ``read_committed`` reader must see each action id exactly once, which needs a broker
-that hides aborted transactions: the embedded tansu broker does not (checked by a probe), so on it that
-last assertion is an expected failure, and it is enforced against a real Kafka.
+offline replay's, so no event was applied twice or lost. Output, on the real Apache Kafka broker: a
+``read_committed`` reader sees every expected action id and feature record exactly once and no other,
+while a ``read_uncommitted`` reader also sees what the failed attempt wrote in its aborted transactions
+(so the failure did happen after output was written, and the transactions are what hides it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from streamwarden.jobs.bench.flink import (
-    broker_isolates_transactions,
     job_config_for,
     produce,
     read_topic,
@@ -38,7 +37,7 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
     broker, kafka_topics, tmp_path: Path
 ) -> None:
     records = list(iter_traffic(small_spec(seed=22, duration_s=60.0)))
-    topics = kafka_topics("events", "actions", "deadletter", "features", "probe")
+    topics = kafka_topics("events", "actions", "deadletter", "features")
     kafka = embedded_kafka_config(broker.bootstrap_servers)
     ends = produce(
         kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
@@ -64,6 +63,9 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
     # state: every event's vector, from whichever attempt wrote it, equals the replay's
     want_vectors = {f.event_id: tuple(f.values) for f in reference.feature_records}
     features = [pb.FeatureRecord.FromString(r.value) for r in read_topic(kafka, job.topics.features)]
+    assert Counter(f.event_id for f in features) == Counter(set(want_vectors))  # each exactly once
+    uncommitted = read_topic(kafka, job.topics.features, committed=False)
+    assert len(uncommitted) > len(features), "the failed attempt left no aborted output to hide"
     vectors: dict[str, set[tuple[float, ...]]] = defaultdict(set)
     for f in features:
         vectors[f.event_id].add(tuple(f.values))
@@ -78,10 +80,4 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
     for a in actions:
         copies[a.action_id].add((a.event_id, a.subject.id, a.verdict))
     assert all(len(v) == 1 for v in copies.values())
-    if got != want and not broker_isolates_transactions(kafka, topics[4]):
-        replayed = sum(got.values()) - sum(want.values())
-        pytest.xfail(
-            f"{replayed} actions of the aborted attempt are visible: this broker shows aborted "
-            "transactions to read_committed readers (tansu 0.6.0); exactly-once needs a real Kafka"
-        )
-    assert got == want  # read_committed: each expected action exactly once
+    assert got == want  # read_committed: each expected action exactly once, no other
