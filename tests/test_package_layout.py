@@ -30,9 +30,10 @@ def _first_paragraph(text: str) -> str:
     return " ".join(text.strip().split("\n\n")[0].split())
 
 
-@pytest.mark.parametrize(
-    ("group", "name"), [(g, n) for g, commands in COMMANDS.items() for n in commands], ids="-".join
-)
+_REGISTERED = [(g, n) for g, commands in COMMANDS.items() for n in commands]
+
+
+@pytest.mark.parametrize(("group", "name"), _REGISTERED, ids=[f"{g}-{n}" for g, n in _REGISTERED])
 def test_every_registered_command_loads_and_lists_its_own_help(group: str, name: str) -> None:
     lazy = COMMANDS[group][name]
     command = load(lazy, name)

@@ -111,7 +111,7 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
     "flink": {
         "jars": Lazy(
             "streamwarden.jobs.cli.flink:jars_cmd",
-            "Fetch (if needed) the pinned Kafka connector jars and print their paths, one a line.",
+            "Fetch (if needed) the pinned Kafka connector jars, build the job's own jar, print their paths.",
         ),
         "cluster-start": Lazy(
             "streamwarden.jobs.cli.flink:cluster_start_cmd",
