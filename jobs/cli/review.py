@@ -67,7 +67,13 @@ def serve_cmd(
     except StreamwardenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    topics = ReviewTopics(job.topics.actions, job.topics.labels, job.topics.features, appeals_topic or None)
+    topics = ReviewTopics(
+        job.topics.actions,
+        job.topics.labels,
+        job.topics.features,
+        appeals_topic or None,
+        job.topics.statements,
+    )
     service = ReviewService(store, rules, None if no_kafka else kafka, topics, host, port, group_id)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

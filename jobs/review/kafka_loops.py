@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +18,7 @@ from streamwarden.jobs.kafka_io import BatchConsumer, make_producer
 from streamwarden.jobs.review.store import ReviewStore, StoreError, now_ms
 from streamwarden.operators.evaluation.report import kind_name
 from streamwarden.operators.review.routing import ReviewRouting
+from streamwarden.operators.transparency.statements import StatementBuilder, revisions_for_review
 from streamwarden.schemas import streamwarden_pb2 as pb
 
 LOG = logging.getLogger("streamwarden.review")
@@ -32,6 +33,8 @@ class ReviewTopics:
     labels: str = "labels"
     features: str | None = "features"
     appeals: str | None = "appeals"
+    statements: str | None = None
+    """Where the outbox publisher writes the statement-of-reasons revisions a decision makes (None: off)."""
 
 
 @dataclass
@@ -146,10 +149,19 @@ class OutboxPublisher:
     decision id, which readers drop (``feedback build`` does)."""
 
     def __init__(
-        self, store: ReviewStore, kafka: KafkaConfig, topic: str, *, interval_s: float = 0.2
+        self,
+        store: ReviewStore,
+        kafka: KafkaConfig,
+        topic: str,
+        *,
+        interval_s: float = 0.2,
+        statements_topic: str | None = None,
+        statements: StatementBuilder | None = None,
     ) -> None:
         self.store = store
         self.topic = topic
+        self.statements_topic = statements_topic if statements is not None else None
+        self.statements = statements
         self.interval_s = interval_s
         self.producer = make_producer(kafka)
         self.produced = 0
@@ -171,13 +183,26 @@ class OutboxPublisher:
 
             return on_delivery
 
+        expected: dict[str, int] = {}
         for decision_id, key, payload in pending:
             self.producer.produce(
                 self.topic, payload, key,
                 headers=[("decision_id", decision_id.encode())],
                 on_delivery=callback(decision_id),
             )  # fmt: skip
+            expected[decision_id] = 1
+            # DSA statements of reasons the decision revises or revokes, marked produced with the label
+            if self.statements is not None and self.statements_topic:
+                label = pb.ReviewLabel.FromString(payload)
+                actions = self.store.actions_for_review(label)
+                for sor in revisions_for_review(self.statements, label, actions):
+                    self.producer.produce(
+                        self.statements_topic, sor.SerializeToString(), key, on_delivery=callback(decision_id)
+                    )
+                    expected[decision_id] += 1
         self.producer.flush(timeout_s)
+        counts = Counter(delivered)
+        delivered = [d for d in expected if counts[d] == expected[d]]
         if delivered:
             self.store.mark_produced(delivered)
             self.produced += len(delivered)

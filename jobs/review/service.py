@@ -14,7 +14,9 @@ from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.review.app import create_app
 from streamwarden.jobs.review.kafka_loops import Ingestor, OutboxPublisher, ReviewTopics
 from streamwarden.jobs.review.store import ReviewStore
+from streamwarden.operators.policy.policy import load_policy
 from streamwarden.operators.review.routing import ReviewRouting
+from streamwarden.operators.transparency.statements import StatementBuilder
 
 LOG = logging.getLogger("streamwarden.review")
 
@@ -61,7 +63,10 @@ class ReviewService:
             self.ingestor = Ingestor(
                 self.store, self.routing, self.kafka, self.topics, group_id=self.group_id
             )
-            self.publisher = OutboxPublisher(self.store, self.kafka, self.topics.labels)
+            self.publisher = OutboxPublisher(
+                self.store, self.kafka, self.topics.labels, statements_topic=self.topics.statements,
+                statements=StatementBuilder(load_policy()) if self.topics.statements else None,
+            )  # fmt: skip
             ingestor, publisher = self.ingestor, self.publisher
             self._thread("ingest", lambda: ingestor.run(self.stop_event))
             self._thread("outbox", lambda: publisher.run(self.stop_event))

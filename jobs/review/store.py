@@ -801,6 +801,38 @@ class ReviewStore:
                 view.entity_label = EntityLabelView(lab.label, lab.category, lab.decision_id, lab.decided_ms)
             return view
 
+    def actions_for_review(self, label: pb.ReviewLabel) -> list[pb.Action]:
+        """The stored actions a decision covers (its actions, and its subject's up to the decision), as
+        ``Action`` messages again: what their statements of reasons are rebuilt from."""
+        kind = kind_name(label.subject.kind)
+        with self.tx() as s:
+            rows = s.scalars(
+                select(StoredAction).where(
+                    StoredAction.action_id.in_(list(label.action_ids))
+                    | (
+                        (StoredAction.subject_kind == kind)
+                        & (StoredAction.subject_id == label.subject.id)
+                        & (StoredAction.event_time_ms <= label.decided_ms)
+                    )
+                )
+            ).all()
+            return [
+                pb.Action(
+                    action_id=r.action_id,
+                    event_id=r.event_id,
+                    verdict=pb.Action.Verdict.Value(r.verdict),
+                    subject=pb.Subject(kind=pb.EntityKind.Value(r.subject_kind.upper()), id=r.subject_id),
+                    reasons=[x for x in r.rule_ids.split(",") if x],
+                    scores=json.loads(r.scores_json),
+                    model_version=r.model_version,
+                    policy_version=r.policy_version,
+                    mode=pb.Action.Mode.Value(r.mode),
+                    event_time_ms=r.event_time_ms,
+                    decision_time_ms=r.decision_time_ms,
+                )
+                for r in rows
+            ]
+
     def entity_label(self, subject_kind: str, subject_id: str) -> EntityLabelView | None:
         with self.tx() as s:
             lab = s.get(EntityLabel, (subject_kind, subject_id))

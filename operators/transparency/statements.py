@@ -268,7 +268,8 @@ def apply_review(s: pb.StatementOfReasons, label: pb.ReviewLabel) -> pb.Statemen
     out = pb.StatementOfReasons()
     out.CopyFrom(s)
     out.revision = s.revision + 1
-    out.puid = f"{s.statement_id}-r{out.revision}"
+    # A PUID is never reused: one per (statement, review decision).
+    out.puid = f"{s.statement_id}-{label.decision_id or f'r{out.revision}'}"[:500]
     out.updated_ms = label.decided_ms
     out.review_decision_id = label.decision_id
     out.appeal = bool(label.appealed_decision_id)
@@ -298,8 +299,10 @@ class StatementLedger:
         self._seen_decisions: set[str] = set()
 
     def add_statement(self, s: pb.StatementOfReasons) -> None:
+        """Keep the newest revision: the one made last (review time), then the higher number (a
+        revision the review service rebuilt from revision 0 carries 1 whatever came before it)."""
         cur = self._current.get(s.statement_id)
-        if cur is not None and cur.revision >= s.revision:
+        if cur is not None and (cur.updated_ms, cur.revision) >= (s.updated_ms, s.revision):
             return
         for label in sorted(self._labels, key=lambda x: x.decided_ms):
             if covers(label, s):
@@ -324,3 +327,17 @@ class StatementLedger:
 
     def statements(self) -> list[pb.StatementOfReasons]:
         return sorted(self._current.values(), key=lambda s: (s.event_time_ms, s.statement_id))
+
+
+def revisions_for_review(
+    builder: StatementBuilder, label: pb.ReviewLabel, actions: Iterable[pb.Action]
+) -> list[pb.StatementOfReasons]:
+    """The statement revisions a review decision makes, from the actions it covers: each action's
+    statement is rebuilt (it is a function of the action and the policy) and the decision applied. What
+    the review service publishes on the statements topic next to the label."""
+    out = []
+    for a in actions:
+        s = builder.build(a)
+        if s is not None and covers(label, s):
+            out.append(apply_review(s, label))
+    return out

@@ -62,14 +62,18 @@ def flink_run(
     work: Path = tmp_path_factory.mktemp("flink-e2e")
     records = list(iter_traffic(SPEC))
     suffix = uuid.uuid4().hex[:8]
-    topics = [f"{name}-{suffix}" for name in ("events", "actions", "deadletter", "features", "alerts")]
+    topics = [
+        f"{name}-{suffix}" for name in ("events", "actions", "deadletter", "features", "alerts", "statements")
+    ]
     create_local_topics(broker.bootstrap_servers, topics, 1)
     kafka = embedded_kafka_config(broker.bootstrap_servers)
     ends = produce(
         kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
     )
     job = job_config_for(kafka, topics[:4], f"flink-e2e-{suffix}", write_features=True)
-    job = job.model_copy(update={"topics": job.topics.model_copy(update={"alerts": topics[4]})})
+    job = job.model_copy(
+        update={"topics": job.topics.model_copy(update={"alerts": topics[4], "statements": topics[5]})}
+    )
     options = FlinkJobOptions(  # type: ignore[call-arg]
         check_future=False,  # recorded traffic
         out_of_orderness_ms=OUT_OF_ORDERNESS_MS,
@@ -91,6 +95,7 @@ def flink_run(
         "records": records,
         "report": report,
         "actions": [pb.Action.FromString(r.value) for r in read_topic(kafka, topics[1])],
+        "statements": [pb.StatementOfReasons.FromString(r.value) for r in read_topic(kafka, topics[5])],
         "dead": [pb.DeadLetter.FromString(r.value) for r in read_topic(kafka, topics[2])],
         "features": [
             pb.FeatureRecord.FromString(r.value) for r in read_topic(kafka, topics[3], expected=valid)
@@ -121,6 +126,15 @@ def test_actions_and_features_equal_the_offline_replay(flink_run: dict[str, Any]
     _assert_same_actions(actions, reference.actions)
     got = {f.event_id: tuple(f.values) for f in flink_run["features"]}
     assert got == {f.event_id: tuple(f.values) for f in reference.feature_records}
+    # DSA statements of reasons: the replay's, but for the decision wall-clock time (Beam: same check)
+    assert reference.statements, "the traffic should trigger some enforcing restrictions"
+
+    def strip(s: pb.StatementOfReasons) -> bytes:
+        s = pb.StatementOfReasons.FromString(s.SerializeToString())
+        s.ClearField("decision_time_ms")
+        return s.SerializeToString(deterministic=True)
+
+    assert sorted(map(strip, flink_run["statements"])) == sorted(map(strip, reference.statements))
 
 
 def test_alerts_equal_the_anomaly_replay(flink_run: dict[str, Any]) -> None:

@@ -119,7 +119,7 @@ def test_a_shadow_mode_restriction_gets_no_statement(tmp_path: Path) -> None:
     [
         (
             ("    spam-message-block:\n      decision", "    spam-message-blok:\n      decision"),
-            ["rules[3] (id=spam-message-block).verdict: enforcing rule 'spam-message-block' restricts (block) but "
+            ["(id=spam-message-block).verdict: enforcing rule 'spam-message-block' restricts (block) but "
              "has no statement of reasons mapping", "statements.rules.spam-message-blok: no rule"],
         ),
         (
@@ -175,7 +175,7 @@ def test_review_revises_or_revokes_the_statement(replayed: ReplayResult) -> None
         1, pb.StatementOfReasons.ACTIVE, "AUTOMATED_DECISION_PARTIALLY"
     )  # fmt: skip
     assert (
-        upheld.puid == f"{s.statement_id}-r1" and upheld.updated_ms == t and upheld.review_decision_id == "d1"
+        upheld.puid == f"{s.statement_id}-d1" and upheld.updated_ms == t and upheld.review_decision_id == "d1"
     )
     assert "decision was upheld" in upheld.decision_facts and schema.validate_statement(to_api(upheld)) == []
     assert (
