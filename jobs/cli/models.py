@@ -76,6 +76,18 @@ def train_cmd(
     if variants:
         from streamwarden.models.train_variants import train_variants
 
+        if check:
+            with tempfile.TemporaryDirectory() as tmp:
+                paths = train_variants(
+                    Path(tmp), default_seed=seed, target_precision=target_precision, created_ms=created_ms
+                )
+                problems = compare_cards(paths, out)
+            for p in problems:
+                typer.echo(f"DIFFERS: {p}", err=True)
+            if problems:
+                raise typer.Exit(1)
+            typer.echo(f"reproduced: {', '.join(sorted(paths))} match {out}")
+            return
         paths = train_variants(
             out, default_seed=seed, lofo_dir=lofo, target_precision=target_precision, created_ms=created_ms
         )

@@ -39,6 +39,7 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
         rules.append(rule)
     data["rules"] = rules
+    data.get("statements", {}).get("rules", {}).pop(REMOVED, None)  # its DSA mapping goes with it
     path = tmp_path_factory.mktemp("policy") / "candidate.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

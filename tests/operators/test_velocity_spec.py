@@ -14,7 +14,7 @@ from streamwarden.operators.features.spec import DEFAULT_SPEC_PATH, EVENT_FEATUR
 def test_default_spec_names_are_unique_ordered_and_stable():
     spec = default_spec()
     names = spec.feature_names()
-    assert len(names) == len(set(names)) == 160
+    assert len(names) == len(set(names)) == 202
     assert names[: len(EVENT_FEATURES)] == [f"event.{n}" for n in EVENT_FEATURES]
     # Blocks follow ENTITY_KINDS order; inside a block windows are major, ratios come last.
     kinds = [n.split(".")[0] for n in names[len(EVENT_FEATURES) :]]
