@@ -2,8 +2,9 @@
 //! ``operators/features/state_codec.py``.
 
 use crate::hll::Hll;
+use crate::lanes::Lanes;
 use crate::plan::Plan;
-use crate::state::{Closed, Distinct, State, NO_TIME};
+use crate::state::{Closed, Seen, State, MAX_TIME, NO_TIME};
 
 pub const MAGIC: &[u8; 3] = b"SWK";
 pub const LAYOUT_V1: u8 = 1;
@@ -77,19 +78,13 @@ pub fn encode(plan: &Plan, st: &State) -> Vec<u8> {
             }
             _ => put_varint(&mut out, 0),
         }
-        put_vector(&mut out, &st.head_lanes(plan, w));
+        let mut head_lanes = vec![0i64; nc];
+        st.head_lanes(plan, w, &mut head_lanes);
+        put_vector(&mut out, &head_lanes);
     }
-    for d in &st.distinct {
-        match d {
-            Distinct::Exact(set) => {
-                put_varint(&mut out, 0);
-                put_varint(&mut out, set.len() as u64);
-                for &(h, last) in set {
-                    out.extend_from_slice(&h.to_le_bytes());
-                    put_varint(&mut out, (st.high - last) as u64);
-                }
-            }
-            Distinct::Hll(hll) => {
+    for di in 0..plan.distinct_cols.len() {
+        match st.hll.get(di) {
+            Some(Some(hll)) => {
                 put_varint(&mut out, 1);
                 let m = hll.m();
                 for (w, &(g, n)) in plan.windows.iter().enumerate() {
@@ -107,6 +102,14 @@ pub fn encode(plan: &Plan, st: &State) -> Vec<u8> {
                         let s = b.rem_euclid(n) as usize * m;
                         out.extend_from_slice(&regs[s..s + m]);
                     }
+                }
+            }
+            _ => {
+                put_varint(&mut out, 0);
+                put_varint(&mut out, st.exact_count(di) as u64);
+                for e in st.exact.iter().filter(|e| e.di() == di) {
+                    out.extend_from_slice(&e.hash.to_le_bytes());
+                    put_varint(&mut out, (st.high - e.last()) as u64);
                 }
             }
         }
@@ -233,8 +236,9 @@ fn set_window(
     let nc = plan.n_cols;
     buckets.sort_by_key(|b| b.0);
     buckets.retain(|b| b.1.iter().any(|&v| v != 0));
-    let lanes = &mut st.sums[w * nc..(w + 1) * nc];
-    lanes.copy_from_slice(head_lanes);
+    for (c, &v) in head_lanes.iter().enumerate() {
+        st.sums.add(w * nc + c, v);
+    }
     if buckets.is_empty() {
         return;
     }
@@ -247,9 +251,9 @@ fn set_window(
         vals: Vec::new(),
     };
     for (b, v) in buckets {
-        for c in 0..nc {
-            cl.sum[c] += v[c];
-            lanes[c] += v[c];
+        for (c, &x) in v.iter().enumerate() {
+            cl.sum[c] += x;
+            st.sums.add(w * nc + c, x);
         }
         cl.idx.push(b);
         cl.vals.extend_from_slice(&v);
@@ -257,12 +261,24 @@ fn set_window(
     st.closed[w] = Some(Box::new(cl));
 }
 
-fn finish_exact(mut set: Vec<(u64, i64)>) -> Result<Distinct, String> {
-    set.sort_unstable_by_key(|e| e.0);
-    if set.windows(2).any(|p| p[0].0 == p[1].0) {
+/// Sort the exact values read for every aggregation; a value twice in one set is corrupt.
+fn finish_exact(st: &mut State) -> Result<(), String> {
+    st.exact.sort_unstable_by_key(|e| (e.hash, e.di()));
+    if st
+        .exact
+        .windows(2)
+        .any(|p| (p[0].hash, p[0].di()) == (p[1].hash, p[1].di()))
+    {
         return Err("duplicate value in an exact distinct set".into());
     }
-    Ok(Distinct::Exact(set))
+    Ok(())
+}
+
+fn check_time(t: i64) -> Result<i64, String> {
+    if t.abs() >= MAX_TIME {
+        return Err(format!("time {t} out of range"));
+    }
+    Ok(t)
 }
 
 fn decode_v1(plan: &Plan, r: &mut Reader) -> Result<State, String> {
@@ -273,8 +289,9 @@ fn decode_v1(plan: &Plan, r: &mut Reader) -> Result<State, String> {
     if high == NO_TIME {
         return Ok(st);
     }
+    check_time(high)?;
     st.high = high;
-    st.sums = vec![0; plan.n_lanes()];
+    st.sums = Lanes::zeros(plan.n_lanes());
     let nc = plan.n_cols;
     let mask_bytes = nc.div_ceil(8);
     for (w, &(g, n)) in plan.windows.iter().enumerate() {
@@ -340,13 +357,15 @@ fn decode_v1(plan: &Plan, r: &mut Reader) -> Result<State, String> {
                         ages.push(r.u32()?);
                     }
                 }
-                let mut set = Vec::with_capacity(count);
                 for (len, age) in lens.into_iter().zip(ages) {
                     let raw = r.take(len)?;
                     std::str::from_utf8(raw).map_err(|e| format!("exact distinct value: {e}"))?;
-                    set.push((item_hash(raw), high - age as i64));
+                    st.exact.push(Seen::new(
+                        item_hash(raw),
+                        di,
+                        check_time(high - age as i64)?,
+                    ));
                 }
-                st.distinct[di] = finish_exact(set)?;
             }
             1 => {
                 let mut hll = Hll::new(plan);
@@ -362,11 +381,12 @@ fn decode_v1(plan: &Plan, r: &mut Reader) -> Result<State, String> {
                     check_registers(plan, &hll.regs[w])?;
                     hll.recompute(w);
                 }
-                st.distinct[di] = Distinct::Hll(Box::new(hll));
+                st.set_hll(plan, di, hll);
             }
             mode => return Err(format!("bad distinct mode {mode}")),
         }
     }
+    finish_exact(&mut st)?;
     Ok(st)
 }
 
@@ -403,11 +423,9 @@ fn decode_v2(plan: &Plan, r: &mut Reader) -> Result<State, String> {
     if high == NO_TIME {
         return Ok(st);
     }
-    if !(NO_TIME < high && high < -NO_TIME) {
-        return Err(format!("high-water mark {high} out of range"));
-    }
+    check_time(high)?;
     st.high = high;
-    st.sums = vec![0; plan.n_lanes()];
+    st.sums = Lanes::zeros(plan.n_lanes());
     let nc = plan.n_cols;
     for (w, &(g, n)) in plan.windows.iter().enumerate() {
         let head = high.div_euclid(g);
@@ -436,16 +454,15 @@ fn decode_v2(plan: &Plan, r: &mut Reader) -> Result<State, String> {
                 if count > r.data.len() {
                     return Err(format!("exact set of {count} values"));
                 }
-                let mut set = Vec::with_capacity(count);
                 for _ in 0..count {
                     let h = r.u64()?;
                     let age = r.varint()?;
-                    if age > (1 << 62) {
+                    if age >= MAX_TIME as u64 {
                         return Err(format!("exact value age {age} out of range"));
                     }
-                    set.push((h, high - age as i64));
+                    st.exact
+                        .push(Seen::new(h, di, check_time(high - age as i64)?));
                 }
-                st.distinct[di] = finish_exact(set)?;
             }
             1 => {
                 let mut hll = Hll::new(plan);
@@ -466,10 +483,11 @@ fn decode_v2(plan: &Plan, r: &mut Reader) -> Result<State, String> {
                     check_registers(plan, &hll.regs[w])?;
                     hll.recompute(w);
                 }
-                st.distinct[di] = Distinct::Hll(Box::new(hll));
+                st.set_hll(plan, di, hll);
             }
             mode => return Err(format!("bad distinct mode {mode}")),
         }
     }
+    finish_exact(&mut st)?;
     Ok(st)
 }

@@ -6,6 +6,7 @@
 
 mod codec;
 mod hll;
+mod lanes;
 mod plan;
 mod state;
 
@@ -16,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
+use plan::F_ACCOUNT;
 use plan::{
     Ops, Plan, Program, Where, F_ACCOUNT_CREATED, F_CONTENT_HASH, F_EVENT_ID, F_EXPECT_MASK,
     F_PLAY, F_TIME, F_TYPE, N_FACTS,
@@ -112,6 +114,7 @@ impl CorePlan {
             .iter()
             .all(|p| check(&p.ops) && p.wheres.iter().all(|w| w.field < N_FACTS && check(&w.ops)))
             || distinct_cols.iter().any(|&c| c >= n_cols)
+            || distinct_cols.len() > 255
             || ratios
                 .iter()
                 .any(|&(a, b, _)| a >= n_cols * windows.len() || b >= n_cols * windows.len())
@@ -181,12 +184,38 @@ fn read_facts(facts: &Bound<'_, PyTuple>, fields: &[Vec<usize>]) -> PyResult<Ev>
             ev.hashes[f] = str_hash(&facts.get_borrowed_item(f)?.to_owned())?;
         }
     }
-    if !(NO_TIME < t && t < -NO_TIME) {
+    if t.abs() >= state::MAX_TIME {
         return Err(PyValueError::new_err(format!(
             "event time {t} out of range"
         )));
     }
     Ok(ev)
+}
+
+/// Check a facts tuple's types and ranges without applying anything (so a bad item in a batch
+/// changes no state: the call fails before the first event is applied).
+fn validate_facts(item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let facts = item.downcast::<PyTuple>()?;
+    if facts.len() != N_FACTS {
+        return Err(PyValueError::new_err(format!(
+            "facts need {N_FACTS} fields, got {}",
+            facts.len()
+        )));
+    }
+    let t: i64 = facts.get_borrowed_item(F_TIME)?.extract()?;
+    if t.abs() >= state::MAX_TIME {
+        return Err(PyValueError::new_err(format!(
+            "event time {t} out of range"
+        )));
+    }
+    facts.get_borrowed_item(F_TYPE)?.extract::<i64>()?;
+    for f in F_ACCOUNT..F_PLAY {
+        facts.get_borrowed_item(f)?.downcast::<PyString>()?;
+    }
+    for f in F_PLAY..F_ACCOUNT_CREATED + 1 {
+        facts.get_borrowed_item(f)?.extract::<i64>()?;
+    }
+    Ok(())
 }
 
 fn floats<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyTuple>> {
@@ -269,16 +298,9 @@ impl PyKeyState {
     /// Per distinct aggregation: ``"exact"`` or ``"hll"``.
     #[getter]
     fn distinct_modes(&self) -> Vec<&'static str> {
-        self.st
-            .distinct
-            .iter()
-            .map(|d| {
-                if matches!(d, state::Distinct::Hll(_)) {
-                    "hll"
-                } else {
-                    "exact"
-                }
-            })
+        let plan = &self.plan.get().plan;
+        (0..plan.distinct_cols.len())
+            .map(|di| if self.st.is_hll(di) { "hll" } else { "exact" })
             .collect()
     }
 
@@ -421,18 +443,36 @@ impl Batch {
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
         let width = self.defaults.len();
         let n = facts.len();
-        let mut rows = vec![0f64; n * width];
         let mut lates = vec![0u64; n];
-        for (i, item) in facts.iter().enumerate() {
-            let tuple = item.downcast::<PyTuple>()?;
-            lates[i] = self.process_into(tuple, &mut rows[i * width..(i + 1) * width])?;
+        let mut row = vec![0f64; width];
+        for item in facts.iter() {
+            validate_facts(&item)?;
         }
-        let vb = PyBytes::new_with(py, rows.len() * 8, |buf| {
-            for (chunk, v) in buf.chunks_exact_mut(8).zip(&rows) {
-                chunk.copy_from_slice(&v.to_le_bytes());
+        let mut failure: Option<PyErr> = None;
+        // Rows go straight into the output bytes (no intermediate array of n * width floats).
+        let vb = PyBytes::new_with(py, n * width * 8, |buf| {
+            for (i, item) in facts.iter().enumerate() {
+                let done = item
+                    .downcast::<PyTuple>()
+                    .map_err(PyErr::from)
+                    .and_then(|tuple| self.process_into(tuple, &mut row));
+                match done {
+                    Ok(late) => lates[i] = late,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                let out = &mut buf[i * width * 8..(i + 1) * width * 8];
+                for (chunk, v) in out.chunks_exact_mut(8).zip(&row) {
+                    chunk.copy_from_slice(&v.to_le_bytes());
+                }
             }
             Ok(())
         })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
         let lb = PyBytes::new_with(py, n * 8, |buf| {
             for (chunk, v) in buf.chunks_exact_mut(8).zip(&lates) {
                 chunk.copy_from_slice(&v.to_le_bytes());
@@ -448,6 +488,7 @@ impl Batch {
         py: Python<'py>,
         facts: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyTuple>, u64)> {
+        validate_facts(facts)?;
         let mut row = vec![0f64; self.defaults.len()];
         let late = self.process_into(facts.downcast::<PyTuple>()?, &mut row)?;
         Ok((floats(py, &row)?, late))

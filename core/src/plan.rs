@@ -5,6 +5,7 @@
 pub const F_EVENT_ID: usize = 0;
 pub const F_TIME: usize = 1;
 pub const F_TYPE: usize = 2;
+pub const F_ACCOUNT: usize = 3;
 pub const F_CONTENT_HASH: usize = 11;
 pub const F_PLAY: usize = 12;
 pub const F_ACCOUNT_CREATED: usize = 16;

@@ -9,6 +9,7 @@
 //! BLAKE2b hashes of the values), then HyperLogLog.
 
 use crate::hll::Hll;
+use crate::lanes::Lanes;
 use crate::plan::{Ops, Plan, N_FACTS};
 
 pub const NO_TIME: i64 = -(1 << 62);
@@ -32,11 +33,36 @@ pub struct Closed {
     pub vals: Vec<i64>,
 }
 
-#[derive(Clone, Debug)]
-pub enum Distinct {
-    /// (hash, last event time), sorted by hash.
-    Exact(Vec<(u64, i64)>),
-    Hll(Box<Hll>),
+/// Event times the core accepts: ``|t| < MAX_TIME`` (times are packed with an 8-bit tag below).
+pub const MAX_TIME: i64 = 1 << 54;
+
+/// One exact distinct value: its hash, and its last event time packed with its aggregation index
+/// (``last << 8 | di``) so every aggregation's set shares one sorted vector per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub hash: u64,
+    packed: i64,
+}
+
+impl Seen {
+    pub fn new(hash: u64, di: usize, last: i64) -> Self {
+        Seen {
+            hash,
+            packed: (last << 8) | di as i64,
+        }
+    }
+    #[inline]
+    pub fn di(&self) -> usize {
+        (self.packed & 0xff) as usize
+    }
+    #[inline]
+    pub fn last(&self) -> i64 {
+        self.packed >> 8
+    }
+    #[inline]
+    fn key(&self) -> (u64, usize) {
+        (self.hash, self.di())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -44,10 +70,13 @@ pub struct State {
     pub high: i64,
     pub late: u64,
     /// ``windows * n_cols`` window values (empty before the first event).
-    pub sums: Vec<i64>,
+    pub sums: Lanes,
     /// Per window its closed buckets (empty vector: none anywhere).
-    pub closed: Vec<Option<Box<Closed>>>,
-    pub distinct: Vec<Distinct>,
+    pub closed: Box<[Option<Box<Closed>>]>,
+    /// Exact distinct values of every aggregation not yet switched to HLL, sorted by (hash, index).
+    pub exact: Vec<Seen>,
+    /// Per distinct aggregation its HyperLogLog once switched (empty until the first switch).
+    pub hll: Box<[Option<Box<Hll>>]>,
 }
 
 enum SeenAction {
@@ -57,17 +86,14 @@ enum SeenAction {
 }
 
 impl State {
-    pub fn new(plan: &Plan) -> Self {
+    pub fn new(_plan: &Plan) -> Self {
         State {
             high: NO_TIME,
             late: 0,
-            sums: Vec::new(),
-            closed: Vec::new(),
-            distinct: plan
-                .distinct_cols
-                .iter()
-                .map(|_| Distinct::Exact(Vec::new()))
-                .collect(),
+            sums: Lanes::default(),
+            closed: Box::new([]),
+            exact: Vec::new(),
+            hll: Box::new([]),
         }
     }
 
@@ -80,7 +106,7 @@ impl State {
         let t = ev.t;
         if t > self.high {
             if self.high == NO_TIME {
-                self.sums = vec![0; plan.n_lanes()];
+                self.sums = Lanes::zeros(plan.n_lanes());
             } else {
                 self.advance(plan, t);
             }
@@ -115,29 +141,31 @@ impl State {
         }
         for &(di, f) in &ops.dists {
             let Some(h) = ev.hashes[f] else { continue };
-            let action = match &mut self.distinct[di] {
-                Distinct::Hll(hll) => {
-                    hll.add(plan, h, t, self.high);
-                    SeenAction::Nothing
-                }
-                Distinct::Exact(set) => match set.binary_search_by_key(&h, |e| e.0) {
+            let action = if let Some(Some(hll)) = self.hll.get_mut(di) {
+                hll.add(plan, h, t, self.high);
+                SeenAction::Nothing
+            } else {
+                match self.exact.binary_search_by(|e| e.key().cmp(&(h, di))) {
                     Err(pos) => {
-                        set.insert(pos, (h, t));
+                        self.exact.insert(pos, Seen::new(h, di, t));
                         // (a set's first value never compacts, as in the layout-v1 engine)
-                        SeenAction::New {
-                            compact: set.len() > 1 && set.len() >= plan.exact_limit,
-                        }
+                        let limit = plan.exact_limit;
+                        let compact = self.exact.len() >= limit && {
+                            let k = self.exact_count(di);
+                            k > 1 && k >= limit
+                        };
+                        SeenAction::New { compact }
                     }
                     Ok(pos) => {
-                        let o = set[pos].1;
+                        let o = self.exact[pos].last();
                         if t > o {
-                            set[pos].1 = t;
+                            self.exact[pos] = Seen::new(h, di, t);
                             SeenAction::Moved(o)
                         } else {
                             SeenAction::Nothing
                         }
                     }
-                },
+                }
             };
             let col = plan.distinct_cols[di];
             match action {
@@ -161,9 +189,9 @@ impl State {
             let b = t.div_euclid(g);
             let head = high.div_euclid(g);
             if b == head {
-                self.sums[w * nc + c] += v;
+                self.sums.add(w * nc + c, v);
             } else if b > head - n {
-                self.sums[w * nc + c] += v;
+                self.sums.add(w * nc + c, v);
                 self.closed_bucket(plan, w, b)[c] += v;
                 self.closed_sum(w)[c] += v;
             }
@@ -186,11 +214,11 @@ impl State {
                 continue; // both occurrences are before this window
             }
             if ob > head - n {
-                self.sums[w * nc + c] -= 1;
+                self.sums.add(w * nc + c, -1);
                 self.closed_bucket(plan, w, ob)[c] -= 1;
                 self.closed_sum(w)[c] -= 1;
             }
-            self.sums[w * nc + c] += 1;
+            self.sums.add(w * nc + c, 1);
             if nb != head {
                 self.closed_bucket(plan, w, nb)[c] += 1;
                 self.closed_sum(w)[c] += 1;
@@ -223,50 +251,55 @@ impl State {
             Ok(p) => p,
             Err(p) => {
                 cl.idx.insert(p, b);
-                cl.vals
-                    .splice(p * nc..p * nc, std::iter::repeat_n(0, nc));
+                cl.vals.splice(p * nc..p * nc, std::iter::repeat_n(0, nc));
                 p
             }
         };
         &mut cl.vals[pos * nc..(pos + 1) * nc]
     }
 
-    /// The head bucket's lanes of window ``w``.
-    pub fn head_lanes(&self, plan: &Plan, w: usize) -> Vec<i64> {
-        let nc = plan.n_cols;
-        let mut out = self.sums[w * nc..(w + 1) * nc].to_vec();
+    /// The head bucket's lanes of window ``w`` into ``out`` (``n_cols`` long).
+    pub fn head_lanes(&self, plan: &Plan, w: usize, out: &mut [i64]) {
+        self.sums.read(w * plan.n_cols, out);
         if let Some(Some(cl)) = self.closed.get(w) {
             for (o, s) in out.iter_mut().zip(&cl.sum) {
                 *o -= s;
             }
         }
-        out
     }
 
     /// Slide the windows to the new high-water mark ``t`` (> ``high``).
     fn advance(&mut self, plan: &Plan, t: i64) {
         let nc = plan.n_cols;
         let old = self.high;
+        let mut on_stack = [0i64; 64];
+        let mut on_heap = Vec::new();
+        let scratch: &mut [i64] = if nc <= 64 {
+            &mut on_stack[..nc]
+        } else {
+            on_heap.resize(nc, 0);
+            &mut on_heap
+        };
         for (w, &(g, n)) in plan.windows.iter().enumerate() {
             let h = old.div_euclid(g);
             let bt = t.div_euclid(g);
             if bt <= h {
                 continue;
             }
-            let lanes = w * nc..(w + 1) * nc;
             if bt - h >= n {
-                self.sums[lanes].fill(0);
+                self.sums.zero_range(w * nc, (w + 1) * nc);
                 if let Some(slot) = self.closed.get_mut(w) {
                     *slot = None;
                 }
                 continue;
             }
-            let head = self.head_lanes(plan, w);
+            let head = &mut *scratch;
+            self.head_lanes(plan, w, head);
             if head.iter().any(|&v| v != 0) {
                 let cl = self.closed_mut(plan, w);
                 cl.idx.push(h);
-                cl.vals.extend_from_slice(&head);
-                for (s, v) in cl.sum.iter_mut().zip(&head) {
+                cl.vals.extend_from_slice(head);
+                for (s, v) in cl.sum.iter_mut().zip(head.iter()) {
                     *s += v;
                 }
             }
@@ -275,11 +308,10 @@ impl State {
             };
             let first_kept = cl.idx.partition_point(|&b| b <= bt - n);
             if first_kept > 0 {
-                let sums = &mut self.sums[lanes];
                 for chunk in cl.vals[..first_kept * nc].chunks_exact(nc) {
-                    for c in 0..nc {
-                        sums[c] -= chunk[c];
-                        cl.sum[c] -= chunk[c];
+                    for (c, &x) in chunk.iter().enumerate() {
+                        self.sums.add(w * nc + c, -x);
+                        cl.sum[c] -= x;
                     }
                 }
                 cl.idx.drain(..first_kept);
@@ -289,10 +321,8 @@ impl State {
                 self.closed[w] = None;
             }
         }
-        for d in self.distinct.iter_mut() {
-            if let Distinct::Hll(hll) = d {
-                hll.advance(plan, old, t);
-            }
+        for hll in self.hll.iter_mut().flatten() {
+            hll.advance(plan, old, t);
         }
     }
 
@@ -306,17 +336,31 @@ impl State {
             .map(|&(g, n)| (high.div_euclid(g) - n + 1) * g)
             .min()
             .unwrap_or(i64::MIN);
-        let Distinct::Exact(set) = &mut self.distinct[di] else {
-            return;
-        };
-        set.retain(|&(_, last)| last >= cutoff);
-        if 2 * set.len() > plan.exact_limit {
+        self.exact.retain(|e| e.di() != di || e.last() >= cutoff);
+        if 2 * self.exact_count(di) > plan.exact_limit {
             let mut hll = Hll::new(plan);
-            for &(h, last) in set.iter() {
-                hll.add(plan, h, last, high);
+            for e in self.exact.iter().filter(|e| e.di() == di) {
+                hll.add(plan, e.hash, e.last(), high);
             }
-            self.distinct[di] = Distinct::Hll(Box::new(hll));
+            self.exact.retain(|e| e.di() != di);
+            self.set_hll(plan, di, hll);
         }
+    }
+
+    /// Values tracked exactly for distinct aggregation ``di``.
+    pub fn exact_count(&self, di: usize) -> usize {
+        self.exact.iter().filter(|e| e.di() == di).count()
+    }
+
+    pub fn is_hll(&self, di: usize) -> bool {
+        matches!(self.hll.get(di), Some(Some(_)))
+    }
+
+    pub fn set_hll(&mut self, plan: &Plan, di: usize, hll: Hll) {
+        if self.hll.is_empty() {
+            self.hll = (0..plan.distinct_cols.len()).map(|_| None).collect();
+        }
+        self.hll[di] = Some(Box::new(hll));
     }
 
     /// The key's block as of its high-water mark: window lanes, then the ratios.
@@ -325,12 +369,10 @@ impl State {
         if self.sums.is_empty() {
             out[..nl].fill(0.0);
         } else {
-            for (o, &s) in out[..nl].iter_mut().zip(&self.sums) {
-                *o = s as f64;
-            }
+            self.sums.write_f64(&mut out[..nl]);
         }
-        for (di, d) in self.distinct.iter().enumerate() {
-            if let Distinct::Hll(hll) = d {
+        for (di, hll) in self.hll.iter().enumerate() {
+            if let Some(hll) = hll {
                 let c = plan.distinct_cols[di];
                 for w in 0..plan.windows.len() {
                     out[w * plan.n_cols + c] = hll.estimate(w);
@@ -341,7 +383,7 @@ impl State {
             let (a, b) = if self.sums.is_empty() {
                 (0, 0)
             } else {
-                (self.sums[num], self.sums[den])
+                (self.sums.get(num), self.sums.get(den))
             };
             out[nl + k] = if b != 0 { a as f64 / b as f64 } else { default };
         }

@@ -1,8 +1,9 @@
 """Velocity features: spec, fan-out, sliding-window key state, assembly and offline replay.
 
-Engine bindings use: ``FanOut`` (event → facts + keys), ``KeyState`` (``on_event``, ``expiry_ms``,
-``to_bytes``/``from_bytes``) built from ``compile_plans(spec)``, ``event_partial`` and ``Assembler``
-(``add``/``expire``). ``VelocityPipeline``/``replay`` run the same chain in one process.
+Engine bindings use: ``FanOut`` (event → facts + keys), ``KeyState`` (the compiled core's per-key
+entry point: ``on_event``, ``expiry_ms``; bytes via ``state_codec``) built from ``compile_plans(spec)``,
+``event_partial`` and ``Assembler`` (``add``/``expire``). ``VelocityPipeline``/``replay`` run the same
+chain in one process through the core's batch entry point.
 """
 
 from streamwarden.operators.features.assemble import Assembler, FeatureVector, event_features, event_partial

@@ -1,5 +1,8 @@
 """HyperLogLog over sliding bucketed windows, for distinct counts too large to keep exact.
 
+The engines run the compiled core's implementation (``core/src/hll.rs``, the same maths and the same
+``item_hash``); this module is its readable reference, used by the accuracy tests.
+
 Each window keeps one register array per bucket (``n`` buckets of ``m = 2**p`` one-byte registers) and
 their running union (the register-wise max over the window's buckets). Adding a value touches one
 register per window; when the window slides, evicted buckets are zeroed and the union is recomputed
