@@ -17,13 +17,22 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, make_wsgi_app
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    make_wsgi_app,
+)
 
 if TYPE_CHECKING:
     from streamwarden.jobs.config import JobConfig
     from streamwarden.schemas import streamwarden_pb2 as pb
 
 LOG = logging.getLogger("streamwarden.metrics")
+disable_created_metrics()  # no *_created series: a counter's reset shows in the counter itself
 
 RECORDS = Counter(
     "streamwarden_records", "Records through each stage, by direction (in/out).", ["stage", "direction"]
