@@ -75,8 +75,8 @@ def _figures(report: TransparencyReport) -> list[Any]:
             )
         )
         fig.update_layout(
-            title=f"{name} per rule (95% Wilson interval)", yaxis={"range": [0, 1]}, height=340,
-            margin={"t": 50, "b": 110, "l": 50, "r": 20},
+            title=f"{name} per rule (95% Wilson interval)", yaxis={"range": [0, 1]}, height=420,
+            margin={"t": 50, "b": 170, "l": 50, "r": 20},
         )  # fmt: skip
         figs.append(fig)
     return figs

@@ -14,7 +14,8 @@ Definitions (every number follows them; the test checks them against a hand-comp
   action, the first such action's event time minus the subject's first abusive event; the median over
   subjects, in seconds.
 - *Reviews*: decisions (``ReviewLabel``) decided in the period, by outcome; *time to review*: the
-  decision time minus the earliest ``decision_time_ms`` of the actions it covers (actions unknown to the
+  decision time minus the earliest ``decision_time_ms`` of the actions it covers (the event time for an
+  action whose decision time is unset or after the review: a replayed action; actions unknown to the
   report are skipped), median in seconds. *Appeals*: decisions with ``appealed_decision_id``: rejected
   (uphold) or granted (overturn); ``appeals_opened`` counts ``ReviewAppeal`` messages given.
 - *Overturn rate* per rule: of the period's review decisions covering a rule's actions
@@ -119,6 +120,14 @@ def restriction_types(s: pb.StatementOfReasons) -> list[str]:
     return out
 
 
+def _decided_at(a: pb.Action, reviewed_ms: int) -> int:
+    """When the job decided ``a``: its wall-clock decision time, or its event time when that is unset or
+    later than the review (an action replayed after the fact, whose wall clock says nothing of when the
+    decision was first taken)."""
+    t = a.decision_time_ms
+    return t if 0 < t <= reviewed_ms else a.event_time_ms
+
+
 def _kind(kind: int) -> str:
     return pb.EntityKind.Name(kind).lower()  # type: ignore[arg-type]
 
@@ -170,11 +179,7 @@ def build_report(
     by_outcome: Counter[str] = Counter(outcome.get(r.decision, "other") for r in revs)
     waits = []
     for r in revs:
-        times = [
-            by_action[i].decision_time_ms or by_action[i].event_time_ms
-            for i in r.action_ids
-            if i in by_action
-        ]
+        times = [_decided_at(by_action[i], r.decided_ms) for i in r.action_ids if i in by_action]
         if times:
             waits.append(r.decided_ms - min(times))
     appeal_outcome = {pb.ReviewLabel.UPHOLD: "rejected", pb.ReviewLabel.OVERTURN: "granted"}
