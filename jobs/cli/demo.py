@@ -34,6 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streamwarden.deploy.broker import EmbeddedBroker
 from streamwarden.jobs.cli.generate import KafkaSink, run_generate
+from streamwarden.jobs.cli.options import MetricsPortOpt
 from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
 from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config, make_consumer, poll_batch
 from streamwarden.operators.anomaly.spec import DEFAULT_SPEC_PATH
@@ -398,6 +399,7 @@ def demo_cmd(
     organic_events_per_s: Annotated[
         float, typer.Option(help="Daily-mean organic event rate (attacks come on top).", min=0)
     ] = DEMO_ORGANIC_EVENTS_PER_S,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run the embedded default: broker, live generated traffic with attacks, the Beam job, a live summary."""
     from streamwarden.jobs.beam.pipeline import new_stop_token, request_stop, run_beam_in_process
@@ -423,6 +425,11 @@ def demo_cmd(
         errors: list[tuple[str, BaseException]] = []
         token = new_stop_token()
         job = JobConfig(kafka=kafka, topics=topics, group_id="streamwarden-demo")  # type: ignore[call-arg]
+        metrics = None
+        if metrics_port is not None:  # the same /metrics and /healthz as `run --metrics-port`
+            from streamwarden.jobs.cli.run import start_metrics
+
+            metrics = start_metrics(job, metrics_port)
 
         def run_job() -> None:
             try:
@@ -488,6 +495,9 @@ def demo_cmd(
                     break
             watcher.close()
             review.stop()
+            if metrics is not None:
+                metrics[1].stop()
+                metrics[0].stop()
         now_ms = int(time.time() * 1000)
         state.refresh(now_ms)
         elapsed = time.monotonic() - t0

@@ -144,7 +144,7 @@ def run_cmd(
             raise ConfigError(f"engine {chosen!r} cannot run a live job (use beam or flink)")
         check_broker(job)
         if metrics_port is not None:
-            server, lag = _start_metrics(job, metrics_port)
+            server, lag = start_metrics(job, metrics_port)
         if chosen == "beam":
             _run_beam(job, max_records, idle_timeout_s, bundle_max_ms, progress)
         else:
@@ -161,7 +161,7 @@ def run_cmd(
             server.stop()
 
 
-def _start_metrics(job: JobConfig, port: int) -> tuple[MetricsServer, LagPoller]:
+def start_metrics(job: JobConfig, port: int) -> tuple[MetricsServer, LagPoller]:
     """The /metrics endpoint, the versions info metric and the consumer-lag poller of this run."""
     from streamwarden.jobs import observability
     from streamwarden.jobs.config import stages_config
