@@ -159,6 +159,20 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
             "Compute the transparency report of a period (DSA Art. 15) as text, JSON, CSV and HTML.",
         ),
     },
+    "policy": {
+        "validate": Lazy(
+            "streamwarden.jobs.cli.policy:validate_cmd",
+            "Check a policy file: syntax, rule fields, and every name against the feature spec and the models.",
+        ),
+        "test": Lazy(
+            "streamwarden.jobs.cli.policy:policy_test_cmd",
+            "Run golden cases (YAML: event, features, scores, the rules expected to fire) against a policy.",
+        ),
+        "diff": Lazy(
+            "streamwarden.jobs.cli.policy:diff_cmd",
+            "Which rules a new policy adds, removes or changes, and whether its version was bumped.",
+        ),
+    },
     "actions": {
         "tail": Lazy(
             "streamwarden.jobs.cli.actions:tail_cmd",
@@ -257,6 +271,7 @@ _GROUPS: dict[str, typer.Typer] = {
     ),
     "alerts": _group("alerts", "Read the alerts topic.", no_args_is_help=True),
     "actions": _group("actions", "Read the actions topic.", no_args_is_help=True),
+    "policy": _group("policy", "Check a policy before it reaches a job.", no_args_is_help=True),
     "deadletter": _group(
         "deadletter", "Read the dead-letter topic; re-submit fixed records.", no_args_is_help=True
     ),
