@@ -74,7 +74,9 @@ def serve_cmd(
         appeals_topic or None,
         job.topics.statements,
     )
-    service = ReviewService(store, rules, None if no_kafka else kafka, topics, host, port, group_id)
+    service = ReviewService(
+        store, rules, None if no_kafka else kafka, topics, host, port, group_id, policy=job.policy
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

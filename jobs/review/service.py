@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvicorn
 
@@ -14,7 +15,7 @@ from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.review.app import create_app
 from streamwarden.jobs.review.kafka_loops import Ingestor, OutboxPublisher, ReviewTopics
 from streamwarden.jobs.review.store import ReviewStore
-from streamwarden.operators.policy.policy import load_policy
+from streamwarden.operators.policy.policy import DEFAULT_POLICY_PATH, load_policy
 from streamwarden.operators.review.routing import ReviewRouting
 from streamwarden.operators.transparency.statements import StatementBuilder
 
@@ -30,6 +31,8 @@ class ReviewService:
     host: str = "127.0.0.1"
     port: int = 8080
     group_id: str = "streamwarden-review"
+    policy: Path | None = None
+    """The job's policy file: the statements of reasons a decision revises are rebuilt with it."""
     errors: list[tuple[str, BaseException]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -65,7 +68,9 @@ class ReviewService:
             )
             self.publisher = OutboxPublisher(
                 self.store, self.kafka, self.topics.labels, statements_topic=self.topics.statements,
-                statements=StatementBuilder(load_policy()) if self.topics.statements else None,
+                statements=StatementBuilder(load_policy(self.policy or DEFAULT_POLICY_PATH))
+                if self.topics.statements
+                else None,
             )  # fmt: skip
             ingestor, publisher = self.ingestor, self.publisher
             self._thread("ingest", lambda: ingestor.run(self.stop_event))
