@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import streamwarden
 from streamwarden.jobs.config import KafkaConfig
 from streamwarden.jobs.flink.connector import connector_jars, jar_urls
-from streamwarden.jobs.flink.record_jar import ensure_record_jar
+from streamwarden.jobs.flink.record_jar import KEYED_SCHEMA_CLASS, SCHEMA_CLASS, ensure_record_jar
 from streamwarden.operators.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -328,18 +328,16 @@ def _explicit_offsets(offsets: Mapping[tuple[str, int], int]) -> Any:
     return KafkaOffsetsInitializer(j_init.offsets(j_offsets.asMap()))
 
 
-def _record_schema_class(jvm: Any) -> Any:
-    """``RecordWithMetadataSchema`` through the gateway, or a clear error when its jar is missing."""
+def _java_class(jvm: Any, name: str) -> Any:
+    """One of the job's own Java classes through the gateway, or a clear error when its jar is missing."""
     from py4j.java_gateway import JavaClass  # type: ignore[import-untyped]
 
-    from streamwarden.jobs.flink.record_jar import SCHEMA_CLASS
-
     found = jvm
-    for part in SCHEMA_CLASS.split("."):
+    for part in name.split("."):
         found = getattr(found, part)
     if not isinstance(found, JavaClass):
         raise ConfigError(
-            f"{SCHEMA_CLASS} is not on the class path: ship job_jars() in pipeline.jars or put its jar "
+            f"{name} is not on the class path: ship job_jars() in pipeline.jars or put its jar "
             "(streamwarden flink jars --dest DIR) in the cluster's lib/"
         )
     return found
@@ -388,7 +386,7 @@ def kafka_bytes_source(
     )
     if with_metadata:
         # PyFlink's builder has no set_deserializer: hand the Java builder the job's own schema.
-        builder._j_builder.setDeserializer(_record_schema_class(jvm)())
+        builder._j_builder.setDeserializer(_java_class(jvm, SCHEMA_CLASS)())
     else:
         builder.set_value_only_deserializer(
             DeserializationSchema(jvm.org.apache.flink.api.common.serialization.ByteArraySchema())
@@ -419,7 +417,10 @@ def kafka_bytes_sink(
     """A ``KafkaSink`` writing raw bytes to ``topic``.
 
     Elements are ``bytes`` (``bytes_type()``) or, with ``keyed=True``, ``Row(key, value)``
-    (``keyed_bytes_type()``; an empty/None key is written as an empty key). ``exactly_once`` writes in
+    (``keyed_bytes_type()``; an empty/None key is written as an empty key) through the job's
+    ``KeyedBytesRecordSchema``, which leaves the record timestamp to the producer (write time): the
+    elements' Flink timestamps are event times, and a broker rejects a batch holding a timestamp outside
+    its ``log.message.timestamp.*.max.ms`` window, which would fail the sink on every retry. ``exactly_once`` writes in
     Kafka transactions committed on each checkpoint: readers must use ``isolation.level=read_committed``
     and see output only after a checkpoint; ``transactional_id_prefix`` must be unique per job and stable
     across restarts; ``transaction_timeout_ms`` must stay below the broker's ``transaction.max.timeout.ms``
@@ -431,20 +432,16 @@ def kafka_bytes_sink(
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
-    schemas = jvm.org.apache.flink.api.common.serialization
-    record = KafkaRecordSerializationSchema.builder().set_topic(topic)
+    builder = KafkaSink.builder().set_bootstrap_servers(kafka.bootstrap_servers)
     if keyed:
-        record = record.set_key_serialization_schema(
-            SerializationSchema(schemas.RowFieldExtractorSchema(0))
-        ).set_value_serialization_schema(SerializationSchema(schemas.RowFieldExtractorSchema(1)))
+        # the job's own schema: no record timestamp (the connector's would pass the event time on)
+        builder._j_builder.setRecordSerializer(_java_class(jvm, KEYED_SCHEMA_CLASS)(topic))
     else:
+        schemas = jvm.org.apache.flink.api.common.serialization
+        record = KafkaRecordSerializationSchema.builder().set_topic(topic)
         record = record.set_value_serialization_schema(SerializationSchema(schemas.ByteArraySchema()))
-    builder = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(kafka.bootstrap_servers)
-        .set_record_serializer(record.build())
-        .set_delivery_guarantee(DeliveryGuarantee[guarantee.upper()])
-    )
+        builder.set_record_serializer(record.build())
+    builder.set_delivery_guarantee(DeliveryGuarantee[guarantee.upper()])
     props = java_kafka_properties(kafka)
     props.pop("bootstrap.servers", None)
     if guarantee == "exactly_once":

@@ -6,6 +6,8 @@ One ``mvn package`` of ``jobs/flink/java/pom.xml`` makes:
   that passes every record on as one ``byte[]`` (a fixed header with partition, offset, timestamp and key
   length, the key, the value; split by ``jobs/flink/decode.py: split_record``). PyFlink 2.3 only offers
   value-only deserializers, so without it a dead letter could not say where its record came from.
+  And ``KeyedBytesRecordSchema``, the sinks' ``Row(key, value)`` serializer that leaves the record
+  timestamp to the producer.
 * ``connector/flink-connector-kafka.jar`` and ``connector/kafka-clients.jar`` from Maven Central (their
   sha256 pins live in ``jobs/flink/connector.py``).
 
@@ -28,6 +30,7 @@ from streamwarden.operators.errors import StreamwardenError
 __all__ = [
     "CONNECTOR_DIR",
     "JAR_NAME",
+    "KEYED_SCHEMA_CLASS",
     "SCHEMA_CLASS",
     "SOURCE_DIR",
     "JavaBuildError",
@@ -40,6 +43,7 @@ SOURCE_DIR = Path(__file__).resolve().parent / "java"
 JAR_NAME = "streamwarden-flink-records.jar"
 CONNECTOR_DIR = "connector"
 SCHEMA_CLASS = "streamwarden.flink.RecordWithMetadataSchema"
+KEYED_SCHEMA_CLASS = "streamwarden.flink.KeyedBytesRecordSchema"
 CACHE_ENV = "STREAMWARDEN_FLINK_JAVA_CACHE"
 """Overrides the build cache (``~/.cache/streamwarden/flink-java``)."""
 _DONE = ".complete"

@@ -1,5 +1,6 @@
-"""The Flink job's own Java class, ``RecordWithMetadataSchema``: built by Maven from ``jobs/flink/java``,
-its ``byte[]`` layout is what ``jobs/flink/decode.py: split_record`` reads, and the decode stage's idea
+"""The Flink job's own Java classes, built by Maven from ``jobs/flink/java``: ``RecordWithMetadataSchema``'s
+``byte[]`` layout is what ``jobs/flink/decode.py: split_record`` reads, ``KeyedBytesRecordSchema`` writes no
+record timestamp, and the decode stage's idea
 of which partitions its subtask reads is the Kafka connector's (checked against the JVM)."""
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamwarden.jobs.flink.decode import java_split_owner, record_with_metadata, split_record
-from streamwarden.jobs.flink.record_jar import JAR_NAME, SCHEMA_CLASS, ensure_record_jar, source_digest
+from streamwarden.jobs.flink.record_jar import (
+    JAR_NAME,
+    KEYED_SCHEMA_CLASS,
+    SCHEMA_CLASS,
+    ensure_record_jar,
+    source_digest,
+)
 
 _optional_bytes = st.one_of(st.none(), st.binary(max_size=300))
 
@@ -49,7 +56,8 @@ def test_the_jar_is_built_once_per_source_content() -> None:
     assert jar.name == JAR_NAME and jar.parent.name == source_digest()[:16]
     with zipfile.ZipFile(jar) as archive:
         classes = [n for n in archive.namelist() if n.endswith(".class")]
-    assert classes == [SCHEMA_CLASS.replace(".", "/") + ".class"]  # only ours: the rest is provided
+    ours = sorted(c.replace(".", "/") + ".class" for c in (SCHEMA_CLASS, KEYED_SCHEMA_CLASS))
+    assert sorted(classes) == ours  # only ours: the rest is provided at run time
     assert ensure_record_jar() == jar
 
 
@@ -90,6 +98,15 @@ def test_java_schema_and_split_owner_agree_with_python() -> None:
         schema.deserialize(record, collector)
     assert [bytes(b) for b in got] == [record_with_metadata(*r[1:]) for r in records]
     assert [split_record(bytes(b)) for b in got] == [r[1:] for r in records]
+
+    # the sinks' serializer drops the element's (event-time) timestamp: the producer stamps write time
+    sink_schema = jvm.streamwarden.flink.KeyedBytesRecordSchema("out")
+    row = jvm.org.apache.flink.types.Row(2)
+    row.setField(0, b"k")
+    row.setField(1, b"value")
+    produced = sink_schema.serialize(row, None, jvm.java.lang.Long(2**62))
+    assert (produced.topic(), produced.partition(), produced.timestamp()) == ("out", None, None)
+    assert (bytes(produced.key()), bytes(produced.value())) == (b"k", b"value")
 
     # KafkaSourceEnumerator.getSplitOwner is package-private: call it by reflection
     loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
