@@ -63,22 +63,20 @@ pub fn encode(plan: &Plan, st: &State) -> Vec<u8> {
         return out;
     }
     let nc = plan.n_cols;
+    let mut head_lanes = vec![0i64; nc];
     for (w, &(g, _)) in plan.windows.iter().enumerate() {
         let head = st.high.div_euclid(g);
         match st.closed.get(w) {
             Some(Some(cl)) => {
-                let nonzero: Vec<usize> = (0..cl.idx.len())
-                    .filter(|&i| cl.vals[i * nc..(i + 1) * nc].iter().any(|&v| v != 0))
-                    .collect();
-                put_varint(&mut out, nonzero.len() as u64);
-                for i in nonzero {
+                let nonzero = |i: &usize| cl.vals[i * nc..(i + 1) * nc].iter().any(|&v| v != 0);
+                put_varint(&mut out, (0..cl.idx.len()).filter(nonzero).count() as u64);
+                for i in (0..cl.idx.len()).filter(nonzero) {
                     put_varint(&mut out, (head - cl.idx[i]) as u64);
                     put_vector(&mut out, &cl.vals[i * nc..(i + 1) * nc]);
                 }
             }
             _ => put_varint(&mut out, 0),
         }
-        let mut head_lanes = vec![0i64; nc];
         st.head_lanes(plan, w, &mut head_lanes);
         put_vector(&mut out, &head_lanes);
     }
@@ -106,8 +104,9 @@ pub fn encode(plan: &Plan, st: &State) -> Vec<u8> {
             }
             _ => {
                 put_varint(&mut out, 0);
-                put_varint(&mut out, st.exact_count(di) as u64);
-                for e in st.exact.iter().filter(|e| e.di() == di) {
+                let values = st.exact_of(di);
+                put_varint(&mut out, values.len() as u64);
+                for e in values {
                     out.extend_from_slice(&e.hash.to_le_bytes());
                     put_varint(&mut out, (st.high - e.last()) as u64);
                 }
@@ -263,11 +262,11 @@ fn set_window(
 
 /// Sort the exact values read for every aggregation; a value twice in one set is corrupt.
 fn finish_exact(st: &mut State) -> Result<(), String> {
-    st.exact.sort_unstable_by_key(|e| (e.hash, e.di()));
+    st.exact.sort_unstable_by_key(|e| (e.di(), e.hash));
     if st
         .exact
         .windows(2)
-        .any(|p| (p[0].hash, p[0].di()) == (p[1].hash, p[1].di()))
+        .any(|p| (p[0].di(), p[0].hash) == (p[1].di(), p[1].hash))
     {
         return Err("duplicate value in an exact distinct set".into());
     }

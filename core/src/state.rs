@@ -60,8 +60,8 @@ impl Seen {
         self.packed >> 8
     }
     #[inline]
-    fn key(&self) -> (u64, usize) {
-        (self.hash, self.di())
+    fn key(&self) -> (usize, u64) {
+        (self.di(), self.hash)
     }
 }
 
@@ -73,7 +73,7 @@ pub struct State {
     pub sums: Lanes,
     /// Per window its closed buckets (empty vector: none anywhere).
     pub closed: Box<[Option<Box<Closed>>]>,
-    /// Exact distinct values of every aggregation not yet switched to HLL, sorted by (hash, index).
+    /// Exact distinct values of every aggregation not yet switched to HLL, sorted by (index, hash).
     pub exact: Vec<Seen>,
     /// Per distinct aggregation its HyperLogLog once switched (empty until the first switch).
     pub hll: Box<[Option<Box<Hll>>]>,
@@ -145,7 +145,7 @@ impl State {
                 hll.add(plan, h, t, self.high);
                 SeenAction::Nothing
             } else {
-                match self.exact.binary_search_by(|e| e.key().cmp(&(h, di))) {
+                match self.exact.binary_search_by(|e| e.key().cmp(&(di, h))) {
                     Err(pos) => {
                         self.exact.insert(pos, Seen::new(h, di, t));
                         // (a set's first value never compacts, as in the layout-v1 engine)
@@ -347,9 +347,16 @@ impl State {
         }
     }
 
+    /// The exact values of distinct aggregation ``di`` (sorted by hash).
+    pub fn exact_of(&self, di: usize) -> &[Seen] {
+        let lo = self.exact.partition_point(|e| e.di() < di);
+        let hi = lo + self.exact[lo..].partition_point(|e| e.di() == di);
+        &self.exact[lo..hi]
+    }
+
     /// Values tracked exactly for distinct aggregation ``di``.
     pub fn exact_count(&self, di: usize) -> usize {
-        self.exact.iter().filter(|e| e.di() == di).count()
+        self.exact_of(di).len()
     }
 
     pub fn is_hll(&self, di: usize) -> bool {
