@@ -7,14 +7,19 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CORE_SOURCES := core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs)
 
-.PHONY: setup kafka core demo test lint typecheck unit proto bench clean
+.PHONY: setup kafka flink-jars core demo test lint typecheck unit proto bench clean
 
-setup: $(STAMP) kafka
+setup: $(STAMP) kafka flink-jars
 
 # Apache Kafka's jars from Maven Central (deploy/kafka/pom.xml), cached in ~/.cache/streamwarden/kafka:
 # the test suite's broker. Refetched only when the pom changes.
 kafka: $(STAMP)
 	$(BIN)/python -m streamwarden.deploy.kraft
+
+# The Flink job's Java side (jobs/flink/java/pom.xml): the Kafka connector jars from Maven Central and the
+# job's own classes, cached in ~/.cache/streamwarden/flink-java (else built at the first Flink job start).
+flink-jars: $(STAMP)
+	$(BIN)/streamwarden flink jars
 
 $(STAMP): pyproject.toml constraints.txt $(CORE_SOURCES)
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build core/"; exit 1; }
