@@ -145,6 +145,12 @@ class JobConfig(_Strict):
         60_000, ge=0, description="Events older than watermark minus this are counted late, not applied."
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Bounds on one record.")  # type: ignore[arg-type]
+    reload_interval_ms: int = Field(
+        5_000,
+        ge=0,
+        description="How often the policy and model files are checked for changes and hot-reloaded "
+        "(a file that does not validate is refused, the running one stays); 0 = never.",
+    )
     schema_registry: SchemaRegistryConfig = Field(
         default_factory=SchemaRegistryConfig,  # type: ignore[arg-type]
         description="Event framing and the Schema Registry.",
@@ -214,6 +220,7 @@ def stages_config(job: JobConfig, out_of_orderness_ms: int | None = None) -> Sta
         out_of_orderness_ms=out_of_orderness_ms,
         max_future_ms=job.max_future_ms,
         limits=RecordLimits(**job.limits.model_dump()),
+        reload_interval_ms=job.reload_interval_ms,
         framing=job.schema_registry.framing,
         schema_ids=accepted_schema_ids(job),
     )

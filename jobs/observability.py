@@ -29,6 +29,7 @@ from prometheus_client import (
 
 if TYPE_CHECKING:
     from streamwarden.jobs.config import JobConfig
+    from streamwarden.operators.pipeline import ReloadOutcome
     from streamwarden.schemas import streamwarden_pb2 as pb
 
 LOG = logging.getLogger("streamwarden.metrics")
@@ -56,6 +57,11 @@ CONSUMER_LAG = Gauge(
     "streamwarden_consumer_lag_records",
     "High watermark minus the group's committed offset, per partition of the input topic.",
     ["topic", "partition"],
+)
+RELOADS = Counter(
+    "streamwarden_reloads",
+    "Hot-reload attempts of the policy and the models, by outcome.",
+    ["what", "outcome"],
 )
 VERSIONS = Info("streamwarden_versions", "Model and policy versions the job runs.")
 HEALTHY = Gauge("streamwarden_up", "1 while the job's health check passes.")
@@ -93,6 +99,16 @@ def set_versions(model_version: str, policy_version: str) -> None:
     VERSIONS.info({"model_version": model_version, "policy_version": policy_version})
 
 
+def observe_reloads(outcomes: Iterable[ReloadOutcome], model_version: str, policy_version: str) -> None:
+    """Count reload outcomes; after any, the versions info shows what runs now."""
+    seen = False
+    for o in outcomes:
+        seen = True
+        RELOADS.labels(o.what, "applied" if o.ok else "refused").inc()
+    if seen:
+        set_versions(model_version, policy_version)
+
+
 def counter_value(name: str, labels: dict[str, str] | None = None) -> float:
     """Current value of a sample in this process's registry (0 if absent): for progress lines and tests."""
     value = REGISTRY.get_sample_value(name, labels or {})
@@ -123,12 +139,12 @@ class MetricsServer:
         def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             if environ.get("PATH_INFO") == "/healthz":
                 problem = health()
-                HEALTHY.set(0 if problem else 1)
                 status = "503 Service Unavailable" if problem else "200 OK"
                 start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
                 return [(problem or "ok").encode() + b"\n"]
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 
+        HEALTHY.set_function(lambda: 0.0 if health() else 1.0)  # evaluated on every scrape
         self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)

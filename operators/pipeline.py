@@ -33,6 +33,8 @@ whenever its watermark passes ``expiry_ms`` (lazily, or on a timer) without chan
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
 import time
 from collections import Counter
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from streamwarden.operators.errors import StreamwardenError
 from streamwarden.operators.features.assemble import FeatureVector, VectorLayout, event_partial
 from streamwarden.operators.features.fanout import EventFacts, FanOut
 from streamwarden.operators.features.replay import VelocityPipeline
@@ -122,6 +125,9 @@ class StagesConfig:
     """How records carry an event: plain protobuf, Schema Registry framing, or auto (``schemas.codec``)."""
     schema_ids: frozenset[int] | None = None
     """Schema Registry ids a framed record may name; None = any."""
+    reload_interval_ms: int = 0
+    """How often the policy file and the model files are checked for changes (``Stages.maybe_reload``);
+    0 = never (a restart picks up changes)."""
     assembly_timeout_ms: int = 10_000
     """How long an event waits for its partials before the missing blocks are imputed: processing
     time after its first partial (``assembly_timeout``), or event time past the event (the Beam
@@ -423,6 +429,8 @@ class Stages:
         self._decider: Decider | None = None
         self._gate: CooldownGate | None = None
         self._statements: StatementBuilder | None = None
+        self._policy_stamp: tuple[int, int] | None = None
+        self._next_reload_check_ms = 0
 
     @classmethod
     def build(cls, config: StagesConfig, *, clock: Clock = wall_clock_ms) -> Stages:
@@ -453,11 +461,84 @@ class Stages:
         return self._scoring
 
     @property
+    def policy_path(self) -> Path:
+        return self.config.policy if self.config.policy is not None else DEFAULT_POLICY_PATH
+
+    @property
     def policy(self) -> Policy:
         if self._policy is None:
-            path = self.config.policy if self.config.policy is not None else DEFAULT_POLICY_PATH
+            path = self.policy_path
+            stamp = _file_stamp(path)
             self._policy = load_policy(path, feature_names=self.feature_names)
+            self._policy_stamp = stamp
         return self._policy
+
+    # ---- hot reload: the bindings call this between batches (it checks files every reload_interval_ms)
+
+    def maybe_reload(self, now_ms: int) -> list[ReloadOutcome]:
+        """Swap in a changed policy file or model, keeping every keyed state; a new file that does not
+        validate is refused and the running one stays (the outcome says why). Cooldown states carry over
+        for rule ids in both policies. A changed policy must carry a new ``version`` (it is part of every
+        action id: the same version with other rules would make two decisions look like one)."""
+        interval = self.config.reload_interval_ms
+        if interval <= 0 or now_ms < self._next_reload_check_ms:
+            return []
+        self._next_reload_check_ms = now_ms + interval
+        outcomes: list[ReloadOutcome] = []
+        if self._scoring is not None:
+            for scorer in self._scoring.scorers:
+                result = scorer.maybe_reload()
+                if result is None:
+                    continue
+                outcomes.append(
+                    ReloadOutcome(f"model:{result.model}", result.reloaded, result.version, result.error)
+                )
+                if result.reloaded:
+                    self._decider = None  # new model version and threshold
+        if self._policy is not None and self._policy_stamp is not None:
+            outcome = self._reload_policy()
+            if outcome is not None:
+                outcomes.append(outcome)
+        for o in outcomes:
+            if o.error is None:
+                LOG.info("%s reloaded: now version %s", o.what, o.version)
+            else:
+                LOG.error("%s reload refused, keeping version %s: %s", o.what, o.version, o.error)
+        return outcomes
+
+    def _reload_policy(self) -> ReloadOutcome | None:
+        path = self.policy_path
+        try:
+            stamp = _file_stamp(path)
+        except OSError as exc:  # e.g. the file is being replaced: keep the running policy, retry later
+            return ReloadOutcome("policy", False, self.policy.version, f"{path}: {exc}")
+        if stamp == self._policy_stamp:
+            return None
+        self._policy_stamp = stamp
+        running = self.policy
+        try:
+            scoring = self.scoring
+            candidate = load_policy(
+                path,
+                feature_names=self.feature_names,
+                model_names=scoring.names,
+                thresholds=scoring.thresholds,
+            )
+            gate = CooldownGate(candidate, max_delay_ms=self.cooldown_max_delay_ms)
+            statements = StatementBuilder(candidate)
+        except (StreamwardenError, ValueError) as exc:
+            return ReloadOutcome("policy", False, running.version, str(exc))
+        if candidate.version == running.version:
+            if _rule_signature(candidate) == _rule_signature(running):
+                return None  # comments or formatting only
+            return ReloadOutcome(
+                "policy",
+                False,
+                running.version,
+                f"{path}: rules changed but version {running.version} did not",
+            )
+        self._policy, self._gate, self._statements, self._decider = candidate, gate, statements, None
+        return ReloadOutcome("policy", True, candidate.version, None)
 
     @property
     def decider(self) -> Decider:
@@ -670,6 +751,30 @@ class Stages:
 
 
 _SHARED: dict[StagesConfig, Stages] = {}
+
+LOG = logging.getLogger("streamwarden.reload")
+
+
+class ReloadOutcome(NamedTuple):
+    """One hot-reload attempt: ``what`` (``policy`` or ``model:<name>``), whether the new file is live,
+    the version running afterwards, and why it was refused (``None`` if it was not)."""
+
+    what: str
+    ok: bool
+    version: str
+    error: str | None
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def _rule_signature(policy: Policy) -> tuple[tuple[object, ...], ...]:
+    return tuple(
+        (r.id, r.condition.text(), r.event_types, r.subject, r.verdict, r.mode, r.cooldown_ms, r.stop)
+        for r in policy.rules
+    )
 
 
 # ---------------------------------------------------------------- offline reference

@@ -11,6 +11,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import TaggedOutput
 
+from streamwarden.jobs import observability
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
 from streamwarden.jobs.beam.score import ScoredBatch
 from streamwarden.operators.pipeline import Stages, StagesConfig
@@ -35,6 +36,9 @@ class DecideFn(beam.DoFn):
     def process(self, batch: ScoredBatch) -> Iterator[Any]:
         stages = self._stages
         now_ms = int(time.time() * 1000)
+        reloads = stages.maybe_reload(now_ms)  # a changed policy/model file, every reload_interval_ms
+        if reloads:
+            observability.observe_reloads(reloads, stages.model_version, stages.policy.version)
         for vector, scores in batch:
             if vector[3]:
                 self._late_events.inc()

@@ -4,6 +4,7 @@ subject for the cooldown stage; optionally the feature-log record of every event
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,8 @@ class DecideFunction(ProcessFunction):  # type: ignore[misc]
     def process_element(self, element: Scored, ctx: ProcessFunction.Context) -> Iterator[Any]:
         vector, scores = element
         stages = self._stages
+        for o in stages.maybe_reload(int(time.time() * 1000)):  # checks files every reload_interval_ms
+            self._counters.inc_labelled("reloads", what=o.what, outcome="applied" if o.ok else "refused")
         self._counters.inc("decided_events")
         if vector[3]:
             self._counters.inc("events_with_late_partials")
