@@ -13,14 +13,18 @@ mod state;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
-use plan::F_ACCOUNT;
 use plan::{
     Ops, Plan, Program, Where, F_ACCOUNT_CREATED, F_CONTENT_HASH, F_EVENT_ID, F_EXPECT_MASK,
     F_PLAY, F_TIME, F_TYPE, N_FACTS,
+};
+use plan::{
+    F_ACCOUNT, F_ASN, F_COUNTRY, F_DEVICE, F_IP, F_MENTION_COUNT, F_TARGET_ACCOUNT,
+    F_TARGET_CONTENT, F_TEXT_LENGTH, F_URL_COUNT, F_USER_AGENT, NUMBER_CAP,
 };
 use state::{Ev, State, NO_TIME};
 
@@ -216,6 +220,123 @@ fn validate_facts(item: &Bound<'_, PyAny>) -> PyResult<()> {
         facts.get_borrowed_item(f)?.extract::<i64>()?;
     }
     Ok(())
+}
+
+/// One event's facts as the batch engine reads them: ``Ev`` plus the text fields as Python strings
+/// (and the ASN as text when read from an ``Event``, where it is a number).
+struct View<'py> {
+    ev: Ev,
+    texts: [Option<Bound<'py, PyString>>; N_FACTS],
+    asn: Option<String>,
+}
+
+impl<'py> View<'py> {
+    fn text(&self, f: usize) -> PyResult<&str> {
+        if f == F_ASN {
+            if let Some(a) = &self.asn {
+                return Ok(a);
+            }
+        }
+        match &self.texts[f] {
+            Some(s) => s.to_str(),
+            None => Ok(""),
+        }
+    }
+
+    fn hash_fields(&mut self, fields: &[Vec<usize>]) -> PyResult<()> {
+        if let Some(fs) = fields.get(self.ev.ty) {
+            for &f in fs {
+                let text = self.text(f)?;
+                self.ev.hashes[f] = if text.is_empty() {
+                    None
+                } else {
+                    Some(codec::item_hash(text.as_bytes()))
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// From an ``EventFacts`` tuple (checked by ``validate_facts``).
+    fn from_facts(facts: &Bound<'py, PyTuple>, fields: &[Vec<usize>]) -> PyResult<Self> {
+        let t: i64 = facts.get_borrowed_item(F_TIME)?.extract()?;
+        let ty: i64 = facts.get_borrowed_item(F_TYPE)?.extract()?;
+        let ty = if ty < 0 { usize::MAX } else { ty as usize };
+        let mut v = View {
+            ev: Ev {
+                t,
+                ty,
+                nums: [0; N_FACTS],
+                hashes: [None; N_FACTS],
+            },
+            texts: Default::default(),
+            asn: None,
+        };
+        for f in F_ACCOUNT..F_PLAY {
+            v.texts[f] = Some(facts.get_item(f)?.downcast_into::<PyString>()?);
+        }
+        for f in F_PLAY..F_ACCOUNT_CREATED + 1 {
+            v.ev.nums[f] = facts.get_borrowed_item(f)?.extract()?;
+        }
+        v.hash_fields(fields)?;
+        Ok(v)
+    }
+
+    /// From a decoded ``Event`` message: the same facts ``FanOut`` extracts (numbers clamped to
+    /// ``[0, NUMBER_CAP]``, the ASN as decimal text, empty when 0).
+    fn from_event(event: &Bound<'py, PyAny>, fields: &[Vec<usize>]) -> PyResult<Self> {
+        let py = event.py();
+        let actor = event.getattr(intern!(py, "actor"))?;
+        let target = event.getattr(intern!(py, "target"))?;
+        let content = event.getattr(intern!(py, "content"))?;
+        let text = |obj: &Bound<'py, PyAny>,
+                    name: &Bound<'py, PyString>|
+         -> PyResult<Option<Bound<'py, PyString>>> {
+            Ok(Some(obj.getattr(name)?.downcast_into::<PyString>()?))
+        };
+        let t: i64 = event.getattr(intern!(py, "event_time_ms"))?.extract()?;
+        if t.abs() >= state::MAX_TIME {
+            return Err(PyValueError::new_err(format!(
+                "event time {t} out of range"
+            )));
+        }
+        let ty: i64 = event.getattr(intern!(py, "type"))?.extract()?;
+        let mut v = View {
+            ev: Ev {
+                t,
+                ty: if ty < 0 { usize::MAX } else { ty as usize },
+                nums: [0; N_FACTS],
+                hashes: [None; N_FACTS],
+            },
+            texts: Default::default(),
+            asn: None,
+        };
+        v.texts[F_EVENT_ID] = text(event, intern!(py, "event_id"))?;
+        v.texts[F_ACCOUNT] = text(&actor, intern!(py, "account_id"))?;
+        v.texts[F_IP] = text(&actor, intern!(py, "ip"))?;
+        v.texts[F_DEVICE] = text(&actor, intern!(py, "device_id"))?;
+        let asn: i64 = actor.getattr(intern!(py, "asn"))?.extract()?;
+        v.asn = Some(if asn != 0 {
+            asn.to_string()
+        } else {
+            String::new()
+        });
+        v.texts[F_COUNTRY] = text(&actor, intern!(py, "country"))?;
+        v.texts[F_USER_AGENT] = text(&actor, intern!(py, "user_agent"))?;
+        v.texts[F_TARGET_ACCOUNT] = text(&target, intern!(py, "account_id"))?;
+        v.texts[F_TARGET_CONTENT] = text(&target, intern!(py, "content_id"))?;
+        v.texts[F_CONTENT_HASH] = text(&content, intern!(py, "content_hash"))?;
+        let play: i64 = event.getattr(intern!(py, "play_duration_ms"))?.extract()?;
+        v.ev.nums[F_PLAY] = play.clamp(0, NUMBER_CAP);
+        v.ev.nums[F_TEXT_LENGTH] = content.getattr(intern!(py, "text_length"))?.extract()?;
+        v.ev.nums[F_URL_COUNT] = content.getattr(intern!(py, "url_count"))?.extract()?;
+        v.ev.nums[F_MENTION_COUNT] = content.getattr(intern!(py, "mention_count"))?.extract()?;
+        v.ev.nums[F_ACCOUNT_CREATED] = event
+            .getattr(intern!(py, "account_created_ms"))?
+            .extract()?;
+        v.hash_fields(fields)?;
+        Ok(v)
+    }
 }
 
 fn floats<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyTuple>> {
@@ -441,45 +562,20 @@ impl Batch {
         py: Python<'py>,
         facts: &Bound<'py, PyList>,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-        let width = self.defaults.len();
-        let n = facts.len();
-        let mut lates = vec![0u64; n];
-        let mut row = vec![0f64; width];
         for item in facts.iter() {
             validate_facts(&item)?;
         }
-        let mut failure: Option<PyErr> = None;
-        // Rows go straight into the output bytes (no intermediate array of n * width floats).
-        let vb = PyBytes::new_with(py, n * width * 8, |buf| {
-            for (i, item) in facts.iter().enumerate() {
-                let done = item
-                    .downcast::<PyTuple>()
-                    .map_err(PyErr::from)
-                    .and_then(|tuple| self.process_into(tuple, &mut row));
-                match done {
-                    Ok(late) => lates[i] = late,
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-                let out = &mut buf[i * width * 8..(i + 1) * width * 8];
-                for (chunk, v) in out.chunks_exact_mut(8).zip(&row) {
-                    chunk.copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            Ok(())
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let lb = PyBytes::new_with(py, n * 8, |buf| {
-            for (chunk, v) in buf.chunks_exact_mut(8).zip(&lates) {
-                chunk.copy_from_slice(&v.to_le_bytes());
-            }
-            Ok(())
-        })?;
-        Ok((vb, lb))
+        self.run_items(py, facts, false)
+    }
+
+    /// ``run`` from decoded ``Event`` messages (the caller checks their type): the facts are read
+    /// here, as ``FanOut`` reads them, without a Python object per event.
+    fn run_events<'py>(
+        &mut self,
+        py: Python<'py>,
+        events: &Bound<'py, PyList>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        self.run_items(py, events, true)
     }
 
     /// One event's row as a tuple of floats, and its late mask.
@@ -490,7 +586,8 @@ impl Batch {
     ) -> PyResult<(Bound<'py, PyTuple>, u64)> {
         validate_facts(facts)?;
         let mut row = vec![0f64; self.defaults.len()];
-        let late = self.process_into(facts.downcast::<PyTuple>()?, &mut row)?;
+        let view = View::from_facts(facts.downcast::<PyTuple>()?, &self.hash_fields)?;
+        let late = self.process_into(&view, &mut row)?;
         Ok((floats(py, &row)?, late))
     }
 
@@ -551,8 +648,57 @@ impl Batch {
 }
 
 impl Batch {
-    fn process_into(&mut self, facts: &Bound<'_, PyTuple>, row: &mut [f64]) -> PyResult<u64> {
-        let ev = read_facts(facts, &self.hash_fields)?;
+    fn run_items<'py>(
+        &mut self,
+        py: Python<'py>,
+        items: &Bound<'py, PyList>,
+        from_events: bool,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let facts = items;
+        let width = self.defaults.len();
+        let n = facts.len();
+        let mut lates = vec![0u64; n];
+        let mut row = vec![0f64; width];
+        let mut failure: Option<PyErr> = None;
+        // Rows go straight into the output bytes (no intermediate array of n * width floats).
+        let vb = PyBytes::new_with(py, n * width * 8, |buf| {
+            for (i, item) in facts.iter().enumerate() {
+                let done = if from_events {
+                    View::from_event(&item, &self.hash_fields)
+                } else {
+                    item.downcast::<PyTuple>()
+                        .map_err(PyErr::from)
+                        .and_then(|tuple| View::from_facts(tuple, &self.hash_fields))
+                }
+                .and_then(|view| self.process_into(&view, &mut row));
+                match done {
+                    Ok(late) => lates[i] = late,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                let out = &mut buf[i * width * 8..(i + 1) * width * 8];
+                for (chunk, v) in out.chunks_exact_mut(8).zip(&row) {
+                    chunk.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let lb = PyBytes::new_with(py, n * 8, |buf| {
+            for (chunk, v) in buf.chunks_exact_mut(8).zip(&lates) {
+                chunk.copy_from_slice(&v.to_le_bytes());
+            }
+            Ok(())
+        })?;
+        Ok((vb, lb))
+    }
+
+    fn process_into(&mut self, view: &View<'_>, row: &mut [f64]) -> PyResult<u64> {
+        let ev = &view.ev;
         let t = ev.t;
         if t > self.max_seen {
             self.max_seen = t;
@@ -562,14 +708,13 @@ impl Batch {
             }
         }
         row.copy_from_slice(&self.defaults);
-        event_block(facts, &ev, &mut row[..N_TYPES + 8])?;
+        event_block(view, &mut row[..N_TYPES + 8])?;
         let mut late_mask = 0u64;
         let Some(route) = self.routes.get(ev.ty) else {
             return Ok(0);
         };
         for &(kind, field) in route {
-            let item = facts.get_borrowed_item(field)?;
-            let id = item.downcast::<PyString>()?.to_str()?;
+            let id = view.text(field)?;
             if id.is_empty() {
                 continue;
             }
@@ -590,7 +735,7 @@ impl Batch {
                         .expect("just inserted")
                 }
             };
-            if st.apply(plan, &ev) {
+            if st.apply(plan, ev) {
                 late_mask |= 1 << kind;
                 self.late_partials += 1;
             }
@@ -606,7 +751,8 @@ impl Batch {
 }
 
 /// The event-level block (``assemble.event_features``).
-fn event_block(facts: &Bound<'_, PyTuple>, ev: &Ev, out: &mut [f64]) -> PyResult<()> {
+fn event_block(view: &View<'_>, out: &mut [f64]) -> PyResult<()> {
+    let ev = &view.ev;
     out.fill(0.0);
     if (1..=N_TYPES).contains(&ev.ty) {
         out[ev.ty - 1] = 1.0;
@@ -627,8 +773,7 @@ fn event_block(facts: &Bound<'_, PyTuple>, ev: &Ev, out: &mut [f64]) -> PyResult
     for k in 0..4 {
         out[N_TYPES + 3 + k] = ev.nums[F_PLAY + k] as f64;
     }
-    let hash = facts.get_borrowed_item(F_CONTENT_HASH)?;
-    out[N_TYPES + 7] = if hash.downcast::<PyString>()?.to_str()?.is_empty() {
+    out[N_TYPES + 7] = if view.text(F_CONTENT_HASH)?.is_empty() {
         0.0
     } else {
         1.0

@@ -213,6 +213,18 @@ class VelocityPipeline:
         rows = np.frombuffer(values, dtype="<f8").reshape(len(facts), self.width)
         return rows, np.frombuffer(late, dtype="<u8")
 
+    def process_events(
+        self, events: list[pb.Event]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64]]:
+        """The batch path from decoded events, fastest: the core reads each event's facts itself (as
+        ``FanOut`` does) and no Python object is made per event. Same output as ``process_facts``."""
+        for ev in events:
+            if type(ev) is not pb.Event:
+                raise TypeError(f"process_events takes decoded Event messages, got {type(ev).__name__}")
+        values, late = self.core.run_events(events)
+        rows = np.frombuffer(values, dtype="<f8").reshape(len(events), self.width)
+        return rows, np.frombuffer(late, dtype="<u8")
+
     def process_batch(
         self, events: Iterable[pb.Event]
     ) -> tuple[list[EventFacts], npt.NDArray[np.float64], npt.NDArray[np.uint64]]:

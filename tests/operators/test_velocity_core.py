@@ -187,3 +187,26 @@ def test_bad_facts_are_refused_before_anything_is_applied():
     with pytest.raises(ValueError, match="out of range"):
         pipe.process_facts([good[0]._replace(time_ms=1 << 60)])
     assert isinstance(good[0], EventFacts)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(draw_event, min_size=1, max_size=150), st.integers(1, 40))
+def test_reading_events_in_the_core_equals_reading_facts_in_python(draws, chunk):
+    spec = small_feature_spec(WINDOWS, exact_limit=4, precision=4, device=True)
+    events = build(draws)
+    for i, ev in enumerate(events):  # fields FanOut normalizes: ASN to text, play clamped to [0, cap]
+        ev.actor.asn = [0, 64_500, 7][i % 3]
+        ev.play_duration_ms = [ev.play_duration_ms, -5, 1 << 50][i % 3]
+        ev.actor.country = ["", "FR"][i % 2]
+    by_facts, by_events = VelocityPipeline(spec), VelocityPipeline(spec)
+    for i in range(0, len(events), chunk):
+        part = events[i : i + chunk]
+        a, la = by_facts.process_batch(part)[1:]
+        b, lb = by_events.process_events(part)
+        assert a.tolist() == b.tolist() and la.tolist() == lb.tolist()
+
+
+def test_process_events_refuses_other_objects():
+    pipe = VelocityPipeline(small_feature_spec(WINDOWS, exact_limit=4, precision=4))
+    with pytest.raises(TypeError, match="decoded Event"):
+        pipe.process_events([build([(0, 0, False, 1, 0, 0, 0, 0)])[0], "x"])  # type: ignore[list-item]
