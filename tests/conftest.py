@@ -74,7 +74,16 @@ def fast_anomaly_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     traffic produce alerts (engine tests compare them with the offline alert replay)."""
     data: Any = yaml.safe_load(DEFAULT_ANOMALY_SPEC_PATH.read_text(encoding="utf-8"))
     data["defaults"].update({"bucket_ms": 5_000, "allowed_lateness_ms": 2_000, "idle_expiry_ms": 20_000})
-    data["defaults"]["detector"].update({"window_buckets": 15, "warmup_buckets": 4, "threshold": 0.4})
+    # The shipped default is an ensemble whose members need hours (seasonal: days); a robust_z member
+    # with a 4-bucket warm-up alerts within the run.
+    data["defaults"]["detector"].update(
+        {
+            "members": ["robust_z"],
+            "combine": "max",
+            "threshold": 0.4,
+            "robust_z": {"window_buckets": 15, "warmup_buckets": 4, "threshold": 0.4},
+        }
+    )
     data["defaults"]["lifecycle"]["cooldown_buckets"] = 2
     for m in data["metrics"]:
         for k in ("bucket_ms", "allowed_lateness_ms", "idle_expiry_ms"):
@@ -83,6 +92,7 @@ def fast_anomaly_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if det is not None:
             det.pop("window_buckets", None)
             det.pop("warmup_buckets", None)
+            det.pop("robust_z", None)
             det["min_abs_delta"] = 2
     path = tmp_path_factory.mktemp("anomaly") / "fast_metrics.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")

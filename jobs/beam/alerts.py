@@ -87,7 +87,7 @@ class SeriesPointsFn(beam.DoFn):
         self._stages = Stages.shared(self._config)
         self._spec = anomaly_spec(self._spec_path)
         self._router = SeriesRouter(self._spec)
-        self._ooo_ms = self._stages.out_of_orderness_ms
+        self._ooo_ms = self._spec.alert_out_of_orderness_ms(self._stages.out_of_orderness_ms)
         self._max_event_ms = NO_TIME_MS
         self._watermark_ms = NO_TIME_MS
         self._shadows: dict[str, SeriesBucketer] = {}

@@ -66,7 +66,7 @@ PRODUCE_TIMES_KEEP_S = 300.0
 """How long the generator's event id → produce time entries are kept for the latency figures."""
 
 
-DEMO_LEAD_IN_S = 15.0
+DEMO_LEAD_IN_S = 5.0
 """Seconds of organic traffic before the first attack of a round."""
 
 DEMO_BACKFILL_BUCKETS = 36

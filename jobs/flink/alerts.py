@@ -57,8 +57,9 @@ class SeriesPoints:
     the watermark of the records before it, and the Flink timestamp to give them (max event time)."""
 
     def __init__(self, spec_path: Path | None, out_of_orderness_ms: int) -> None:
-        self._router = SeriesRouter(anomaly_spec(spec_path))
-        self._ooo_ms = out_of_orderness_ms
+        spec = anomaly_spec(spec_path)
+        self._router = SeriesRouter(spec)
+        self._ooo_ms = spec.alert_out_of_orderness_ms(out_of_orderness_ms)
         self.max_event_ms = NO_TIME_MS
 
     def of(self, record: pb.Event | pb.DeadLetter) -> list[tuple[str, bytes]]:

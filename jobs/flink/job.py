@@ -388,11 +388,11 @@ def build_job(
         ).name(f"kafka-{name}").uid(f"{name}-sink")
 
     if opts.alerts:
-        anomaly_spec(opts.anomaly_spec)  # a bad spec fails here, naming the file
+        spec = anomaly_spec(opts.anomaly_spec)  # a bad spec fails here, naming the file
         points = _with_event_time(
             decoded.get_side_output(points_tag()),
             route_type,
-            stages.out_of_orderness_ms,
+            spec.alert_out_of_orderness_ms(stages.out_of_orderness_ms),
             opts.idleness_ms,
             name="points-event-time",
         )

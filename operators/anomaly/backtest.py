@@ -3,8 +3,9 @@
 Rules (what ``streamwarden anomaly score`` documents):
 
 - Rows may come in any order, with duplicated timestamps, irregular spacing and gaps. They are sorted
-  by time (stable); the bucket length is the median spacing between *distinct* timestamps (one minute
-  if there is only one), buckets are aligned on the first timestamp.
+  by time (stable); the bucket length is the median spacing between *distinct* timestamps, snapped to
+  a usual interval (1 s, 5 s, ..., 5 min, ..., 1 h, ..., 1 day) when within 2% of it (one minute if
+  there is only one timestamp); buckets are aligned on the first timestamp.
 - Rows that fall in one bucket (duplicates, a daylight-saving repeat, jitter) are aggregated by the
   series kind: ``count`` sums them (events per bucket), ``gauge`` averages them (a measured value).
 - A bucket without rows is 0 for a ``count`` series (no events happened) and *missing* for a
@@ -57,13 +58,26 @@ class RowResult:
     detector: str
 
 
+_ROUND_STEPS_MS = tuple(
+    s * 1000 for s in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800)
+) + tuple(h * 3_600_000 for h in (4, 6, 8, 12, 24))
+"""Usual sampling intervals; a median spacing within ``ROUND_TOLERANCE`` of one is snapped to it."""
+ROUND_TOLERANCE = 0.02
+
+
 def infer_bucket_ms(times_ms: Sequence[int]) -> int:
-    """Median spacing between distinct timestamps (any order); ``DEFAULT_BUCKET_MS`` if fewer than two."""
+    """Median spacing between distinct timestamps (any order), snapped to a usual interval (1 s .. 1 day)
+    within 2% (jittered 5-minute rows give 5 minutes, not 5 min 1.3 s, so buckets do not drift
+    against the clock); ``DEFAULT_BUCKET_MS`` if fewer than two timestamps."""
     distinct = sorted(set(times_ms))
     if len(distinct) < 2:
         return DEFAULT_BUCKET_MS
     gaps = [b - a for a, b in itertools.pairwise(distinct)]
-    return max(1, int(statistics.median_low(gaps)))
+    median = max(1, int(statistics.median_low(gaps)))
+    for step in _ROUND_STEPS_MS:
+        if abs(median - step) <= ROUND_TOLERANCE * step:
+            return step
+    return median
 
 
 def backtest_metric(metric: MetricSpec, times_ms: Sequence[int]) -> MetricSpec:

@@ -366,6 +366,12 @@ class _Ring:
     def items(self) -> list[float]:
         return self.values.tolist()
 
+    def latest(self, n: int) -> list[float]:
+        """The last ``n`` values pushed (fewer if the ring holds fewer)."""
+        size = len(self.values)
+        n = min(n, size)
+        return [self.values[(self.pos - 1 - i) % size] for i in range(n)]
+
     def write(self, w: Writer) -> None:
         w.u32(self.pos).i64(self.count).floats(self.values)
 
@@ -588,7 +594,8 @@ class SeasonalDetector:
             result = decide(cfg, value, value, 0.0, False, self._sustain, self._longrun)
         else:
             history = self._residuals.items()
-            shift, mad = median_mad(history) if history else (0.0, 0.0)
+            mad = median_mad(history)[1] if history else 0.0
+            shift = _median(self._residuals.latest(cfg.level_buckets)) if history else 0.0
             expected = profile_value + (shift if cfg.level_correction else 0.0)
             expected = max(expected, 0.0) if cfg.count_floor else expected
             warm = seen >= cfg.min_periods and len(history) >= cfg.min_residuals
@@ -785,32 +792,45 @@ def ensemble_members(cfg: EnsembleConfig) -> list[RobustZConfig | HoltConfig | S
 
 
 class EnsembleDetector:
-    """Every member scores the bucket; the verdict is the most surprising warm member's, its surprise
-    reduced by log10(warm members) (Bonferroni: p = m x min p), so the combined score keeps the same
-    calibration as a single detector. Each member learns as if alone."""
+    """Several members on one series; each learns as if alone. A member's surprise is rescaled so its
+    own threshold maps to the ensemble's (s x s_ensemble / s_member): members with calibrated
+    thresholds of their own stay comparable. ``combine``:
+
+    - ``fallback`` (default): the first *warm* member in ``members`` order decides. The order goes
+      from the most informed model to the quickest to warm up (seasonal needs two days, Holt 30
+      buckets), so a young series is covered and a mature one gets the best model, never the noise
+      of the others (on the realistic evaluation every union of members raised false alerts).
+    - ``max``: the member most surprising relative to its threshold decides (the ensemble breaches
+      when any member breaches its own threshold)."""
 
     kind = "ensemble"
 
     def __init__(self, cfg: EnsembleConfig, bucket_ms: int = 60_000) -> None:
         self.cfg = cfg
-        self.members: list[MemberDetector] = [_build_member(m, bucket_ms) for m in ensemble_members(cfg)]
+        member_cfgs = ensemble_members(cfg)
+        self.members: list[MemberDetector] = [_build_member(m, bucket_ms) for m in member_cfgs]
+        target = surprise_for_score(cfg.threshold)
+        self._gain = [target / surprise_for_score(m.threshold) for m in member_cfgs]
 
     def update(
         self, value: float, bucket_start_ms: int, learn: bool = True, hold_above: float = math.inf
     ) -> Score:
         cfg = self.cfg
-        member_hold = hold_above
-        if math.isfinite(hold_above):
-            # The member score that maps to the hold level once combined (all members warm: the most).
-            member_hold = score_from_surprise(surprise_for_score(hold_above) + math.log10(len(self.members)))
-        scores = [m.update(value, bucket_start_ms, learn, member_hold) for m in self.members]
-        warm = [s for s in scores if s.warm]
+        hold_s = surprise_for_score(hold_above) if math.isfinite(hold_above) else math.inf
+        scores = []
+        for member, gain in zip(self.members, self._gain, strict=True):
+            # The member score that maps to the hold level once rescaled.
+            member_hold = score_from_surprise(hold_s / gain) if math.isfinite(hold_s) else math.inf
+            scores.append(member.update(value, bucket_start_ms, learn, member_hold))
+        warm = [(s, g) for s, g in zip(scores, self._gain, strict=True) if s.warm]
         if not warm:
             first = scores[0]
             return Score(0.0, first.statistic, value, first.expected, False, False, self.kind)
-        best = max(warm, key=lambda s: s.score)
-        s = max(0.0, surprise_for_score(best.score) - math.log10(len(warm)))
-        score = score_from_surprise(s)
+        if cfg.combine == "fallback":
+            best, gain = warm[0]
+        else:
+            best, gain = max(warm, key=lambda sg: surprise_for_score(sg[0].score) * sg[1])
+        score = score_from_surprise(surprise_for_score(best.score) * gain)
         breach = score >= cfg.threshold and abs(best.observed - best.expected) >= cfg.min_abs_delta
         return Score(score, best.statistic, value, best.expected, breach, True, best.detector)
 

@@ -78,7 +78,8 @@ def generate_labeled(seed: int, name: str, anomaly_kind: str | None) -> LabeledS
     sigma = rel_noise * level
     anomalies: list[LabeledAnomaly] = []
     if anomaly_kind is not None:
-        first = max(int(PROBATION * n), int(2 * DAY_MS / bucket_ms)) + 20
+        # After probation and two days of warm-up, but always with room for the anomaly (short 1-minute series).
+        first = min(max(int(PROBATION * n), int(2 * DAY_MS / bucket_ms)) + 20, n - 200)
         count = int(rng.integers(1, 4))
         spacing = (n - first) // count
         for k in range(count):

@@ -17,7 +17,8 @@ Processing contract, per record in the given (arrival) order:
    watermark is late for a new or expired series too. A late point (its bucket's
    ``end + allowed_lateness_ms <= W``) is counted in ``late_points`` and dropped (the side output).
 4. Watermark: after every ``watermark_every_records``-th record (default: every record),
-   ``W = max(W, max event time seen - out_of_orderness_ms)``: the project's bounded-out-of-orderness
+   ``W = max(W, max event time seen - out_of_orderness_ms)`` (the spec's ``out_of_orderness_ms`` when
+   it sets one, else the job's passed in): the project's bounded-out-of-orderness
    watermark, emitted after the record that raised it, so record i is judged against the watermark of
    records 0..i-1. (Flink's built-in ``for_bounded_out_of_orderness`` emits ``max - ooo - 1`` and
    periodically; a binding that wants byte-equal output emits ``max - ooo`` per record.)
@@ -129,7 +130,8 @@ class AnomalyReplay:
         if watermark_every_records < 1:
             raise ValueError("watermark_every_records must be >= 1")
         self.spec = spec
-        self.out_of_orderness_ms = out_of_orderness_ms
+        self.out_of_orderness_ms = spec.alert_out_of_orderness_ms(out_of_orderness_ms)
+        """The spec's own out-of-orderness if it sets one, else the job's (the argument)."""
         self.watermark_every_records = watermark_every_records
         self._max_future_ms = max_future_ms
         self._router = SeriesRouter(spec)

@@ -130,6 +130,13 @@ class SeasonalConfig(_DetectorBase):
     level_correction: bool = Field(
         True, description="Add the median recent residual to the profile (follows day-to-day level drift)."
     )
+    level_buckets: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="How many recent residuals the level correction takes the median of: short, so a "
+        "weekend or a holiday (a whole day lower) is followed within a few buckets.",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> SeasonalConfig:
@@ -169,12 +176,19 @@ MemberKind = Literal["robust_z", "holt", "seasonal", "cusum"]
 
 
 class EnsembleConfig(_DetectorBase):
-    """Several detectors on the same series; the score is the most surprising warm member's, with a
-    Bonferroni correction (p = members x smallest p), so it stays calibrated."""
+    """Several detectors on the same series. Each member's score is rescaled so its own threshold maps
+    to the ensemble's; ``combine`` says which member decides (see ``EnsembleDetector``)."""
 
     kind: Literal["ensemble"] = Field("ensemble", description="Detector kind.")
     members: tuple[MemberKind, ...] = Field(
-        ("robust_z", "holt", "seasonal", "cusum"), min_length=1, description="Member detectors."
+        ("seasonal", "holt"),
+        min_length=1,
+        description="Member detectors, most informed first (with combine 'fallback' the first warm one decides).",
+    )
+    combine: Literal["fallback", "max"] = Field(
+        "fallback",
+        description="fallback: the first warm member decides; max: the member most surprising relative "
+        "to its own threshold decides.",
     )
     # Members score single buckets (sustain off): the sustained statistic assumes independent residuals
     # and fires on ordinary autocorrelated gauges; sustained shifts are the cusum member's job.
@@ -221,7 +235,7 @@ class LifecycleConfig(_Strict):
         description="Hysteresis: a bucket is clean only if its score < detector threshold * this.",
     )
     freeze_baseline_buckets: int = Field(
-        60,
+        20,
         ge=0,
         description="While FIRING, for up to this many buckets (0 = never), buckets that are not clean "
         "stay out of the detector's baseline, so an attack or outage stays FIRING until it ends instead of "
@@ -330,6 +344,19 @@ class AnomalySpec(_Strict):
     defaults: Defaults = Field(default_factory=Defaults, description="Inherited settings.")  # type: ignore[arg-type]
     metrics: tuple[MetricSpec, ...] = Field((), description="The metric series to watch.")
     backfill: tuple[BackfillSeries, ...] = Field((), description="Warm-up history per series.")
+    out_of_orderness_ms: int | None = Field(
+        None,
+        ge=0,
+        description="The alert stage's own watermark out-of-orderness (watermark = max event time - this); "
+        "None = the job's (the feature stage's). Short buckets want a short one: with 5 s buckets and "
+        "the job's 60 s a bucket would close a minute late.",
+    )
+
+    def alert_out_of_orderness_ms(self, job_out_of_orderness_ms: int) -> int:
+        """The out-of-orderness the alert stage's watermark uses: the spec's, else the job's."""
+        if self.out_of_orderness_ms is not None:
+            return self.out_of_orderness_ms
+        return job_out_of_orderness_ms
 
     @model_validator(mode="before")
     @classmethod

@@ -255,3 +255,31 @@ def test_eval_prints_per_detector_figures_and_one_json_line_last() -> None:
         assert figures["windows"] == summary["windows"] > 0
     assert summary["detectors"]["robust_z"]["recall"] > 0.5
     assert any(line.startswith("robust_z") for line in lines[:-1])
+
+
+def test_eval_realistic_scores_detectors_and_the_baseline_in_one_run() -> None:
+    result = CliRunner().invoke(
+        _app(),
+        ["eval", "--realistic", "--seed", "4", "--per-kind", "1", "--clean", "1", "--detector", "holt"],
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["bench"] == "anomaly_eval_realistic"
+    assert summary["series"] == 6 and summary["windows"] >= 5
+    assert set(summary["detectors"]) == {"holt", "windowed_gaussian"}
+    holt, base = summary["detectors"]["holt"], summary["detectors"]["windowed_gaussian"]
+    for figures in (holt, base):
+        assert set(figures["nab"]) == {"standard", "low_fp", "low_fn"}
+        assert all(v <= 100.0 for v in figures["nab"].values())
+        assert all(0.0 < t < 1.0 for t in figures["thresholds"].values())
+    # The baseline has no alert lifecycle; the detector's alert column and per-kind figures are there.
+    assert base["alert_nab_standard"] is None and base["false_alerts_per_series_day"] is None
+    assert holt["false_alerts_per_series_day"] >= 0.0
+    assert set(holt["recall_by_kind"]) <= {"spike", "dip", "level_shift", "variance_change", "flatline"}
+    assert all(0.0 <= v <= 1.0 for v in holt["recall_by_kind"].values())
+    assert (
+        holt["ratio_to_baseline_standard"] == round(holt["nab"]["standard"] / base["nab"]["standard"], 4)
+        or base["nab"]["standard"] <= 0
+    )
+    assert any(line.startswith("windowed_gaussian") for line in lines[:-1])

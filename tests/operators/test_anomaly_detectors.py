@@ -190,7 +190,9 @@ def test_sustained_statistic_catches_a_small_series_going_dark_and_stays_firing_
     sustained = _metric(RobustZConfig(sustain_buckets=5))
     blind = [i for i in _firings(one_bucket.detector, values, 0) if i < 240]
     assert blind == [], "one empty bucket at rate 10 is only ~3.2 sigma"
-    op = AnomalyOperator(sustained, "k")
+    # Hold the baseline for the whole outage (the default, 20 buckets, favours re-adapting to a new regime).
+    held = sustained.model_copy(update={"lifecycle": LifecycleConfig(freeze_baseline_buckets=60)})
+    op = AnomalyOperator(held, "k")
     transitions = []
     for i, v in enumerate(values):
         for alert in op.on_bucket(ClosedBucket("m", "k", i * BUCKET_MS, (i + 1) * BUCKET_MS, v)).alerts:
