@@ -605,7 +605,11 @@ def format_generalization(result: dict[str, Any]) -> str:
         lines.append("-" * len(head))
     lines.append("trap false positives (acted-on benign subjects / benign subjects):")
     for split, summary_ in result["splits"].items():
-        traps = ", ".join(f"{k} {v['false_positives']}/{v['subjects']}" for k, v in summary_["traps"].items())
+        traps = ", ".join(
+            f"{k} {v['false_positives']}/{v['subjects']}"
+            + (f" (+{v['collateral']} victims of attack events)" if v.get("collateral") else "")
+            for k, v in summary_["traps"].items()
+        )
         lines.append(f"  {split:<18} {traps or '-'}")
     return "\n".join(lines)
 

@@ -106,7 +106,12 @@ def split_summary(report: EvaluationReport, runs: Sequence[ScoredRun], **meta: A
         },
         "families": {name: family_row(report, name) for name in report.scenarios},
         "traps": {
-            name: {"subjects": t.subjects, "false_positives": t.false_positives, "rules": t.rules}
+            name: {
+                "subjects": t.subjects,
+                "false_positives": t.false_positives,
+                "collateral": t.collateral,
+                "rules": t.rules,
+            }
             for name, t in report.traps.items()
         },
     }

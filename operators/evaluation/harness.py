@@ -273,6 +273,7 @@ def format_table(report: EvaluationReport, latency_basis: str | None = None) -> 
     for name, t in report.traps.items():
         lines.append(
             f"trap {name:<16} {t.false_positives} of {t.subjects} benign subjects acted on"
+            + (f" ({t.collateral} more as victims of attack events)" if t.collateral else "")
             + (f" by {', '.join(t.rules)} {t.false_positives_by_kind}" if t.false_positives else "")
         )
     lat = o.latency

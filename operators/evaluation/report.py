@@ -33,8 +33,10 @@ Definitions (every number in the report follows them):
   actioned by those rules are neither (right action, other attack).
 - *Benign labels* (``Label.benign``, the traffic generator's false-positive traps): the subject is known
   benign. It is never a labeled (abusive) subject: an action on it is a false positive, counted overall
-  and per trap (``traps``: subjects and false positives per trap scenario). A subject labeled both
-  abusive and benign is abusive.
+  and per trap (``traps``: subjects and false positives per trap scenario), unless (with
+  ``event_scenarios``) every counted action on it was triggered by an attack's event: then it is a
+  victim (``collateral`` of the trap), as for unlabeled subjects. A subject labeled both abusive and
+  benign is abusive.
 - Recall per kind: ``recall`` counts the evaluated kinds; ``recall_all_kinds`` and ``recall_by_kind``
   count every labeled kind, and ``never_actioned_kinds`` lists the labeled kinds no counted action ever
   targeted (they are in the denominator of ``recall_all_kinds``, not dropped).
@@ -171,7 +173,10 @@ class TrapReport:
     false_positives: int
     false_positives_by_kind: dict[str, int]
     rules: list[str]
-    """The rules that acted on its subjects."""
+    """The rules that acted on its false-positive subjects."""
+    collateral: int = 0
+    """Benign subjects acted on only through attack events (a spam message's recipient, a stuffed
+    account's challenge): victims, as for unlabeled subjects, not false positives."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,7 +408,10 @@ def evaluate(
     traps: dict[str, TrapReport] = {}
     trap_fp: set[Subject] = set()
     for name in sorted(benign):
-        hit = [s for s in benign[name] if s in all_idx.first_ms]
+        acted = [s for s in benign[name] if s in all_idx.first_ms]
+        # As for unlabeled subjects: a benign subject only attack events acted on is a victim.
+        victims = [s for s in acted if event_scenarios is not None and s not in all_idx.organic_trigger]
+        hit = [s for s in acted if s not in victims]
         trap_fp.update(hit)
         by_kind: dict[str, int] = defaultdict(int)
         rules_hit: set[str] = set()
@@ -415,6 +423,7 @@ def evaluate(
             false_positives=len(hit),
             false_positives_by_kind=dict(sorted(by_kind.items())),
             rules=sorted(rules_hit),
+            collateral=len(victims),
         )
     kind_total: dict[str, int] = defaultdict(int)
     kind_hit: dict[str, int] = defaultdict(int)

@@ -71,4 +71,4 @@ def test_runs_are_pooled_without_merging_subjects_across_runs():
     assert report.traps["cgnat"].false_positives == 1
     out = split_summary(report, [run0, run1])
     assert out["records"] == 40 and out["records_per_s"] == 20.0
-    assert out["traps"]["cgnat"] == {"subjects": 1, "false_positives": 1, "rules": ["r"]}
+    assert out["traps"]["cgnat"] == {"subjects": 1, "false_positives": 1, "collateral": 0, "rules": ["r"]}

@@ -303,3 +303,18 @@ def test_time_to_action_is_measured_from_each_subjects_own_onset() -> None:
     assert r.time_to_action_s_max == pytest.approx(10.0)
     # The first action of the scenario is still measured from the attack start (1_000_000).
     assert r.time_to_first_action_s == pytest.approx(40.0)
+
+
+def test_benign_subjects_acted_on_only_through_attack_events_are_victims() -> None:
+    labels = [
+        *_labels(),
+        Label(
+            "viral_release", "target_account", "O2", 1_000_000, 2_000_000, benign=True
+        ),  # e10: spam's victim
+        Label("cgnat", "ip", "I9", 1_000_000, 2_000_000, benign=True),  # e11: organic trigger
+    ]
+    scen = {f"e{i}": FARM for i in (1, 2, 4, 5, 6, 9)} | {"e7": SPAM, "e10": SPAM}
+    r = evaluate(_actions(), labels, event_scenarios=scen)
+    assert (r.traps["viral_release"].false_positives, r.traps["viral_release"].collateral) == (0, 1)
+    assert (r.traps["cgnat"].false_positives, r.traps["cgnat"].collateral) == (1, 0)
+    assert r.overall.trap_false_positives == 1
