@@ -1,9 +1,10 @@
 """Flink metrics of the streamwarden stages: counters batched in Python, pushed to the JVM in bulk.
 
 With Flink's Prometheus reporter (``deploy/flink/config.yaml``) a counter ``n`` of this group is exported
-as ``flink_taskmanager_job_task_operator_streamwarden_<n>``, and the key/value groups of ``inc_labelled``
-become labels: ``..._streamwarden_actions{rule="...", verdict="...", mode="..."}``, the same labels as
-the Beam/local ``streamwarden_actions_total`` (``jobs/observability.py``).
+as ``flink_taskmanager_job_task_operator_streamwarden_<n>``; the key/value groups of ``inc_labelled``
+become labels and their keys (sorted) part of the name:
+``..._streamwarden_mode_rule_verdict_actions_by_rule{rule="...", verdict="...", mode="..."}`` (the same
+labels as the Beam/local ``streamwarden_actions_total``, ``jobs/observability.py``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ class StageCounters:
         self._pending[name] = pending
 
     def inc_named(self, name: str, n: int = 1) -> None:
-        """``inc`` for a name not known in advance (created on first use)."""
-        if name not in self._pending:
-            self._add(name)
-        self.inc(name, n)
+        """A counter for a name not known in advance (created on first use), pushed at once: these count
+        rare things (dead letters by kind) that a batch of ``every`` would hide until the job stops."""
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = self._group.counter(name)
+        counter.inc(n)
 
     def inc_labelled(self, name: str, n: int = 1, **labels: str) -> None:
         """Counter ``name`` inside key/value groups ``labels`` (Prometheus labels), pushed at once: these
