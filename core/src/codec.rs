@@ -69,8 +69,8 @@ pub fn encode(plan: &Plan, st: &State) -> Vec<u8> {
         match st.closed.get(w) {
             Some(Some(cl)) => {
                 let nonzero = |i: &usize| cl.vals[i * nc..(i + 1) * nc].iter().any(|&v| v != 0);
-                put_varint(&mut out, (0..cl.idx.len()).filter(nonzero).count() as u64);
-                for i in (0..cl.idx.len()).filter(nonzero) {
+                put_varint(&mut out, cl.live().filter(nonzero).count() as u64);
+                for i in cl.live().filter(nonzero) {
                     put_varint(&mut out, (head - cl.idx[i]) as u64);
                     put_vector(&mut out, &cl.vals[i * nc..(i + 1) * nc]);
                 }
@@ -244,11 +244,7 @@ fn set_window(
     if st.closed.is_empty() {
         st.closed = (0..plan.windows.len()).map(|_| None).collect();
     }
-    let mut cl = Closed {
-        sum: vec![0; nc],
-        idx: Vec::new(),
-        vals: Vec::new(),
-    };
+    let mut cl = Closed::new(nc);
     for (b, v) in buckets {
         for (c, &x) in v.iter().enumerate() {
             cl.sum[c] += x;

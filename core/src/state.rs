@@ -31,6 +31,25 @@ pub struct Closed {
     pub idx: Vec<i64>,
     /// ``n_cols`` lanes per bucket.
     pub vals: Vec<i64>,
+    /// Evicted buckets still at the front of ``idx``/``vals``: removed in one move once they are half
+    /// of them, so sliding a window of many buckets costs O(1) amortized, not a shift of all of them.
+    pub dead: usize,
+}
+
+impl Closed {
+    pub fn new(nc: usize) -> Self {
+        Closed {
+            sum: vec![0; nc],
+            idx: Vec::new(),
+            vals: Vec::new(),
+            dead: 0,
+        }
+    }
+
+    /// Positions of the live buckets in ``idx``.
+    pub fn live(&self) -> std::ops::Range<usize> {
+        self.dead..self.idx.len()
+    }
 }
 
 /// Event times the core accepts: ``|t| < MAX_TIME`` (times are packed with an 8-bit tag below).
@@ -230,13 +249,7 @@ impl State {
         if self.closed.is_empty() {
             self.closed = (0..plan.windows.len()).map(|_| None).collect();
         }
-        self.closed[w].get_or_insert_with(|| {
-            Box::new(Closed {
-                sum: vec![0; plan.n_cols],
-                idx: Vec::new(),
-                vals: Vec::new(),
-            })
-        })
+        self.closed[w].get_or_insert_with(|| Box::new(Closed::new(plan.n_cols)))
     }
 
     fn closed_sum(&mut self, w: usize) -> &mut Vec<i64> {
@@ -247,9 +260,11 @@ impl State {
     fn closed_bucket(&mut self, plan: &Plan, w: usize, b: i64) -> &mut [i64] {
         let nc = plan.n_cols;
         let cl = self.closed_mut(plan, w);
-        let pos = match cl.idx.binary_search(&b) {
-            Ok(p) => p,
+        let dead = cl.dead;
+        let pos = match cl.idx[dead..].binary_search(&b) {
+            Ok(p) => p + dead,
             Err(p) => {
+                let p = p + dead;
                 cl.idx.insert(p, b);
                 cl.vals.splice(p * nc..p * nc, std::iter::repeat_n(0, nc));
                 p
@@ -306,18 +321,22 @@ impl State {
             let Some(Some(cl)) = self.closed.get_mut(w) else {
                 continue;
             };
-            let first_kept = cl.idx.partition_point(|&b| b <= bt - n);
-            if first_kept > 0 {
-                for chunk in cl.vals[..first_kept * nc].chunks_exact(nc) {
+            let first_kept = cl.dead + cl.idx[cl.dead..].partition_point(|&b| b <= bt - n);
+            if first_kept > cl.dead {
+                for chunk in cl.vals[cl.dead * nc..first_kept * nc].chunks_exact(nc) {
                     for (c, &x) in chunk.iter().enumerate() {
                         self.sums.add(w * nc + c, -x);
                         cl.sum[c] -= x;
                     }
                 }
-                cl.idx.drain(..first_kept);
-                cl.vals.drain(..first_kept * nc);
+                cl.dead = first_kept;
+                if 2 * cl.dead >= cl.idx.len() {
+                    cl.idx.drain(..cl.dead);
+                    cl.vals.drain(..cl.dead * nc);
+                    cl.dead = 0;
+                }
             }
-            if cl.idx.is_empty() {
+            if cl.live().is_empty() {
                 self.closed[w] = None;
             }
         }
