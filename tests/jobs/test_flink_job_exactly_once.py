@@ -65,6 +65,7 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
     features = [pb.FeatureRecord.FromString(r.value) for r in read_topic(kafka, job.topics.features)]
     assert Counter(f.event_id for f in features) == Counter(set(want_vectors))  # each exactly once
     uncommitted = read_topic(kafka, job.topics.features, committed=False)
+    print(f"feature records: {len(features)} read_committed, {len(uncommitted)} read_uncommitted")
     assert len(uncommitted) > len(features), "the failed attempt left no aborted output to hide"
     vectors: dict[str, set[tuple[float, ...]]] = defaultdict(set)
     for f in features:

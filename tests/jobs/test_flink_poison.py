@@ -40,10 +40,10 @@ _EXTREME_INTS = st.sampled_from([0, -1, 1, 2**31 - 1, 2**32, 2**53, 2**62, 2**63
 _LONG = st.sampled_from([0, 1, 1_100, 9_000, 70_000])
 
 
-def _event(i: int, partition: int) -> bytes:
+def _event(i: int, partition: int, step_ms: int = STEP_MS) -> bytes:
     return pb.Event(
         event_id=f"e{partition}-{i}",
-        event_time_ms=T0 + i * STEP_MS,
+        event_time_ms=T0 + i * step_ms,
         type=pb.Event.PLAY,
         schema_version=SCHEMA_VERSION,
         actor=pb.Actor(account_id=f"a{partition}-{i}", ip=f"10.{partition}.{i % 250}.{i // 250}", asn=64512),
@@ -184,3 +184,39 @@ def test_poison_records_among_valid_traffic_are_dead_letters_with_their_offsets(
     # every valid event decoded
     valid_ids = {f"e{p}-{i}" for p in range(PARTITIONS) for i in range(PER_PARTITION)}
     assert valid_ids <= {f.event_id for f in features}
+
+
+def test_a_backlog_over_three_partitions_is_not_misread_as_late(
+    broker: Any, kafka_topics: Any, tmp_path: Path
+) -> None:
+    """Three partitions written one after the other, each two hours of event time in order: the source
+    reads them in whatever order it fetches, the per-partition gate dead-letters none as late."""
+    per_partition, partitions = 3_000, 3
+    step = 2 * 3600_000 // per_partition
+    topics = kafka_topics("events", "actions", "deadletter", "features", partitions=partitions)
+    kafka = embedded_kafka_config(broker.bootstrap_servers)
+    records = [
+        (p, f"a{p}-{i}".encode(), _event(i, p, step_ms=step))
+        for p in range(partitions)
+        for i in range(per_partition)
+    ]
+    where = _produce(kafka, topics[0], records)
+    ends = {(topics[0], p): per_partition for p in range(partitions)}
+    assert max(o for _, o in where) == per_partition - 1
+    job = job_config_for(kafka, topics, f"flink-backlog-{uuid.uuid4().hex[:8]}", write_features=True)
+    run_bounded(
+        write_job_config(tmp_path / "job.yaml", job),
+        tmp_path / "logs",
+        ends,
+        flink=FlinkConfig(checkpoint_dir=(tmp_path / "ckpt").as_uri()),  # type: ignore[call-arg]
+        options=FlinkJobOptions(check_future=False, alerts=False),  # type: ignore[call-arg]
+        timeout_s=600,
+    )
+    features = read_topic(kafka, job.topics.features, partitions=partitions, expected=len(records))
+    dead = [
+        pb.DeadLetter.FromString(r.value)
+        for r in read_topic(kafka, job.topics.deadletter, partitions=partitions)
+    ]
+    print(f"backlog: {len(features)} feature records, {len(dead)} dead letters")
+    assert Counter(dead_letter_reason(d) for d in dead) == Counter()
+    assert len(features) == len(records)
