@@ -24,7 +24,7 @@ State, per key, is one ``ValueState[bytes]`` (layout v1, ``<BI``: version, base 
 Why: with the pure-Python window engine, encoding a ``KeyState`` cost ~70 µs and decoding ~40 µs here,
 more than the rest of the stage per event, while appending the facts (bytes the stage already holds)
 costs a concatenation. The compiled core (#16) brought an update plus encode to a few µs, so the log
-now saves less; it is kept because it also keeps each state write small. The live
+now saves much less; whether it still pays off has not been re-measured. The live
 ``KeyState`` stays in a per-instance cache (``cache_keys`` LRU), so a hot key is decoded once, and every
 event costs one state write; every ``compact_every`` events the base is re-encoded and the log dropped.
 A key that is not cached (a new instance after a restore, or evicted) is rebuilt as ``from_bytes(base)``
