@@ -143,14 +143,16 @@ def run_cmd(
         if chosen not in ("beam", "flink"):
             raise ConfigError(f"engine {chosen!r} cannot run a live job (use beam or flink)")
         check_broker(job)
-        if metrics_port is not None:
-            server, lag = start_metrics(job, metrics_port)
         if chosen == "beam":
+            if metrics_port is not None:
+                server, lag = start_metrics(job, metrics_port)
             _run_beam(job, max_records, idle_timeout_s, bundle_max_ms, progress)
         else:
             from streamwarden.jobs.flink.job import run_flink  # PyFlink starts a JVM: import only when asked
 
-            run_flink(job, max_records=max_records, idle_timeout_s=idle_timeout_s)
+            # Flink's own Prometheus reporter serves the port: the Python operators run in the JVM's
+            # interpreter, so their counters live in Flink's metric groups, not in this process.
+            run_flink(job, max_records=max_records, idle_timeout_s=idle_timeout_s, metrics_port=metrics_port)
     except StreamwardenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

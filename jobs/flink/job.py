@@ -478,10 +478,18 @@ def stop_after(job: JobConfig, max_records: int) -> dict[tuple[str, int], int]:
         consumer.close()
 
 
-def run_flink(job: JobConfig, *, max_records: int | None = None, idle_timeout_s: float | None = None) -> None:
+def run_flink(
+    job: JobConfig,
+    *,
+    max_records: int | None = None,
+    idle_timeout_s: float | None = None,
+    metrics_port: int | None = None,
+) -> None:
     """``streamwarden run --engine flink``: the job on a local MiniCluster with ``FlinkConfig()``
     defaults, unbounded until Ctrl-C, or bounded ``max_records`` past the group's committed offsets
-    (per partition). A streaming Flink job has no idle stop, so ``idle_timeout_s`` is refused."""
+    (per partition). A streaming Flink job has no idle stop, so ``idle_timeout_s`` is refused.
+    ``metrics_port``: Flink's Prometheus reporter serves every Flink metric there (the streamwarden
+    group's counters included), as on a cluster configured from ``deploy/flink/config.yaml``."""
     if idle_timeout_s is not None:
         raise ConfigError(
             "--idle-timeout-s is not supported with --engine flink; use --max-records or Ctrl-C"
@@ -492,9 +500,19 @@ def run_flink(job: JobConfig, *, max_records: int | None = None, idle_timeout_s:
         f"(group {job.group_id}){' bounded' if stop_at else '; Ctrl-C stops it'}",
         flush=True,
     )
+    flink_config = None
+    if metrics_port is not None:
+        from streamwarden.jobs.flink.metrics import expose_reporter_to_local_gateway, prometheus_reporter
+
+        expose_reporter_to_local_gateway()
+        flink_config = FlinkConfig(extra=prometheus_reporter(metrics_port))  # type: ignore[call-arg]
+        print(
+            f"flink metrics: http://127.0.0.1:{metrics_port}/metrics (Flink's Prometheus reporter)",
+            flush=True,
+        )
     started = time.monotonic()
     try:
-        run_flink_job(job, bounded_stop_at=stop_at)
+        run_flink_job(job, flink_config, bounded_stop_at=stop_at)
     except KeyboardInterrupt:
         print("stopped; the group resumes from the last checkpoint's offsets", flush=True)
         return

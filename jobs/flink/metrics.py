@@ -14,6 +14,32 @@ from typing import Any
 from pyflink.datastream import RuntimeContext
 
 METRICS_GROUP = "streamwarden"
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
+def prometheus_reporter(port: int) -> dict[str, str]:
+    """The Flink settings of the Prometheus reporter on ``port`` (as in ``deploy/flink/config.yaml``)."""
+    return {
+        "metrics.reporter.prom.factory.class": PROMETHEUS_FACTORY,
+        "metrics.reporter.prom.port": str(port),
+    }
+
+
+def expose_reporter_to_local_gateway() -> None:
+    """A cluster loads the reporter from ``plugins/``; PyFlink's local MiniCluster loads no plugins, so put
+    the plugin jar PyFlink ships on the gateway JVM's class path (PyFlink appends ``HADOOP_CLASSPATH``),
+    where Flink's ServiceLoader finds the factory. Call before the first PyFlink environment is made."""
+    import os
+    from pathlib import Path
+
+    import pyflink
+
+    jars = sorted((Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError("PyFlink's plugins/metrics-prometheus jar is missing")
+    current = os.environ.get("HADOOP_CLASSPATH", "")
+    if str(jars[0]) not in current.split(os.pathsep):
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(p for p in (current, str(jars[0])) if p)
 
 
 class StageCounters:

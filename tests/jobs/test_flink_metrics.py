@@ -18,6 +18,7 @@ import yaml
 from streamwarden.jobs.bench.flink import JobProcess, job_args, job_config_for, produce, write_job_config
 from streamwarden.jobs.flink.env import FlinkConfig
 from streamwarden.jobs.flink.job import FlinkJobOptions
+from streamwarden.jobs.flink.metrics import expose_reporter_to_local_gateway, prometheus_reporter
 from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config
 from streamwarden.operators.traffic import iter_traffic, small_spec
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -43,26 +44,16 @@ def _scrape(port: int) -> dict[str, float]:
     }
 
 
-def _prometheus_jar() -> Path:
-    import pyflink
-
-    (jar,) = (Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob(
-        "flink-metrics-prometheus-*.jar"
-    )
-    return jar
-
-
 def test_flink_counters_reach_prometheus(
     broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A cluster loads the reporter from plugins/ (deploy/flink); PyFlink's local MiniCluster loads no
-    # plugins, so the test puts the same jar on the gateway JVM's class path (PyFlink appends
-    # HADOOP_CLASSPATH to it), where Flink's ServiceLoader finds the reporter factory.
-    monkeypatch.setenv("HADOOP_CLASSPATH", str(_prometheus_jar()))
+    monkeypatch.setenv("HADOOP_CLASSPATH", "")  # restored after the test
+    expose_reporter_to_local_gateway()  # the job process inherits it
     conf = yaml.safe_load((REPO / "deploy" / "flink" / "config.yaml").read_text(encoding="utf-8"))
     port = _free_port()
-    reporter = {k: str(v) for k, v in conf.items() if k.startswith("metrics.reporter.prom.")}
-    reporter["metrics.reporter.prom.port"] = str(port)
+    reporter = prometheus_reporter(port)
+    shipped = {k: str(v) for k, v in conf.items() if k.startswith("metrics.reporter.prom.")}
+    assert shipped == {**reporter, "metrics.reporter.prom.port": shipped["metrics.reporter.prom.port"]}
     records = list(iter_traffic(small_spec(seed=21, duration_s=60.0)))
     suffix = uuid.uuid4().hex[:8]
     topics = [f"{n}-{suffix}" for n in ("events", "actions", "deadletter", "features")]
