@@ -20,6 +20,7 @@ from streamwarden.jobs.kafka_io import drain, make_producer
 from streamwarden.operators.pipeline import LATE_EVENT, dead_letter_reason
 from streamwarden.schemas import streamwarden_pb2 as pb
 from streamwarden.schemas.codec import SCHEMA_VERSION
+from tests.jobs.poison_records import poison
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -50,7 +51,7 @@ def _event(i: int, t: int, partition: int) -> bytes:
     ).SerializeToString()
 
 
-def _produce(kafka: KafkaConfig, topic: str, records: list[tuple[int, bytes]]) -> None:
+def _produce(kafka: KafkaConfig, topic: str, records: list[tuple[int, bytes | None]]) -> None:
     producer = make_producer(kafka, **{"linger.ms": 20})
     for i, (partition, payload) in enumerate(records):
         producer.produce(topic, payload, partition=partition)
@@ -83,57 +84,15 @@ def test_a_backlog_over_three_partitions_is_not_misread_as_late(
     assert m.counter("events") == len(records)
 
 
-_EXTREME_INTS = st.sampled_from([0, -1, 1, 2**31 - 1, 2**32, 2**53, 2**62, 2**63 - 1, -(2**63)])
-_LONG = st.sampled_from([0, 1, 1_100, 9_000, 70_000])
-
-
-@st.composite
-def poison(draw: st.DrawFn) -> bytes:
-    """One record from the extremes: huge and negative integers, long and odd strings, oversized,
-    truncated and nested payloads, empty values."""
-    shape = draw(st.sampled_from(["event", "truncated", "nested", "random", "oversized", "empty"]))
-    if shape == "empty":
-        return b""
-    if shape == "random":
-        return draw(st.binary(min_size=1, max_size=512))
-    if shape == "oversized":
-        # over the 256 KiB record limit, under Kafka's 1 MB message limit
-        return b"\x0a" + b"x" * draw(st.sampled_from([300_000, 900_000]))
-    event = pb.Event(
-        event_id=draw(st.sampled_from(["", "p", "\u202e\u0000id"])) + "x" * draw(_LONG),
-        event_time_ms=draw(st.one_of(_EXTREME_INTS, st.just(T0))),
-        type=draw(st.sampled_from([0, 1, 4, 11])),  # type: ignore[arg-type]
-        schema_version=draw(st.sampled_from([0, SCHEMA_VERSION, 2**32 - 1])),
-        actor=pb.Actor(
-            account_id="a" * draw(_LONG),
-            ip=draw(st.text(max_size=40)),
-            user_agent="u" * draw(_LONG),
-            asn=draw(st.sampled_from([0, 2**32 - 1])),
-        ),
-        play_duration_ms=draw(_EXTREME_INTS),
-        account_created_ms=draw(_EXTREME_INTS),
-    )
-    raw = event.SerializeToString()
-    if shape == "truncated":
-        return raw[: draw(st.integers(min_value=0, max_value=max(0, len(raw) - 1)))]
-    if shape == "nested":
-        return (
-            pb.Event(event_id="n", actor=pb.Actor(account_id="n")).SerializeToString()
-            + b"\x2a\x05\x0a\x03"
-            + raw
-        )
-    return raw
-
-
 @pytest.mark.slow
 @settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(poison(), min_size=40, max_size=40))
 def test_poison_records_among_valid_traffic_never_stop_the_job(
-    kafka_config: KafkaConfig, kafka_topics: Topics, bad: list[bytes]
+    kafka_config: KafkaConfig, kafka_topics: Topics, bad: list[bytes | None]
 ) -> None:
     job = _job(kafka_config, kafka_topics, partitions=1)
     good = [_event(i, T0 + i * 100, 0) for i in range(400)]
-    records: list[tuple[int, bytes]] = []
+    records: list[tuple[int, bytes | None]] = []
     for i, payload in enumerate(good):
         records.append((0, payload))
         if i % 10 == 0:

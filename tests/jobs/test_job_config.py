@@ -100,5 +100,5 @@ def test_record_limits_reach_the_stages(tmp_path: Path) -> None:
     limits = stages_config(job).limits
     assert (limits.max_id_bytes, limits.max_record_bytes) == (64, 4096)
     path.write_text("limits:\n  max_id_bytes: 70000\n")
-    with pytest.raises(ConfigError, match="limits.max_id_bytes"):
+    with pytest.raises(ConfigError, match=r"limits\.max_id_bytes"):
         load_config(path, environ={})
