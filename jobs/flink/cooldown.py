@@ -8,6 +8,7 @@ the watermark passes it the state can no longer change a decision and is cleared
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from pyflink.common import Row
@@ -37,6 +38,8 @@ class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
     def process_element(self, payload: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         action = pb.Action.FromString(payload)
         stages = self._stages
+        # a policy swap changes the rules' cooldowns; in process mode this operator's Stages is its own
+        stages.maybe_reload(int(time.time() * 1000))
         if stages.gated(action):
             ok, state = stages.cooldown(self._gate_state.value(), action)
             if not ok:
