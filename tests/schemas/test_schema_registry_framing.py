@@ -5,6 +5,9 @@ bad framing is a dead letter that keeps the record; plain protobuf keeps working
 from __future__ import annotations
 
 import pytest
+
+# confluent-kafka's in-memory registry (the 'registry' extra; a real Schema Registry is a Java service)
+from confluent_kafka.schema_registry._sync import mock_schema_registry_client as registry
 from confluent_kafka.serialization import MessageField, SerializationContext
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,9 +22,6 @@ from streamwarden.schemas.codec import (
     decode_event,
     split_confluent_frame,
 )
-
-# confluent-kafka's in-memory registry (the 'registry' extra; a real Schema Registry is a Java service)
-from confluent_kafka.schema_registry._sync import mock_schema_registry_client as registry  # noqa: E402
 
 NOW_MS = 1_750_000_000_000
 SRC = SourceRef("events", 0, 7)
