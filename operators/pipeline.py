@@ -170,11 +170,11 @@ class EventClock:
     """
 
     __slots__ = (
+        "_floor_ms",
         "_idle",
         "_last_wall_ms",
         "_max",
         "_next_idle_check_ms",
-        "_floor_ms",
         "_watermark_ms",
         "allowed_lateness_ms",
         "idle_timeout_ms",
@@ -468,7 +468,7 @@ class Stages:
     def policy(self) -> Policy:
         if self._policy is None:
             path = self.policy_path
-            stamp = _file_stamp(path)
+            stamp = _file_stamp(path)  # before the load: a change in between is seen by the next check
             self._policy = load_policy(path, feature_names=self.feature_names)
             self._policy_stamp = stamp
         return self._policy
@@ -766,7 +766,11 @@ class ReloadOutcome(NamedTuple):
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
+    """(mtime, size) of ``path``; a missing file stamps as (0, 0) and its loader names it in the error."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0, 0
     return st.st_mtime_ns, st.st_size
 
 

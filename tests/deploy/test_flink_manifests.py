@@ -58,7 +58,10 @@ def test_dockerfile_python_matches_project():
 
 def test_dockerfile_puts_connector_and_flink_python_jars_in_lib():
     text = _dockerfile()
-    assert "streamwarden flink jars --dest /opt/flink/lib" in text
+    # the job's own jar and the connector jars come from the Maven stage, checked against the local pins
+    assert "mvn -q -B -f /src/pom.xml" in text
+    assert "COPY --from=java /out/streamwarden-flink-records.jar /out/connector/*.jar /opt/flink/lib/" in text
+    assert "verify_jars(Path('/opt/flink/lib'))" in text
     assert "cp /opt/flink/opt/flink-python-*.jar /opt/flink/lib/" in text
     assert {jar.file_name for jar in JARS} == {"flink-connector-kafka.jar", "kafka-clients.jar"}
 

@@ -67,7 +67,9 @@ def test_missing_and_non_mapping_files(tmp_path: Path) -> None:
         load_config(path, environ={})
 
 
-@pytest.mark.parametrize("password", ["#Hunter2", "abc #tail", "123456", "'quoted'", '"dq"', "sp ace ", "a: b"])
+@pytest.mark.parametrize(
+    "password", ["#Hunter2", "abc #tail", "123456", "'quoted'", '"dq"', "sp ace ", "a: b"]
+)
 def test_environment_strings_are_taken_verbatim(password: str) -> None:
     cfg = load_config(None, environ={"STREAMWARDEN_KAFKA__SASL_PASSWORD": password})
     assert cfg.kafka.client_config()["sasl.password"] == password

@@ -61,7 +61,9 @@ def test_an_id_longer_than_its_limit_names_the_field() -> None:
     # multi-byte characters count in bytes: 300 x 4 bytes > 1024
     letter = _letter(_event(target__content_id="\U0001f3b5" * 300).SerializeToString())
     assert "target.content_id is 1200 bytes" in letter.message
-    assert isinstance(decode_event(_event(actor__user_agent="u" * 5000).SerializeToString(), SOURCE), pb.Event)
+    assert isinstance(
+        decode_event(_event(actor__user_agent="u" * 5000).SerializeToString(), SOURCE), pb.Event
+    )
 
 
 def test_a_huge_record_is_dead_lettered_unparsed_and_cut_to_the_limit() -> None:
