@@ -91,7 +91,7 @@ pub fn encode(plan: &Plan, st: &State) -> Vec<u8> {
                     let used: Vec<i64> = ((head - n + 1)..=head)
                         .filter(|&b| {
                             let s = b.rem_euclid(n) as usize * m;
-                            regs[s..s + m].iter().any(|&r| r != 0)
+                            regs[s..s + m].iter().fold(0u8, |a, &r| a | r) != 0
                         })
                         .collect();
                     put_varint(&mut out, used.len() as u64);

@@ -86,7 +86,7 @@ impl Hll {
             let regs = &mut self.regs[w];
             let mut evicted = false;
             if b - h >= n {
-                if regs.iter().any(|&r| r != 0) {
+                if regs.iter().fold(0u8, |a, &r| a | r) != 0 {
                     regs.fill(0);
                     evicted = true;
                 }
@@ -94,7 +94,7 @@ impl Hll {
                 for k in (h - n + 1)..=(b - n) {
                     let s = k.rem_euclid(n) as usize * m;
                     let slot = &mut regs[s..s + m];
-                    if slot.iter().any(|&r| r != 0) {
+                    if slot.iter().fold(0u8, |a, &r| a | r) != 0 {
                         slot.fill(0);
                         evicted = true;
                     }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use plan::{
@@ -339,8 +340,28 @@ impl<'py> View<'py> {
     }
 }
 
+/// Python floats of the small whole numbers most window values are, made once: a partial or a vector
+/// then mostly takes references instead of allocating (and later freeing) a float per value.
+static SMALL_FLOATS: GILOnceCell<Vec<Py<PyFloat>>> = GILOnceCell::new();
+const N_SMALL_FLOATS: usize = 1024;
+
 fn floats<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyTuple>> {
-    PyTuple::new(py, vals.iter().copied())
+    let small = SMALL_FLOATS.get_or_init(py, || {
+        (0..N_SMALL_FLOATS)
+            .map(|i| PyFloat::new(py, i as f64).unbind())
+            .collect()
+    });
+    PyTuple::new(
+        py,
+        vals.iter().map(|&v| {
+            let i = v as usize;
+            if i < N_SMALL_FLOATS && i as f64 == v && v.is_sign_positive() {
+                small[i].clone_ref(py).into_bound(py)
+            } else {
+                PyFloat::new(py, v)
+            }
+        }),
+    )
 }
 
 /// All windows of one (entity kind, entity id).

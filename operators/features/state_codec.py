@@ -35,6 +35,8 @@ Layout 1 (little-endian, written by the pure-Python engine up to #16):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from streamwarden.operators.errors import StreamwardenError
 from streamwarden.operators.features import _core
 from streamwarden.operators.features.window import KeyState, KindPlan
@@ -49,9 +51,9 @@ class StateFormatError(StreamwardenError):
     """State bytes are corrupt, of an unknown layout version, or written under another spec."""
 
 
-def encode_state(state: KeyState) -> bytes:
-    """The canonical layout-2 bytes of ``state``."""
-    return _core.encode_state(state)
+encode_state: Callable[[KeyState], bytes] = _core.encode_state
+"""The canonical layout-2 bytes of a ``KeyState`` (the core's function itself: it is on every update's
+path in the engines, so no Python frame around it)."""
 
 
 def decode_state(plan: KindPlan, data: bytes) -> KeyState:
