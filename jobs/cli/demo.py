@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -150,6 +151,10 @@ class _Scenario:
     """Decision time of the first action on one of its entities - the start of that round's scenario."""
 
 
+PANEL_WIDTH = 120
+"""Columns of the live panel (fits a 120-column terminal)."""
+
+
 class DemoState:
     """Everything the live summary shows; fed by the generator thread and the watcher (main) thread.
 
@@ -168,6 +173,8 @@ class DemoState:
         self.actions = 0
         self.counted_actions = 0
         self.by_verdict: Counter[str] = Counter()
+        self.by_verdict_mode: Counter[tuple[str, str]] = Counter()
+        """Actions by (verdict, mode): what was enforced and what only ran in shadow mode."""
         self.by_rule: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
         self.alerts: Counter[str] = Counter()
@@ -222,6 +229,7 @@ class DemoState:
     def on_action(self, action: pb.Action) -> None:
         self.actions += 1
         self.by_verdict[pb.Action.Verdict.Name(action.verdict)] += 1
+        self.by_verdict_mode[(pb.Action.Verdict.Name(action.verdict), pb.Action.Mode.Name(action.mode))] += 1
         for rule in action.reasons:
             self.by_rule[rule] += 1
         produced_ms, trigger = self.produced_events.get(action.event_id, (None, None))
@@ -270,7 +278,8 @@ class DemoState:
             + (" | final" if final else ""),
             f"  latency ms (decision - produce): {_percentiles(self.latencies_ms)}"
             + (f"; last interval {_percentiles(recent)}" if recent and not final else ""),
-            f"  by verdict: {_counts(self.by_verdict)}",
+            f"  by verdict, enforced: {_counts(self._verdicts('ENFORCE'))}",
+            f"  by verdict, shadow mode: {_counts(self._verdicts('SHADOW_MODE'))}",
             f"  by rule:    {_counts(self.by_rule)}",
             f"  dead letters by reason: {_counts(self.dead_letters)}",
             f"  anomaly alerts: {_counts(self.alerts)}",
@@ -283,6 +292,48 @@ class DemoState:
             "events (possible false positives)"
         )
         return "\n".join(lines)
+
+    def _verdicts(self, mode: str) -> Counter[str]:
+        return Counter({v: n for (v, m), n in self.by_verdict_mode.items() if m == mode})
+
+    def panel(self, elapsed_s: float, rate_now_per_s: float, now_ms: int) -> Any:
+        """The live panel (rich): the same figures as ``summary``, verdicts by mode in their own table,
+        redrawn in place on a terminal; at most ``PANEL_WIDTH`` columns wide."""
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+
+        head = Table.grid(padding=(0, 2))
+        head.add_row(
+            f"events in {self.produced} ({rate_now_per_s:.0f}/s now)",
+            f"actions {self.actions} ({self.counted_actions} enforced)",
+            f"dead letters {sum(self.dead_letters.values())}",
+        )
+        head.add_row(f"latency ms {_percentiles(self.latencies_ms)}", "", "")
+        verdicts = Table(title="actions by verdict and mode", title_justify="left", expand=False)
+        verdicts.add_column("verdict")
+        modes = sorted({m for _, m in self.by_verdict_mode}) or ["ENFORCE"]
+        for mode in modes:
+            verdicts.add_column(mode.lower(), justify="right")
+        for verdict in sorted({v for v, _ in self.by_verdict_mode}):
+            verdicts.add_row(verdict.lower(), *(str(self.by_verdict_mode[(verdict, m)]) for m in modes))
+        scenarios = Table(title="scenarios", title_justify="left", expand=False)
+        scenarios.add_column("scenario")
+        scenarios.add_column("status", max_width=PANEL_WIDTH - 30, overflow="fold")
+        for name in SCENARIO_NAMES:
+            scenarios.add_row(name, self._scenario_line(self.scenarios[name], now_ms))
+        scenarios.add_row(
+            "organic", f"{len(self.organic_subjects)} unlabeled subjects actioned (possible FPs)"
+        )
+        tail = Table.grid(padding=(0, 1))
+        tail.add_row("rules", _counts(self.by_rule))
+        tail.add_row("dead letters", _counts(self.dead_letters))
+        tail.add_row("anomaly alerts", _counts(self.alerts))
+        return Panel(
+            Group(head, verdicts, scenarios, tail),
+            title=f"streamwarden demo  {elapsed_s:.0f} s",
+            width=PANEL_WIDTH,
+        )
 
     @staticmethod
     def _scenario_line(sc: _Scenario, now_ms: int) -> str:
@@ -304,6 +355,18 @@ class DemoState:
         if upcoming:
             return f"starts in {(min(upcoming) - now_ms) / 1000:.0f} s"
         return "-"
+
+
+def _live_panel() -> Any:
+    """A started ``rich.live.Live`` when stdout is a terminal, else None."""
+    if not sys.stdout.isatty():
+        return None
+    from rich.console import Console
+    from rich.live import Live
+
+    live = Live(console=Console(width=PANEL_WIDTH), auto_refresh=False, transient=False)
+    live.start()
+    return live
 
 
 def _percentiles(values: list[float]) -> str:
@@ -468,18 +531,24 @@ def demo_cmd(
         )
         last_report = time.monotonic()
         last_produced = 0
+        live = _live_panel()  # a terminal gets one panel redrawn in place; logs and pipes get text
         try:
             while not stop.is_set():
                 _drain(watcher, topics, state)
                 now = time.monotonic()
-                if now - last_report >= report_every_s:
+                if now - last_report >= (report_every_s if live is None else min(report_every_s, 1.0)):
                     now_ms = int(time.time() * 1000)
                     state.refresh(now_ms)
                     rate = (state.produced - last_produced) / (now - last_report)
                     last_report, last_produced = now, state.produced
-                    typer.echo(state.summary(now - t0, rate, now_ms))
+                    if live is None:
+                        typer.echo(state.summary(now - t0, rate, now_ms))
+                    else:
+                        live.update(state.panel(now - t0, rate, now_ms), refresh=True)
                 if duration_s and now - t0 >= duration_s:
                     break
+            if live is not None:
+                live.stop()
             if not errors:
                 typer.echo("stopping: generator, then the job (after its current bundle) ...")
         finally:

@@ -120,3 +120,36 @@ def test_demo_stops_by_itself_after_duration() -> None:
     assert time.monotonic() - started < 45, out
     assert "final" in out and "broker stopped" in out, out
     assert not _tansu_on(_broker_port(out)), "a tansu process survived the demo"
+
+
+def test_the_live_panel_keeps_verdicts_and_modes_apart_within_120_columns() -> None:
+    from rich.console import Console
+
+    from streamwarden.jobs.cli.demo import PANEL_WIDTH, DemoState
+    from streamwarden.schemas import streamwarden_pb2 as pb
+
+    state = DemoState()
+    for verdict, mode, rule in (
+        (pb.Action.BLOCK, pb.Action.ENFORCE, "spam-message-block"),
+        (pb.Action.BLOCK, pb.Action.SHADOW_MODE, "candidate-rule-" + "x" * 150),
+        (pb.Action.BLOCK, pb.Action.SHADOW_MODE, "candidate-rule-2"),
+        (pb.Action.RATE_LIMIT, pb.Action.ENFORCE, "spam-ip-rate-limit"),
+    ):
+        state.on_action(
+            pb.Action(
+                action_id=rule, event_id="e", verdict=verdict, mode=mode, reasons=[rule], event_time_ms=1
+            )
+        )
+    console = Console(record=True, width=200)
+    console.print(state.panel(12.0, 100.0, 0))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= PANEL_WIDTH
+    cells = {
+        line.split("│")[2].strip(): line.split("│")[3:5] for line in text.splitlines() if line.count("│") >= 5
+    }
+    assert [c.strip() for c in cells["block"]] == ["1", "2"]  # enforced and shadow-mode counted apart
+    assert [c.strip() for c in cells["rate_limit"]] == ["1", "0"]
+    assert "rate_limit" in text and "shadow_mode" in text and "enforce" in text
+    summary = state.summary(12.0, 100.0, 0)
+    assert "by verdict, enforced: BLOCK=1 RATE_LIMIT=1" in summary
+    assert "by verdict, shadow mode: BLOCK=2" in summary
