@@ -45,7 +45,8 @@ from streamwarden.operators.evaluation.harness import (
     traffic_from_spec,
 )
 from streamwarden.operators.evaluation.html import render_html
-from streamwarden.operators.evaluation.shadow import PolicyDiff
+from streamwarden.operators.evaluation.report import OverallReport
+from streamwarden.operators.evaluation.shadow import PolicyDiff, RuleDiff
 from streamwarden.operators.pipeline import Stages, StagesConfig, replay_actions
 from streamwarden.operators.traffic import TrafficSpec, load_spec, small_spec
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -460,42 +461,83 @@ def _delta(value: float | None) -> str:
     return "" if value is None or value == 0 else f" ({value:+.3f})"
 
 
+def _overall_line(label: str, a: OverallReport, b: OverallReport) -> str:
+    return (
+        f"{label}: {a.counted_actions} -> {b.counted_actions} actions, precision {_fmt(a.precision)} -> "
+        f"{_fmt(b.precision)}{_delta(_change(a.precision, b.precision))}, recall {_fmt(a.recall)} -> "
+        f"{_fmt(b.recall)}{_delta(_change(a.recall, b.recall))}, false positives {a.false_positives} -> "
+        f"{b.false_positives}"
+    )
+
+
+def _change(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def _declared(d: RuleDiff) -> str:
+    """Where the rule is defined: both policies, only A (removed), only B (new), or unknown (-)."""
+    if d.declared_mode_a is not None and d.declared_mode_b is None:
+        return "removed in B"
+    if d.declared_mode_b is not None and d.declared_mode_a is None:
+        return "new in B"
+    return ""
+
+
 def format_diff(diff: PolicyDiff) -> str:
-    """Per rule: actions on each side, how many differ, modes, precision and recall A → B."""
+    """Per rule: actions on each side, how many differ, modes, precision and recall A → B; then the
+    enforced totals, the shadow-mode totals apart, and the rules that never fired."""
     head = (
         f"{'rule':<28} {'A':>6} {'B':>6} {'only A':>6} {'only B':>6} {'both':>6}  {'mode A -> B':<26} "
         f"{'precision A -> B':<26} {'recall A -> B':<26}"
     )
     lines = [head, "-" * len(head)]
     for rule, d in diff.rules.items():
-        modes = f"{'/'.join(d.modes_a) or '-'} -> {'/'.join(d.modes_b) or '-'}"
+        mode_a = "/".join(d.modes_a) or (d.declared_mode_a or "-").upper()
+        mode_b = "/".join(d.modes_b) or (d.declared_mode_b or "-").upper()
         prec = f"{_fmt(d.precision_a)} -> {_fmt(d.precision_b)}{_delta(d.precision_change)}"
         rec = f"{_fmt(d.recall_a)} -> {_fmt(d.recall_b)}{_delta(d.recall_change)}"
+        notes = [n for n in (_declared(d), "never fired" if rule in diff.never_fired_either else "") if n]
         lines.append(
             f"{rule:<28} {d.actions_a:>6} {d.actions_b:>6} {d.only_in_a:>6} {d.only_in_b:>6} {d.in_both:>6}  "
-            f"{modes:<26} {prec:<26} {rec:<26}"
+            f"{f'{mode_a} -> {mode_b}':<26} {prec:<26} {rec:<26}"
+            + (f"  [{', '.join(notes)}]" if notes else "")
         )
         for ex in d.examples_only_in_a[:2]:
             lines.append(f"{'':<30}only in A: {ex}")
         for ex in d.examples_only_in_b[:2]:
             lines.append(f"{'':<30}only in B: {ex}")
-    a, b = diff.overall_a, diff.overall_b
     lines.append("-" * len(head))
+    lines.append(_overall_line("enforced (ENFORCE-mode actions only)", diff.overall_a, diff.overall_b))
+    lines.append(_overall_line("shadow mode (recorded, not enforced)", diff.shadow_a, diff.shadow_b))
     lines.append(
-        f"whole policy (shadow-mode actions included): precision {_fmt(a.precision)} -> {_fmt(b.precision)}"
-        f"{_delta(diff.precision_change)}, recall {_fmt(a.recall)} -> {_fmt(b.recall)}{_delta(diff.recall_change)}, "
-        f"false positives {a.false_positives} -> {b.false_positives}"
+        f"never fired: in A {', '.join(diff.never_fired_a) or '-'}; in B {', '.join(diff.never_fired_b) or '-'}"
     )
     return "\n".join(lines)
+
+
+def policy_rules(path: Path | None) -> dict[str, str]:
+    """Rule id -> declared mode of the policy at ``path`` (the shipped one for ``None``), in order."""
+    from streamwarden.operators.policy import DEFAULT_POLICY_PATH, load_policy
+
+    policy = load_policy(path if path is not None else DEFAULT_POLICY_PATH)
+    return {rule.id: rule.mode for rule in policy.rules}
 
 
 def run_shadow(
     traffic: LabeledTraffic, config_a: StagesConfig, config_b: StagesConfig, *, max_examples: int = 5
 ) -> tuple[PolicyDiff, EngineRun, EngineRun]:
-    """Both configurations replayed over the same traffic, compared rule by rule."""
+    """Both configurations replayed over the same traffic, compared rule by rule (every rule of both
+    policies listed, those that never fired included)."""
     run_a = run_replay(traffic, config_a)
     run_b = run_replay(traffic, config_b)
-    diff = compare_policies(run_a.actions, run_b.actions, traffic.labels, max_examples=max_examples)
+    diff = compare_policies(
+        run_a.actions,
+        run_b.actions,
+        traffic.labels,
+        max_examples=max_examples,
+        rules_a=policy_rules(config_a.policy),
+        rules_b=policy_rules(config_b.policy),
+    )
     return diff, run_a, run_b
 
 

@@ -13,15 +13,21 @@ Definitions (the subject rules are those of ``report.py``):
 - Per rule and side: TP = labeled subjects it actioned, FP = unlabeled ones of a complete kind;
   precision = TP / (TP + FP); recall = TP / labeled subjects of the kinds the rule acts on (on either
   side). ``*_change`` = B minus A (``None`` if either is undefined).
-- ``overall_a`` / ``overall_b``: ``evaluate`` of each side with shadow-mode actions included, over the
-  same evaluated kinds (the union of both sides'), so the two are comparable.
+- Rules that never fired: given each policy's rules (``rules_a`` / ``rules_b``: rule id -> declared
+  mode), every rule of either policy gets a row, actions or not, and ``never_fired_a`` / ``never_fired_b``
+  list the rules of that policy no action (of any verdict, ``ALLOW`` included) names as a reason. A new
+  rule that never fires is the first thing a reviewer of a candidate policy needs to see.
+- ``overall_a`` / ``overall_b`` (*enforced*): ``evaluate`` of each side's ``ENFORCE``-mode actions only,
+  what users would actually have felt. ``shadow_a`` / ``shadow_b``: the same over the ``SHADOW_MODE``
+  actions alone (recorded, not acted on), reported next to them, never mixed in. Each pair is evaluated
+  over the same kinds (the union of both sides' kinds in that mode), so the two sides are comparable.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,15 +60,31 @@ class RuleDiff:
     recall_change: float | None
     examples_only_in_a: list[str]
     examples_only_in_b: list[str]
+    declared_mode_a: str | None = None
+    """The rule's mode in policy A (``enforce``/``shadow``); ``None``: not in A, or A's rules not given."""
+    declared_mode_b: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyDiff:
-    """Per-rule differences plus both sides' overall reports."""
+    """Per-rule differences plus both sides' overall reports (enforced, and shadow mode apart)."""
 
     rules: dict[str, RuleDiff]
     overall_a: OverallReport
+    """Policy A's ``ENFORCE``-mode actions only."""
     overall_b: OverallReport
+    shadow_a: OverallReport
+    """Policy A's ``SHADOW_MODE`` actions only."""
+    shadow_b: OverallReport
+    never_fired_a: list[str]
+    """Rules of policy A that took no action (empty when A's rules were not given)."""
+    never_fired_b: list[str]
+
+    @property
+    def never_fired_either(self) -> list[str]:
+        """Rules defined in A or B that fired on neither side."""
+        fired = {r for r, d in self.rules.items() if d.actions_a or d.actions_b}
+        return sorted((set(self.never_fired_a) | set(self.never_fired_b)) - fired)
 
     @property
     def precision_change(self) -> float | None:
@@ -80,6 +102,17 @@ class PolicyDiff:
                 "b": asdict(self.overall_b),
                 "precision_change": self.precision_change,
                 "recall_change": self.recall_change,
+                "basis": "ENFORCE-mode actions only",
+            },
+            "shadow": {
+                "a": asdict(self.shadow_a),
+                "b": asdict(self.shadow_b),
+                "basis": "SHADOW_MODE actions only (recorded, not acted on)",
+            },
+            "never_fired": {
+                "a": self.never_fired_a,
+                "b": self.never_fired_b,
+                "either": self.never_fired_either,
             },
         }
 
@@ -96,11 +129,13 @@ class _Side:
     keys: dict[str, set[ActionKey]]
     modes: dict[str, set[str]]
     count: dict[str, int]
+    fired: set[str]
 
 
 def _by_rule(actions: Iterable[pb.Action]) -> _Side:
-    side = _Side(defaultdict(set), defaultdict(set), defaultdict(int))
+    side = _Side(defaultdict(set), defaultdict(set), defaultdict(int), set())
     for a in actions:
+        side.fired.update(a.reasons)
         if not counted(a, None, include_shadow_mode=True):
             continue
         kind, sid = subject_of(a)
@@ -130,6 +165,25 @@ def _example(key: ActionKey) -> str:
     return f"{key[0]}:{key[1]} event={key[2]} verdict={pb.Action.Verdict.Name(key[3])}"  # type: ignore[arg-type]
 
 
+def _mode_only(actions: Iterable[pb.Action], shadow: bool) -> list[pb.Action]:
+    return [a for a in actions if (a.mode == pb.Action.SHADOW_MODE) == shadow]
+
+
+def _overall(
+    actions_a: Sequence[pb.Action],
+    actions_b: Sequence[pb.Action],
+    labels: Sequence[Label],
+    labeled_kinds: Collection[str] | None,
+) -> tuple[OverallReport, OverallReport]:
+    """Both sides evaluated over the union of the kinds either side's counted actions target."""
+    kinds = sorted({subject_of(x)[0] for x in (*actions_a, *actions_b) if counted(x, None, True)})
+    a, b = (
+        evaluate(side, labels, subject_kinds=kinds, labeled_kinds=labeled_kinds, include_shadow_mode=True)
+        for side in (actions_a, actions_b)
+    )
+    return a.overall, b.overall
+
+
 def compare_policies(
     actions_a: Sequence[pb.Action],
     actions_b: Sequence[pb.Action],
@@ -137,13 +191,19 @@ def compare_policies(
     *,
     labeled_kinds: Collection[str] | None = None,
     max_examples: int = 5,
+    rules_a: Mapping[str, str] | None = None,
+    rules_b: Mapping[str, str] | None = None,
 ) -> PolicyDiff:
-    """Rule-by-rule difference between two policies' actions on the same traffic and labels."""
+    """Rule-by-rule difference between two policies' actions on the same traffic and labels.
+
+    ``rules_a`` / ``rules_b`` (rule id -> declared mode, in policy order) add a row for every rule of
+    that policy, so rules that never fired are listed rather than absent."""
     a, b = _by_rule(actions_a), _by_rule(actions_b)
     labeled = {(x.entity_kind, x.entity_id) for x in labels}
     complete = set(labeled_kinds) if labeled_kinds is not None else {x.entity_kind for x in labels}
+    declared_a, declared_b = dict(rules_a or {}), dict(rules_b or {})
     rules: dict[str, RuleDiff] = {}
-    for rule in sorted(set(a.keys) | set(b.keys)):
+    for rule in sorted(set(a.keys) | set(b.keys) | set(declared_a) | set(declared_b)):
         ka, kb = a.keys.get(rule, set()), b.keys.get(rule, set())
         sa, sb = _subjects(ka), _subjects(kb)
         kinds = {s[0] for s in sa | sb}
@@ -167,12 +227,17 @@ def compare_policies(
             recall_change=_change(ra, rb),
             examples_only_in_a=[_example(k) for k in sorted(ka - kb)[:max_examples]],
             examples_only_in_b=[_example(k) for k in sorted(kb - ka)[:max_examples]],
+            declared_mode_a=declared_a.get(rule),
+            declared_mode_b=declared_b.get(rule),
         )
-    kinds_all = sorted({subject_of(x)[0] for x in (*actions_a, *actions_b) if counted(x, None, True)})
-    overall_a, overall_b = (
-        evaluate(
-            side, labels, subject_kinds=kinds_all, labeled_kinds=labeled_kinds, include_shadow_mode=True
-        ).overall
-        for side in (actions_a, actions_b)
+    enforced = _overall(_mode_only(actions_a, False), _mode_only(actions_b, False), labels, labeled_kinds)
+    shadow = _overall(_mode_only(actions_a, True), _mode_only(actions_b, True), labels, labeled_kinds)
+    return PolicyDiff(
+        rules=rules,
+        overall_a=enforced[0],
+        overall_b=enforced[1],
+        shadow_a=shadow[0],
+        shadow_b=shadow[1],
+        never_fired_a=[r for r in declared_a if r not in a.fired],
+        never_fired_b=[r for r in declared_b if r not in b.fired],
     )
-    return PolicyDiff(rules=rules, overall_a=overall_a, overall_b=overall_b)

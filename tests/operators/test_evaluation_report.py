@@ -227,9 +227,17 @@ def test_shadow_diff_per_rule() -> None:
         _act("r2", "account", "O1", 1, "e8"),
         _act("r2", "account", "A2", 1, "e5"),
         _act("r3", "account", "S1", 1, "e7"),
+        _act("r6", "account", "O3", 1, "e9", A.ALLOW),  # fired, but an ALLOW is no counted action
     ]
-    d = compare_policies(a, b, _labels())
-    assert set(d.rules) == {"r1", "r2", "r3"}
+    rules_a = {"r1": "enforce", "r2": "shadow", "r4": "shadow"}
+    rules_b = {"r1": "enforce", "r2": "enforce", "r3": "enforce", "r5": "enforce", "r6": "enforce"}
+    d = compare_policies(a, b, _labels(), rules_a=rules_a, rules_b=rules_b)
+    # Every declared rule has a row, the silent ones (r4 only in A, r5 new in B) included.
+    assert set(d.rules) == {"r1", "r2", "r3", "r4", "r5", "r6"}
+    assert (d.never_fired_a, d.never_fired_b, d.never_fired_either) == (["r4"], ["r5"], ["r4", "r5"])
+    r5 = d.rules["r5"]
+    assert (r5.actions_a, r5.actions_b, r5.declared_mode_a, r5.declared_mode_b) == (0, 0, None, "enforce")
+    assert d.rules["r2"].declared_mode_a == "shadow" and d.rules["r3"].declared_mode_a is None
     r1 = d.rules["r1"]
     # A: T1 (TP) + T9 (FP); B: T1 + T2 (both TP). Labeled tracks: T1 T2.
     assert (r1.only_in_a, r1.only_in_b, r1.in_both) == (1, 1, 1)
@@ -246,12 +254,23 @@ def test_shadow_diff_per_rule() -> None:
     r3 = d.rules["r3"]
     assert (r3.actions_a, r3.actions_b, r3.precision_a, r3.recall_a) == (0, 1, None, 0.0)
     assert r3.precision_change is None and r3.recall_change == pytest.approx(1 / 6)
-    # Whole policies over tracks + accounts (8 labeled): A hits T1 T9 A1 O1, B hits T1 T2 A1 O1 A2 S1.
-    assert (d.overall_a.precision, d.overall_a.recall) == (0.5, 2 / 8)
+    # Enforced, over tracks + accounts (8 labeled): A enforces T1 T9 only (its r2 is shadow mode),
+    # B enforces T1 T2 A1 O1 A2 S1. A's shadow-mode A1 (TP) and O1 (FP) do not enter A's precision.
+    assert (d.overall_a.precision, d.overall_a.recall, d.overall_a.counted_actions) == (0.5, 1 / 8, 2)
     assert d.overall_b.precision == pytest.approx(5 / 6) and d.overall_b.recall == pytest.approx(5 / 8)
-    assert d.precision_change == pytest.approx(1 / 3) and d.recall_change == pytest.approx(3 / 8)
+    assert d.precision_change == pytest.approx(1 / 3) and d.recall_change == pytest.approx(4 / 8)
+    # Shadow mode apart, over accounts (6 labeled): A's A1 + O1; B has no shadow-mode action.
+    assert (d.shadow_a.precision, d.shadow_a.recall, d.shadow_a.false_positives) == (0.5, 1 / 6, 1)
+    assert (d.shadow_b.counted_actions, d.shadow_b.precision) == (0, None)
     out = json.loads(d.to_json())
-    assert set(out) == {"rules", "overall"} and out["rules"]["r3"]["precision_a"] is None
+    assert (
+        set(out) == {"rules", "overall", "shadow", "never_fired"}
+        and out["rules"]["r3"]["precision_a"] is None
+    )
+    assert out["never_fired"] == {"a": ["r4"], "b": ["r5"], "either": ["r4", "r5"]}
+    # Without the policies' rule lists nothing is declared, so nothing is reported as never fired.
+    bare = compare_policies(a, b, _labels())
+    assert set(bare.rules) == {"r1", "r2", "r3"} and bare.never_fired_either == []
 
 
 def test_benign_trap_subjects_are_false_positives_per_trap() -> None:
