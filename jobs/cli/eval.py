@@ -436,6 +436,8 @@ def eval_cmd(
             end_ms=traffic.end_ms,
             meta=meta,
             title=f"streamwarden eval: {run.engine}, {traffic.source}",
+            actions=run.actions,
+            thresholds=Stages.build(config).scoring.thresholds,
         )
         html.write_text(page, encoding="utf-8")
     if as_json:

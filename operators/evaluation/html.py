@@ -1,6 +1,8 @@
-"""A small self-contained HTML report of one evaluation, with inline SVG plots (no libraries, no
-network): precision and recall per scenario, the event→action latency histogram, and the action
-timeline (attack windows and when each actioned subject was first acted on)."""
+"""A self-contained HTML report of one evaluation (nothing fetched at view time): inline SVG plots
+(precision and recall per scenario, the event→action latency histogram, the action timeline) and, given
+the run's actions, the interactive Plotly plots of ``plots.py`` (time to action per scenario, score
+histograms per model with the thresholds, a precision-recall curve, actions per rule with precision,
+TP/FP/FN per subject kind) with plotly.js embedded once, inline."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 from streamwarden.operators.evaluation.harness import SubjectMark
 from streamwarden.operators.evaluation.report import EvaluationReport
 from streamwarden.operators.traffic import Label
+from streamwarden.schemas import streamwarden_pb2 as pb
 
 PRECISION_COLOR = "#4c72b0"
 RECALL_COLOR = "#55a868"
@@ -207,9 +210,23 @@ def render_html(
     end_ms: int | None = None,
     meta: Mapping[str, Any],
     title: str = "streamwarden evaluation",
+    actions: Sequence[pb.Action] | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> str:
-    """The whole page: a headline, the three plots, the per-scenario table and the run's metadata."""
+    """The whole page: a headline, the plots, the per-scenario table and the run's metadata (with the
+    policy and model versions the actions carry). ``actions`` adds the Plotly plots (``plots.py``)."""
     o = report.overall
+    script, plots = "", ""
+    meta = dict(meta)
+    if actions is not None:
+        from streamwarden.operators.evaluation.plots import plots_html
+
+        script, plots = plots_html(actions, marks, labs, thresholds or {})
+        plots = f"<h2>Plots</h2>\n{plots}"
+        meta["policy version"] = ", ".join(sorted({a.policy_version for a in actions})) or "-"
+        meta["model version"] = ", ".join(sorted({a.model_version for a in actions})) or "-"
+        if thresholds:
+            meta["model thresholds"] = ", ".join(f"{k} {v:.4f}" for k, v in sorted(thresholds.items()))
     lat = o.latency
     headline = (
         f"precision {_num(o.precision)} · recall {_num(o.recall)} · organic false-positive rate "
@@ -230,11 +247,11 @@ def render_html(
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 760px; color: #222; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #222; }}
 h1 {{ font-size: 1.4em; }} h2 {{ font-size: 1.1em; margin-top: 1.6em; }}
 table {{ border-collapse: collapse; font-size: 12px; }} td, th {{ padding: 2px 8px; text-align: left; }}
 tr:nth-child(even) {{ background: #f4f4f4; }} .headline {{ font-size: 1.05em; }}
-</style></head><body>
+</style>{script}</head><body>
 <h1>{escape(title)}</h1>
 <p class="headline">{escape(headline)}</p>
 <h2>Precision and recall per scenario</h2>
@@ -246,6 +263,7 @@ tr:nth-child(even) {{ background: #f4f4f4; }} .headline {{ font-size: 1.05em; }}
 label names that were acted on only because of an attack's events (the recipient of a spam message, a
 track under a spam comment); false positives: unlabeled subjects acted on for organic events.</p>
 {timeline_svg(marks, labs, start_ms, end_ms)}
+{plots}
 <h2>Per scenario</h2>
 <table><tr>{head}</tr>{_scenario_rows(report)}</table>
 <h2>Run</h2>

@@ -17,6 +17,7 @@ from streamwarden.jobs.cli.eval import EngineName, evaluate_engine
 from streamwarden.jobs.cli.generate import FileSink, run_generate
 from streamwarden.operators.evaluation.harness import traffic_from_spec
 from streamwarden.operators.pipeline import StagesConfig
+from streamwarden.operators.policy import load_policy
 from streamwarden.operators.traffic import (
     SCENARIO_NAMES,
     iter_traffic,
@@ -64,7 +65,14 @@ def test_eval_small_seed_replay_json_and_html(tmp_path: Path) -> None:
     assert out["actions"] == sum(out["counters"]["actions"].values()) == overall["latency"]["count"]
     assert overall["latency"]["missing"] == 0 and overall["latency"]["p50_ms"] >= 0
     page = html.read_text()
-    assert page.count("<svg") == 3 and all(name in page for name in labeled)
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg" width=') == 3
+    assert all(name in page for name in labeled)
+    # The Plotly plots, and the run table names the versions the actions carry.
+    assert all(f'id="{p}"' in page for p in ("plot-time-to-action", "plot-scores", "plot-pr-curve"))
+    assert (
+        f"<th>policy version</th><td>{load_policy().version}</td>" in page
+        and "<th>model version</th><td>gbt@" in page
+    )
 
 
 def test_eval_reads_the_generator_file_formats(tmp_path: Path) -> None:
