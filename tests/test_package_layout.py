@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -39,6 +40,50 @@ def test_every_registered_command_loads_and_lists_its_own_help(group: str, name:
     command = load(lazy, name)
     assert command.help, f"{lazy.target} has no docstring"
     assert _first_paragraph(command.help).startswith(" ".join(lazy.short_help.split())), lazy.target
+
+
+def _help_paths() -> list[list[str]]:
+    """Every command line that has a --help: the root, each group, each registered command and the
+    subcommands of a command that is itself a group (``eval shadow``)."""
+    out: list[list[str]] = [[]]
+    for group, commands in COMMANDS.items():
+        prefix = [] if group == "streamwarden" else [group]
+        if prefix:
+            out.append(prefix)
+        for name, lazy in commands.items():
+            out.append([*prefix, name])
+            command = load(lazy, name)
+            out += [[*prefix, name, sub] for sub in getattr(command, "commands", {})]
+    return out
+
+
+# A filesystem path under a machine's usual roots (/tmp/x, /home/me/checkout/...); an API route such as
+# POST /api/v1/statements or a URL's path is not one.
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w:/.~-])/(?:tmp|home|root|work|usr|opt|var|etc|srv|mnt|private|Users)(?:/[\w.-]+)+"
+)
+
+
+def test_no_help_shows_a_machine_path_or_a_bool_metavar() -> None:
+    from typer.testing import CliRunner
+
+    from streamwarden.jobs.cli.app import app
+
+    paths = _help_paths()
+    assert ["eval", "shadow"] in paths and ["flink", "cluster-start"] in paths
+    offenders: dict[str, list[str]] = {}
+    for args in paths:
+        result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, (args, result.output)
+        found = _ABSOLUTE_PATH.findall(result.output) + (["<bool>"] if "<bool>" in result.output else [])
+        machine = (str(REPO), str(Path.home()), tempfile.gettempdir())
+        found += [p for p in machine if p != "/" and p in result.output]
+        if found:
+            offenders[" ".join(args) or "(root)"] = found
+    assert offenders == {}
+    assert _ABSOLUTE_PATH.findall("default: /tmp/streamwarden-flink-cluster, see http://x/y/z") == [
+        "/tmp/streamwarden-flink-cluster"
+    ]
 
 
 def test_root_help_imports_no_engine_or_training_library() -> None:

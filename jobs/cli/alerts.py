@@ -6,7 +6,6 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +13,8 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from streamwarden.jobs.config import load_config
+from streamwarden.jobs.cli.options import BootstrapOpt, ConfigOpt, job_config
+from streamwarden.jobs.config import JobConfig
 from streamwarden.operators.errors import StreamwardenError
 from streamwarden.schemas import streamwarden_pb2 as pb
 
@@ -47,11 +47,8 @@ def alert_to_json(alert: pb.AnomalyAlert) -> str:
     return json.dumps(alert_to_dict(alert), sort_keys=True, separators=(",", ":"))
 
 
-def _consumer(bootstrap: str | None, config: Path | None) -> Consumer:
-    job = load_config(config)
+def _consumer(job: JobConfig) -> Consumer:
     conf = job.kafka.client_config()
-    if bootstrap:
-        conf["bootstrap.servers"] = bootstrap
     # A throwaway group: tail never commits, and assign() avoids the group-join wait.
     conf.update({"group.id": f"streamwarden-alerts-tail-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
     return Consumer(conf)
@@ -69,16 +66,18 @@ def _assign(consumer: Consumer, topic: str, from_beginning: bool, timeout_s: flo
 
 
 def tail_cmd(
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers (default: from the job config)."),
+    bootstrap: BootstrapOpt = None,
+    topic: Annotated[
+        str | None, typer.Option("--topic", help="Alerts topic (default: topics.alerts of the job config).")
     ] = None,
-    topic: Annotated[str, typer.Option("--topic", help="Alerts topic.")] = "alerts",
-    json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per line.")] = False,
-    from_beginning: Annotated[
-        bool, typer.Option("--from-beginning", help="Start at the oldest alert instead of new ones.")
+    json_lines: Annotated[
+        bool, typer.Option("--json/--no-json", help="Print one JSON object per line.")
     ] = False,
-    config: Annotated[Path | None, typer.Option("--config", help="Job config YAML (Kafka security).")] = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option("--from-beginning/--from-end", help="Start at the oldest alert, or at new ones."),
+    ] = False,
+    config: ConfigOpt = None,
     max_messages: Annotated[
         int | None, typer.Option("--max-messages", min=1, help="Stop after this many alerts.")
     ] = None,
@@ -91,12 +90,14 @@ def tail_cmd(
 ) -> None:
     """Follow the alerts topic and print each AnomalyAlert (Ctrl-C to stop)."""
     try:
-        consumer = _consumer(bootstrap, config)
+        job = job_config(config, bootstrap)
+        consumer = _consumer(job)
     except (StreamwardenError, KafkaException) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    topic = topic or job.topics.alerts
     seen = 0
-    servers = bootstrap or "the configured bootstrap servers"
+    servers = job.kafka.bootstrap_servers
     try:
         try:
             _assign(consumer, topic, from_beginning, timeout_s=timeout_s)

@@ -396,7 +396,7 @@ def eval_cmd(
         typer.Option(help="beam/flink: use this Kafka (plaintext) instead of starting the embedded broker."),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object last instead of the table.")
+        bool, typer.Option("--json/--no-json", help="Print one JSON object last instead of the table.")
     ] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write an HTML report with plots here.")
@@ -562,7 +562,7 @@ def shadow_cmd(
     labels_path: LabelsOpt = None,
     max_examples: Annotated[int, typer.Option(help="Differing actions listed per rule.", min=0)] = 5,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object last instead of the table.")
+        bool, typer.Option("--json/--no-json", help="Print one JSON object last instead of the table.")
     ] = False,
 ) -> None:
     """Shadow-mode comparison: two policies (or model versions) on the same labeled traffic, per rule."""
@@ -673,7 +673,7 @@ def generalize_cmd(
         str | None, typer.Option(help="Seeds for the leave-one-family-out runs (default: --seeds).")
     ] = None,
     policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped policy).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last.")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object last.")] = False,
 ) -> None:
     """Generalization: in-distribution, unseen-seed, outside-range and leave-one-family-out tables (replay)."""
     from streamwarden.operators.evaluation.generalize import score_runs, split_summary
@@ -738,7 +738,7 @@ def score_cmd(
     actions: Annotated[Path, typer.Option("--actions", help="Actions file (.jsonl or delimited protobuf).")],
     events: Annotated[Path, typer.Option("--events", help="The events file the actions were taken on.")],
     labels_path: Annotated[Path, typer.Option("--labels", help="Ground-truth labels (JSON lines).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last.")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object last.")] = False,
 ) -> None:
     """Score an actions file (from any engine or tool) against labels, with the same report as eval."""
     from streamwarden.operators.evaluation.actions_io import read_actions

@@ -17,10 +17,14 @@ DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "streamwarden-flink-cluster"
 
 
 _WORK_DIR_HELP = "Cluster directory (conf, lib, log, pid, cluster.json)."
+_WORK_DIR_DEFAULT = "streamwarden-flink-cluster in the system temp directory"
+"""Shown instead of the resolved path: help text says what the default is, not this machine's path."""
 
 
 def cluster_start_cmd(
-    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
+    work_dir: Annotated[
+        Path, typer.Option(help=_WORK_DIR_HELP, show_default=_WORK_DIR_DEFAULT)
+    ] = DEFAULT_WORK_DIR,
     task_slots: Annotated[int, typer.Option(help="TaskManager slots.")] = 2,
 ) -> None:
     """Start a local standalone Flink cluster bound to 127.0.0.1 and print its REST URL."""
@@ -33,7 +37,9 @@ def cluster_submit_cmd(
     job_args: Annotated[
         list[str] | None, typer.Argument(help="Arguments for the job file (after --).")
     ] = None,
-    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
+    work_dir: Annotated[
+        Path, typer.Option(help=_WORK_DIR_HELP, show_default=_WORK_DIR_DEFAULT)
+    ] = DEFAULT_WORK_DIR,
     savepoint: Annotated[str | None, typer.Option(help="Restore from this savepoint/checkpoint.")] = None,
 ) -> None:
     """Submit a Python job (detached) to the cluster started by 'cluster-start'; print its job id."""
@@ -42,7 +48,9 @@ def cluster_submit_cmd(
 
 
 def cluster_stop_cmd(
-    work_dir: Annotated[Path, typer.Option(help=_WORK_DIR_HELP)] = DEFAULT_WORK_DIR,
+    work_dir: Annotated[
+        Path, typer.Option(help=_WORK_DIR_HELP, show_default=_WORK_DIR_DEFAULT)
+    ] = DEFAULT_WORK_DIR,
 ) -> None:
     """Stop the cluster started by 'cluster-start' and kill any process it left behind."""
     cluster = LocalFlinkCluster.attach(work_dir.resolve())
@@ -54,7 +62,9 @@ def cluster_stop_cmd(
 def jars_cmd(
     dest: Annotated[
         Path | None,
-        typer.Option(help="Put the jars here instead of the cache (e.g. /opt/flink/lib in an image build)."),
+        typer.Option(
+            help="Put the jars here instead of the cache (e.g. Flink's lib folder in an image build)."
+        ),
     ] = None,
 ) -> None:
     """Fetch (if needed) the pinned Kafka connector jars, build the job's own jar, print their paths."""

@@ -129,7 +129,7 @@ def models_report_cmd(
         list[Path] | None, typer.Argument(help="Model card YAML files (default: every shipped model).")
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Also print one JSON line with every figure.")
+        bool, typer.Option("--json/--no-json", help="Also print one JSON line with every figure.")
     ] = False,
 ) -> None:
     """Print the held-out precision, recall and PR-AUC of the model cards, overall and per scenario."""

@@ -115,3 +115,29 @@ def test_tail_names_an_unreachable_broker() -> None:
         app, ["--bootstrap", "127.0.0.1:9", "--idle-timeout-s", "1", "--timeout-s", "2"]
     )
     assert result.exit_code == 2 and "127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.integration
+def test_tail_reads_the_alerts_topic_of_the_job_config(kafka_config, kafka_topics, tmp_path) -> None:
+    """Without --topic, tail reads topics.alerts of --config (not a hard-coded 'alerts')."""
+    from confluent_kafka import Producer
+
+    [topic] = kafka_topics("custom-alerts")
+    producer = Producer(kafka_config.client_config())
+    sent = _alert(pb.AnomalyAlert.FIRING, "t9")
+    producer.produce(topic, key=b"k", value=sent.SerializeToString())
+    assert producer.flush(10) == 0
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"kafka:\n  bootstrap_servers: {kafka_config.bootstrap_servers}\ntopics:\n  alerts: {topic}\n"
+    )
+    app = typer.Typer()
+    app.command("tail")(tail_cmd)
+    args = ["--config", str(config), "--from-beginning", "--idle-timeout-s", "2", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert json_format.ParseDict(json.loads(line), pb.AnomalyAlert()) == sent
+    # --no-json gives the readable line for the same alert.
+    readable = CliRunner().invoke(app, [*args[:-1], "--no-json"])
+    assert readable.exit_code == 0 and "FIRING" in readable.stdout and "t9" in readable.stdout
