@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from streamwarden.jobs.cli.options import MetricsPortOpt
 from streamwarden.operators.errors import StreamwardenError
 
 DbOption = Annotated[
@@ -51,8 +52,12 @@ def serve_cmd(
     no_kafka: Annotated[
         bool, typer.Option("--no-kafka", help="Console only: consume and produce nothing.")
     ] = False,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
-    """Run the review service: consume actions into review queues, serve the console, produce labels."""
+    """Run the review service: consume actions into review queues, serve the console, produce labels.
+
+    ``--metrics-port``: Prometheus ``/metrics`` (open jobs per queue, the oldest one's age, decisions,
+    the label outbox: ``jobs/review/metrics.py``) and ``/healthz`` (503 once a service thread failed)."""
     from streamwarden.jobs.config import load_config
     from streamwarden.jobs.review.kafka_loops import ReviewTopics
     from streamwarden.jobs.review.service import ReviewService
@@ -82,6 +87,18 @@ def serve_cmd(
         signal.signal(sig, lambda *_: stop.set())
     url = service.start()
     typer.echo(f"review console: {url}  (store {store.engine.url.render_as_string(hide_password=True)})")
+    unregister, metrics = None, None
+    if metrics_port is not None:
+        from streamwarden.jobs import observability
+        from streamwarden.jobs.review.metrics import register
+
+        def health() -> str | None:
+            failed = [f"{where}: {failure!r}" for where, failure in service.errors]
+            return "; ".join(failed) or ("stopped" if service.stop_event.is_set() else None)
+
+        unregister = register(store, rules.queue_names())
+        metrics = observability.serve(metrics_port, health)
+        typer.echo(f"metrics on port {metrics.port}: /metrics, /healthz")
     if not no_kafka:
         typer.echo(
             f"consuming {topics.actions}, {topics.features}, {topics.appeals}; labels -> {topics.labels}"
@@ -90,6 +107,10 @@ def serve_cmd(
         while not stop.is_set() and not service.stop_event.is_set():
             time.sleep(0.2)
     finally:
+        if metrics is not None:
+            metrics.stop()
+        if unregister is not None:
+            unregister()
         service.stop()
         store.close()
     for where, failure in service.errors:

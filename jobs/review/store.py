@@ -884,6 +884,16 @@ class ReviewStore:
             for d, created in rows
         ]
 
+    def decision_counts(self) -> dict[tuple[str, str], int]:
+        """(queue, decision) → how many decisions the store holds (every reviewer and instance)."""
+        with self.tx() as s:
+            rows = s.execute(
+                select(Decision.queue, Decision.decision, func.count()).group_by(
+                    Decision.queue, Decision.decision
+                )
+            ).all()
+        return {(str(q), str(d)): int(n) for q, d, n in rows}
+
     def decisions(self, limit: int = 200) -> list[DecisionView]:
         with self.tx() as s:
             return [
