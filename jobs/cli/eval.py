@@ -476,6 +476,10 @@ def _change(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
 
+_MODE_NAMES = {"enforce": "ENFORCE", "shadow": "SHADOW_MODE"}
+"""A policy file's mode spelling → the Action.Mode name the rows show for rules that took actions."""
+
+
 def _declared(d: RuleDiff) -> str:
     """Where the rule is defined: both policies, only A (removed), only B (new), or unknown (-)."""
     if d.declared_mode_a is not None and d.declared_mode_b is None:
@@ -494,8 +498,8 @@ def format_diff(diff: PolicyDiff) -> str:
     )
     lines = [head, "-" * len(head)]
     for rule, d in diff.rules.items():
-        mode_a = "/".join(d.modes_a) or (d.declared_mode_a or "-").upper()
-        mode_b = "/".join(d.modes_b) or (d.declared_mode_b or "-").upper()
+        mode_a = "/".join(d.modes_a) or _MODE_NAMES.get(d.declared_mode_a or "", "-")
+        mode_b = "/".join(d.modes_b) or _MODE_NAMES.get(d.declared_mode_b or "", "-")
         prec = f"{_fmt(d.precision_a)} -> {_fmt(d.precision_b)}{_delta(d.precision_change)}"
         rec = f"{_fmt(d.recall_a)} -> {_fmt(d.recall_b)}{_delta(d.recall_change)}"
         notes = [n for n in (_declared(d), "never fired" if rule in diff.never_fired_either else "") if n]

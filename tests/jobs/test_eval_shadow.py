@@ -111,7 +111,7 @@ def test_shadow_diff_per_rule(candidate: Path) -> None:
     assert any(line.startswith(REMOVED) for line in table.splitlines())
     assert "SHADOW_MODE -> ENFORCE" in table and "only in A: " in table
     (silent_line,) = [line for line in table.splitlines() if line.startswith(SILENT)]
-    assert "new in B, never fired" in silent_line
+    assert "new in B, never fired" in silent_line and "- -> SHADOW_MODE" in silent_line
     assert "enforced (ENFORCE-mode actions only)" in table and "shadow mode (recorded, not enforced)" in table
     assert f"in B {SILENT}" in table or f", {SILENT}" in table
 
