@@ -1,9 +1,19 @@
-"""Cooldown stage, keyed by subject: at most one action per (rule, subject, aligned window), with the
-gate's versioned bytes in a ``ReadModifyWriteState``. Actions of rules without a cooldown pass through
-without touching state. Emits ``(subject key, Action bytes)`` for the actions sink."""
+"""Cooldown stage, keyed by subject: at most one action per (rule, subject, aligned window). Actions of
+rules without a cooldown pass through without touching state. Emits ``(subject key, Action bytes)`` for
+the actions sink.
+
+The gate's versioned bytes per subject live in one in-memory ``ExpiringStore`` per process, shared by
+the DoFn's copies, for the reason the velocity stage's do (``jobs/beam/velocity.py``: the
+DirectRunner's timers fire at bundle ends, so Beam keyed state could not expire): once the stage's
+watermark (max event time of the actions it has seen minus the out-of-orderness) passes the state's
+``expires_at_ms`` (rounded up to ``expiry_tick_ms``, as on Flink) the subject is dropped; it can no
+longer change a decision. Gauge ``cooldown_live_keys`` at each bundle's end, counter
+``cooldown_expired_keys``.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,38 +25,74 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from streamwarden.jobs import observability
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.jobs.beam.shared_store import SharedHandle
+from streamwarden.operators.expiring import EXPIRY_TICK_MS, NEVER, ExpiringStore
 from streamwarden.operators.pipeline import Stages, StagesConfig
 from streamwarden.schemas import streamwarden_pb2 as pb
 
-GATE = ReadModifyWriteStateSpec("cooldown", BytesCoder())
-_GATE = beam.DoFn.StateParam(GATE)
+KEYED = ReadModifyWriteStateSpec("keyed", BytesCoder())
+"""Declared, never read or written: keeps the DoFn a keyed (stateful) one for the runner."""
+_KEYED = beam.DoFn.StateParam(KEYED)
+
+
+class CooldownKeys:
+    """The cooldown stage's process-wide state: subjects' gate bytes, the stage's clock, a lock."""
+
+    def __init__(self, stages: Stages, tick_ms: int) -> None:
+        self.store: ExpiringStore[bytes] = ExpiringStore(
+            lambda state: stages.cooldown_gate.expires_at_ms(state), tick_ms
+        )
+        self.out_of_orderness_ms = stages.out_of_orderness_ms
+        self.max_seen_ms = -NEVER
+        self.lock = threading.Lock()
 
 
 class CooldownFn(beam.DoFn):
     """``(subject key, Action bytes)`` → ``(subject key bytes, Action bytes)`` for admitted actions."""
 
-    def __init__(self, config: StagesConfig) -> None:
+    def __init__(self, config: StagesConfig, *, expiry_tick_ms: int = EXPIRY_TICK_MS) -> None:
+        if expiry_tick_ms < 1:
+            raise ValueError("expiry_tick_ms must be >= 1")
         self._config = config
+        self._tick_ms = expiry_tick_ms
+        self._keys_handle: SharedHandle[CooldownKeys] = SharedHandle()
+        self._live = Metrics.gauge(METRICS_NAMESPACE, "cooldown_live_keys")
+        self._expired = Metrics.counter(METRICS_NAMESPACE, "cooldown_expired_keys")
         self._suppressed = Metrics.counter(METRICS_NAMESPACE, "actions_suppressed")
         self._latency = Metrics.distribution(METRICS_NAMESPACE, "event_to_action_ms")
         self._by_verdict: dict[int, Any] = {}
 
     def setup(self) -> None:
-        self._stages = Stages.shared(self._config)
+        self._stages = stages = Stages.shared(self._config)
+        self._keys = self._keys_handle.acquire(lambda: CooldownKeys(stages, self._tick_ms))
 
-    def process(self, element: tuple[str, bytes], gate: Any = _GATE) -> Iterator[tuple[bytes, bytes]]:
+    def finish_bundle(self) -> None:
+        self._live.set(len(self._keys.store))
+
+    def process(self, element: tuple[str, bytes], keyed: Any = _KEYED) -> Iterator[tuple[bytes, bytes]]:
         key, payload = element
         observability.observe_records("cooldown", "in")
         action = pb.Action.FromString(payload)
         stages = self._stages
-        if stages.gated(action):
-            ok, state = stages.cooldown(gate.read(), action)
-            if not ok:
-                self._suppressed.inc()
-                observability.SUPPRESSED.inc()
-                return
-            if state is not None:
-                gate.write(state)
+        keys = self._keys
+        store = keys.store
+        with keys.lock:
+            if action.event_time_ms > keys.max_seen_ms:
+                keys.max_seen_ms = action.event_time_ms
+                watermark_ms = keys.max_seen_ms - keys.out_of_orderness_ms
+                if watermark_ms >= store.next_due_ms:
+                    dropped = store.advance_to(watermark_ms)
+                    if dropped:
+                        self._expired.inc(dropped)
+            ok = True
+            if stages.gated(action):
+                ok, state = stages.cooldown(store.get(key), action)
+                if ok and state is not None:
+                    store.put(key, state)
+        if not ok:
+            self._suppressed.inc()
+            observability.SUPPRESSED.inc()
+            return
         counter = self._by_verdict.get(action.verdict)
         if counter is None:
             name = pb.Action.Verdict.Name(action.verdict)
