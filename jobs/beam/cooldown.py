@@ -5,10 +5,16 @@ the actions sink.
 The gate's versioned bytes per subject live in one in-memory ``ExpiringStore`` per process, shared by
 the DoFn's copies, for the reason the velocity stage's do (``jobs/beam/velocity.py``: the
 DirectRunner's timers fire at bundle ends, so Beam keyed state could not expire): once the stage's
-watermark (max event time of the actions it has seen minus the out-of-orderness) passes the state's
-``expires_at_ms`` (rounded up to ``expiry_tick_ms``, as on Flink) the subject is dropped; it can no
+watermark passes the state's ``expires_at_ms`` (rounded up to ``expiry_tick_ms``, as on Flink) the subject is dropped; it can no
 longer change a decision. Gauge ``cooldown_live_keys`` at each bundle's end, counter
 ``cooldown_expired_keys``.
+
+The stage's watermark: the max event time of the actions it has seen minus the out-of-orderness, held
+back (with ``gate_clocks``, the job's setting) to the decoders' lateness gate as it was when the
+bundle started. Every action of this bundle comes from an event the gate admitted during it (the
+DirectRunner runs all stages fused, and the scoring stage flushes at each bundle's end), so none is
+behind that watermark by more than the allowed lateness: a subject dropped by it would have admitted
+the action anyway.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from streamwarden.jobs import observability
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
-from streamwarden.jobs.beam.shared_store import SharedHandle
+from streamwarden.jobs.beam.shared_store import GateClocks, SharedHandle
 from streamwarden.operators.expiring import EXPIRY_TICK_MS, NEVER, ExpiringStore
 from streamwarden.operators.pipeline import Stages, StagesConfig
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -50,10 +56,17 @@ class CooldownKeys:
 class CooldownFn(beam.DoFn):
     """``(subject key, Action bytes)`` → ``(subject key bytes, Action bytes)`` for admitted actions."""
 
-    def __init__(self, config: StagesConfig, *, expiry_tick_ms: int = EXPIRY_TICK_MS) -> None:
+    def __init__(
+        self,
+        config: StagesConfig,
+        *,
+        expiry_tick_ms: int = EXPIRY_TICK_MS,
+        gate_clocks: SharedHandle[GateClocks] | None = None,
+    ) -> None:
         if expiry_tick_ms < 1:
             raise ValueError("expiry_tick_ms must be >= 1")
         self._config = config
+        self._gate_clocks = gate_clocks
         self._tick_ms = expiry_tick_ms
         self._keys_handle: SharedHandle[CooldownKeys] = SharedHandle()
         self._live = Metrics.gauge(METRICS_NAMESPACE, "cooldown_live_keys")
@@ -65,6 +78,12 @@ class CooldownFn(beam.DoFn):
     def setup(self) -> None:
         self._stages = stages = Stages.shared(self._config)
         self._keys = self._keys_handle.acquire(lambda: CooldownKeys(stages, self._tick_ms))
+        self._gate = self._gate_clocks.acquire(GateClocks) if self._gate_clocks is not None else None
+        self._gate_ms = NEVER
+
+    def start_bundle(self) -> None:
+        gate_ms = self._gate.watermark_ms() if self._gate is not None else None
+        self._gate_ms = NEVER if gate_ms is None else gate_ms
 
     def finish_bundle(self) -> None:
         self._live.set(len(self._keys.store))
@@ -79,7 +98,7 @@ class CooldownFn(beam.DoFn):
         with keys.lock:
             if action.event_time_ms > keys.max_seen_ms:
                 keys.max_seen_ms = action.event_time_ms
-                watermark_ms = keys.max_seen_ms - keys.out_of_orderness_ms
+                watermark_ms = min(keys.max_seen_ms - keys.out_of_orderness_ms, self._gate_ms)
                 if watermark_ms >= store.next_due_ms:
                     dropped = store.advance_to(watermark_ms)
                     if dropped:

@@ -18,6 +18,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from streamwarden.jobs import observability
 from streamwarden.jobs.beam.kafka_source import KafkaRecord, assigned_partitions
+from streamwarden.jobs.beam.shared_store import GateClocks, SharedHandle
 from streamwarden.operators.features.fanout import EventFacts
 from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -38,12 +39,20 @@ class WithEventPartial(NamedTuple):
 class DecodeFn(beam.DoFn):
     """``Stages.decode`` → lateness gate (observed watermark of this instance) → ``Stages.fan_out``.
 
-    ``check_future`` uses the wall clock for the future-time check (off for recorded replays).
+    ``check_future`` uses the wall clock for the future-time check (off for recorded replays); with
+    ``gate_clocks`` the gate's clock is published there for the keyed stages' expiry.
     """
 
-    def __init__(self, config: StagesConfig, *, check_future: bool = True) -> None:
+    def __init__(
+        self,
+        config: StagesConfig,
+        *,
+        check_future: bool = True,
+        gate_clocks: SharedHandle[GateClocks] | None = None,
+    ) -> None:
         self._config = config
         self._check_future = check_future
+        self._gate_clocks = gate_clocks
         self._records = Metrics.counter(METRICS_NAMESPACE, "records_in")
         self._events = Metrics.counter(METRICS_NAMESPACE, "events")
         self._dead = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
@@ -56,6 +65,14 @@ class DecodeFn(beam.DoFn):
         self._stages = Stages.shared(self._config)
         self._clock: EventClock = self._stages.event_clock()
         self._topics_assigned: set[str] = set()
+        self._published: GateClocks | None = None
+        if self._gate_clocks is not None:
+            self._published = self._gate_clocks.acquire(GateClocks)
+            self._published.add(self._clock)
+
+    def teardown(self) -> None:
+        if self._published is not None:
+            self._published.remove(self._clock)
 
     def start_bundle(self) -> None:
         self._bundle_started_ms = 0

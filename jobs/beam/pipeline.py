@@ -48,6 +48,7 @@ from streamwarden.jobs.beam.kafka_source import (
 )
 from streamwarden.jobs.beam.runtime import tune_state_cache
 from streamwarden.jobs.beam.score import ScoreFn
+from streamwarden.jobs.beam.shared_store import GateClocks, SharedHandle
 from streamwarden.jobs.beam.statements import StatementsFn
 from streamwarden.jobs.beam.velocity import VelocityFn
 from streamwarden.jobs.config import JobConfig, KafkaConfig, stages_config
@@ -117,12 +118,13 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
     def expand(self, records: PCollection[KafkaRecord]) -> JobOutputs:
         tune_state_cache()
         config = self._config
+        gate: SharedHandle[GateClocks] = SharedHandle()  # the decoder's gate, for the stages' expiry
         decoded = records | "Decode" >> beam.ParDo(
-            DecodeFn(config, check_future=self._check_future)
+            DecodeFn(config, check_future=self._check_future, gate_clocks=gate)
         ).with_outputs(DEAD_LETTERS, main="routes")
         decided = (
             decoded.routes
-            | "Velocity" >> beam.ParDo(VelocityFn(config, join_in_bundle=True))
+            | "Velocity" >> beam.ParDo(VelocityFn(config, join_in_bundle=True, gate_clocks=gate))
             | "Assemble" >> beam.ParDo(AssembleFn(config, arm_timers=self._arm_timers))
             | "Score" >> beam.ParDo(ScoreFn(config, max_batch=self._score_batch))
             | "Decide"
@@ -130,7 +132,7 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
                 FEATURES, main="actions"
             )
         )
-        actions = decided.actions | "Cooldown" >> beam.ParDo(CooldownFn(config))
+        actions = decided.actions | "Cooldown" >> beam.ParDo(CooldownFn(config, gate_clocks=gate))
         statements = actions | "Statements" >> beam.ParDo(StatementsFn(config))
         features = decided[FEATURES] if self._write_features else None
         alerts = None

@@ -70,3 +70,31 @@ class SharedHandle(Generic[T]):
             if obj is None:
                 obj = _OBJECTS[self._token] = make()
             return obj
+
+
+class GateClocks:
+    """The lateness gates' clocks of the job's decoders in this process (one on the DirectRunner), for
+    the keyed stages downstream: ``watermark_ms`` is the lowest of their watermarks, so no event any of
+    them admitted (or will admit) is more than the allowed lateness behind it."""
+
+    def __init__(self) -> None:
+        self._clocks: list[Any] = []
+        self._lock = threading.Lock()
+
+    def add(self, clock: Any) -> None:
+        """Publish a decoder's ``EventClock`` (it keeps using it; readers only read its watermark)."""
+        with self._lock:
+            self._clocks.append(clock)
+
+    def remove(self, clock: Any) -> None:
+        with self._lock:
+            if clock in self._clocks:
+                self._clocks.remove(clock)
+
+    def watermark_ms(self) -> int | None:
+        """The lowest published watermark; ``None`` while no decoder has published its clock."""
+        with self._lock:
+            clocks = list(self._clocks)
+        if not clocks:
+            return None
+        return min(int(c.watermark_ms) for c in clocks)

@@ -12,7 +12,9 @@ store is locked per element (runners that call the DoFn from several threads; un
 job's one-worker DirectRunner).
 
 Expiry: the stage's watermark is the max event time of its input minus the out-of-orderness
-(``EventClock.observe``); once it passes a key's ``expiry_ms()`` (rounded up to ``expiry_tick_ms``, as
+(``EventClock.observe``), held back to the decoders' lateness gate (``gate_clocks``, the job's
+setting: the minimum over partitions, so a backlog read one partition after another does not expire
+the keys of the partition behind); once it passes a key's ``expiry_ms()`` (rounded up to ``expiry_tick_ms``, as
 on Flink) the key is dropped, whether or not it is seen again (counter ``expired_keys``, gauges
 ``live_keys`` / ``max_live_keys`` at each bundle's end). A state found past its expiry when its key is
 seen again is dropped then. Events here passed the lateness gate, so neither changes any output.
@@ -32,7 +34,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from streamwarden.jobs.beam.assemble import AssemblyInput, BundleJoin
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE, WithEventPartial
-from streamwarden.jobs.beam.shared_store import SharedHandle
+from streamwarden.jobs.beam.shared_store import GateClocks, SharedHandle
 from streamwarden.operators.expiring import EXPIRY_TICK_MS, KeyStateStore
 from streamwarden.operators.features.assemble import event_partial
 from streamwarden.operators.features.fanout import EventFacts
@@ -65,14 +67,21 @@ class VelocityFn(beam.DoFn):
     With ``join_in_bundle`` (the job's setting) the partials go through a ``BundleJoin``, as the Flink
     velocity stage groups them: out come ``(event id, FeatureVector)`` for events complete within the
     bundle and, at its end, ``(event id, (partial, ...))`` for the rest, both for ``AssembleFn``.
-    Without it, ``(event id, PartialFeatures)`` per partial. ``expiry_tick_ms``: see the module."""
+    Without it, ``(event id, PartialFeatures)`` per partial. ``expiry_tick_ms``, ``gate_clocks``: see the
+    module."""
 
     def __init__(
-        self, config: StagesConfig, *, join_in_bundle: bool = False, expiry_tick_ms: int = EXPIRY_TICK_MS
+        self,
+        config: StagesConfig,
+        *,
+        join_in_bundle: bool = False,
+        expiry_tick_ms: int = EXPIRY_TICK_MS,
+        gate_clocks: SharedHandle[GateClocks] | None = None,
     ) -> None:
         if expiry_tick_ms < 1:
             raise ValueError("expiry_tick_ms must be >= 1")
         self._config = config
+        self._gate_clocks = gate_clocks
         self._join_in_bundle = join_in_bundle
         self._tick_ms = expiry_tick_ms
         self._keys_handle: SharedHandle[VelocityKeys] = SharedHandle()
@@ -87,6 +96,7 @@ class VelocityFn(beam.DoFn):
         self._keys = self._keys_handle.acquire(lambda: VelocityKeys(stages, self._tick_ms))
         with self._keys.lock:
             self._keys.instances += 1
+        self._gate = self._gate_clocks.acquire(GateClocks) if self._gate_clocks is not None else None
         self._join = BundleJoin(self._stages) if self._join_in_bundle else None
 
     def start_bundle(self) -> None:
@@ -133,6 +143,10 @@ class VelocityFn(beam.DoFn):
         store = keys.store
         with keys.lock:
             watermark_ms = keys.clock.observe(facts[1])
+            if self._gate is not None:
+                gate_ms = self._gate.watermark_ms()
+                if gate_ms is not None and gate_ms < watermark_ms:
+                    watermark_ms = gate_ms
             if watermark_ms >= store.next_due_ms:
                 dropped = store.advance_to(watermark_ms)
                 if dropped:

@@ -124,6 +124,51 @@ def test_expiry_changes_no_output_of_the_whole_job():
     assert counters["expired_keys"] > 100, counters  # accounts dropped, then seen again
 
 
+def test_a_partition_far_behind_another_keeps_its_keys():
+    """Two partitions read interleaved, partition 0 30 h of event time ahead of partition 1: the max
+    event time seen passes the expiry of partition 1's keys at once, but the lateness gate (the minimum
+    over partitions) does not, so they must not expire. Partition 1's keys are its own, so its events
+    get the features the offline replay gives partition 1 alone."""
+    ahead_ms = 30 * HOUR_MS
+    behind = [
+        make_event(
+            f"b{i}", T0_MS + i * 60_000, pb.Event.PLAY, account="slow", ip="ip-slow", play_duration_ms=9_000
+        )
+        for i in range(120)
+    ]
+    ahead = [
+        make_event(f"a{i}", T0_MS + ahead_ms + i * 60_000, pb.Event.PLAY, account=f"fast-{i}", ip="ip-fast")
+        for i in range(120)
+    ]
+    records = []
+    for i, (b, a) in enumerate(zip(behind, ahead, strict=True)):  # partition 1 first: it joins the gate
+        records.append(KafkaRecord("events", 1, i, None, b.SerializeToString(), 0))
+        records.append(KafkaRecord("events", 0, i, None, a.SerializeToString(), 0))
+    payloads = [b.SerializeToString() for b in behind]
+    reference = replay_actions(iter_kafka_like(payloads, "events"), Stages.build(CONFIG))
+    want = [(r.event_id, r.SerializeToString()) for r in reference.feature_records]
+
+    def build(p: Pipeline) -> None:
+        out = (
+            p
+            | beam.Impulse()
+            | beam.FlatMap(lambda _: records)
+            | StreamwardenTransform(CONFIG, write_features=True, check_future=False, alerts=False)
+        )
+        assert out.features is not None
+        got = (
+            out.features
+            | beam.Map(lambda kv: (kv[0].decode(), kv[1]))
+            | beam.Filter(lambda kv: kv[0].startswith("b"))
+        )
+        assert_that(got, equal_to(want))
+
+    result = _run(build)
+    counters = job_metrics(result).counters
+    assert counters["events"] == len(records)
+    assert counters.get("late_partials", 0) == 0
+
+
 def _action(i: int, subject: str, t_ms: int, rule: str) -> pb.Action:
     action = pb.Action(action_id=f"a{i}", event_time_ms=t_ms, verdict=pb.Action.FLAG)
     action.reasons.append(rule)
