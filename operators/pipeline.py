@@ -45,7 +45,8 @@ from typing import NamedTuple
 
 from streamwarden.operators.errors import StreamwardenError
 from streamwarden.operators.features.assemble import FeatureVector, VectorLayout, event_partial
-from streamwarden.operators.features.fanout import EventFacts, FanOut
+from streamwarden.operators.features.facts_codec import decode_attributes, encode_attributes
+from streamwarden.operators.features.fanout import N_PLAIN_FIELDS, EventFacts, FanOut
 from streamwarden.operators.features.replay import VelocityPipeline
 from streamwarden.operators.features.spec import FeatureSpec, load_spec
 from streamwarden.operators.features.state_codec import StateFormatError, decode_state, encode_state
@@ -272,14 +273,17 @@ AssemblyState = tuple[int, int, int, int, tuple[tuple[float, ...] | None, ...], 
 """(seen mask, expect mask, late mask, first arrival ms, blocks by slot, facts) of one pending event."""
 
 _ASM_HEADER = struct.Struct("<BQQQq")
-_ASM_VERSION = 1
+_ASM_VERSION = 2
+_ASM_READABLE = (1, 2)
 _U16 = struct.Struct("<H")
 _Q = struct.Struct("<q")
-_FACT_IS_STR = tuple(isinstance(v, str) for v in EventFacts("", 0, 0, *("",) * 9, 0, 0, 0, 0, 0, 0))
+_FACT_IS_STR = tuple(
+    isinstance(v, str) for v in EventFacts("", 0, 0, *("",) * 9, 0, 0, 0, 0, 0, 0)[:N_PLAIN_FIELDS]
+)
 
 
 def _encode_facts(out: list[bytes], facts: EventFacts) -> None:
-    for is_str, value in zip(_FACT_IS_STR, facts, strict=True):
+    for is_str, value in zip(_FACT_IS_STR, facts[:N_PLAIN_FIELDS], strict=True):
         if is_str:
             raw = str(value).encode("utf-8")
             out.append(_U16.pack(len(raw)))
@@ -299,13 +303,21 @@ def _decode_facts(data: bytes, pos: int) -> tuple[EventFacts, int]:
         else:
             values.append(_Q.unpack_from(data, pos)[0])
             pos += _Q.size
+    values.append(())  # attributes: read after the facts in layout v2
     return EventFacts._make(values), pos
 
 
+def _decode_facts_v2(data: bytes, pos: int) -> tuple[EventFacts, int]:
+    facts, pos = _decode_facts(data, pos)
+    attributes, pos = decode_attributes(data, pos)
+    return facts._replace(attributes=attributes), pos
+
+
 def encode_assembly_state(state: AssemblyState) -> bytes:
-    """Layout v1: header ``<BQQQq`` (version, seen, expect, late, first ms), a facts flag byte and the
-    facts (strings as u16 length + UTF-8, integers as i64), then per slot a u16 value count (0xFFFF =
-    absent) and the float64 values."""
+    """Layout v2: header ``<BQQQq`` (version, seen, expect, late, first ms), a facts flag byte and the
+    facts (strings as u16 length + UTF-8, integers as i64, then the attributes as
+    ``facts_codec.encode_attributes``), then per slot a u16 value count (0xFFFF = absent) and the
+    float64 values. Layout v1 (still read) is the same without the attributes."""
     seen, expect, late, first_ms, blocks, facts = state
     out = [_ASM_HEADER.pack(_ASM_VERSION, seen, expect, late, first_ms)]
     if facts is None:
@@ -313,6 +325,7 @@ def encode_assembly_state(state: AssemblyState) -> bytes:
     else:
         out.append(b"\x01")
         _encode_facts(out, facts)
+        out.append(encode_attributes(facts.attributes))
     out.append(_U16.pack(len(blocks)))
     for block in blocks:
         if block is None:
@@ -326,14 +339,14 @@ def encode_assembly_state(state: AssemblyState) -> bytes:
 def decode_assembly_state(data: bytes) -> AssemblyState:
     """Inverse of ``encode_assembly_state``; raises ``ValueError`` on another layout version."""
     version, seen, expect, late, first_ms = _ASM_HEADER.unpack_from(data, 0)
-    if version != _ASM_VERSION:
-        raise ValueError(f"assembly state layout v{version} is not v{_ASM_VERSION}")
+    if version not in _ASM_READABLE:
+        raise ValueError(f"assembly state layout v{version} is not one of {_ASM_READABLE}")
     pos = _ASM_HEADER.size
     facts: EventFacts | None = None
     has_facts = data[pos]
     pos += 1
     if has_facts:
-        facts, pos = _decode_facts(data, pos)
+        facts, pos = (_decode_facts_v2 if version == 2 else _decode_facts)(data, pos)
     (n_blocks,) = _U16.unpack_from(data, pos)
     pos += _U16.size
     blocks: list[tuple[float, ...] | None] = []

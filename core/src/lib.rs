@@ -20,8 +20,8 @@ use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use plan::{
-    Ops, Plan, Program, Where, F_ACCOUNT_CREATED, F_CONTENT_HASH, F_EVENT_ID, F_EXPECT_MASK,
-    F_PLAY, F_TIME, F_TYPE, N_FACTS,
+    Ops, Plan, Program, Where, F_ACCOUNT_CREATED, F_ATTRIBUTES, F_CONTENT_HASH, F_EVENT_ID,
+    F_EXPECT_MASK, F_PLAY, F_TIME, F_TYPE, MAX_ATTR_TESTS, N_FACTS, N_NUMS,
 };
 use plan::{
     F_ACCOUNT, F_ASN, F_COUNTRY, F_DEVICE, F_IP, F_MENTION_COUNT, F_TARGET_ACCOUNT,
@@ -68,7 +68,7 @@ fn distinct_fields(prog: &Program) -> Vec<usize> {
 impl CorePlan {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (owner, make_partial, kind, lateness_ms, exact_limit, hll_precision, fingerprint, windows, n_cols, distinct_cols, programs, ratios, span_ms))]
+    #[pyo3(signature = (owner, make_partial, kind, lateness_ms, exact_limit, hll_precision, fingerprint, windows, n_cols, distinct_cols, programs, ratios, span_ms, attr_tests=Vec::new()))]
     fn new(
         owner: PyObject,
         make_partial: PyObject,
@@ -83,7 +83,14 @@ impl CorePlan {
         programs: Vec<(OpsDesc, Vec<WhereDesc>)>,
         ratios: Vec<(usize, usize, f64)>,
         span_ms: i64,
+        attr_tests: Vec<(String, String)>,
     ) -> PyResult<Self> {
+        if attr_tests.len() > MAX_ATTR_TESTS {
+            return Err(PyValueError::new_err(format!(
+                "more than {MAX_ATTR_TESTS} attribute tests"
+            )));
+        }
+        let n_nums = N_FACTS + attr_tests.len();
         if windows.is_empty() || windows.iter().any(|&(g, n)| g <= 0 || n <= 0) {
             return Err(PyValueError::new_err(
                 "every window needs a positive bucket and bucket count",
@@ -117,7 +124,7 @@ impl CorePlan {
         };
         if !programs
             .iter()
-            .all(|p| check(&p.ops) && p.wheres.iter().all(|w| w.field < N_FACTS && check(&w.ops)))
+            .all(|p| check(&p.ops) && p.wheres.iter().all(|w| w.field < n_nums && check(&w.ops)))
             || distinct_cols.iter().any(|&c| c >= n_cols)
             || distinct_cols.len() > 255
             || ratios
@@ -139,6 +146,7 @@ impl CorePlan {
             programs,
             ratios,
             span_ms,
+            attr_tests,
         };
         Ok(CorePlan {
             plan: Arc::new(plan),
@@ -165,25 +173,25 @@ fn str_hash(item: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
 }
 
 /// The core's view of a facts tuple: time, type, numeric fields and the hashes of ``fields``.
-fn read_facts(facts: &Bound<'_, PyTuple>, fields: &[Vec<usize>]) -> PyResult<Ev> {
-    if facts.len() != N_FACTS {
-        return Err(PyValueError::new_err(format!(
-            "facts need {N_FACTS} fields, got {}",
-            facts.len()
-        )));
-    }
+fn read_facts(
+    facts: &Bound<'_, PyTuple>,
+    fields: &[Vec<usize>],
+    tests: &[(String, String)],
+) -> PyResult<Ev> {
+    check_len(facts)?;
     let t: i64 = facts.get_borrowed_item(F_TIME)?.extract()?;
     let ty: i64 = facts.get_borrowed_item(F_TYPE)?.extract()?;
     let ty = if ty < 0 { usize::MAX } else { ty as usize };
     let mut ev = Ev {
         t,
         ty,
-        nums: [0; N_FACTS],
+        nums: [0; N_NUMS],
         hashes: [None; N_FACTS],
     };
     for f in F_PLAY..F_ACCOUNT_CREATED + 1 {
         ev.nums[f] = facts.get_borrowed_item(f)?.extract()?;
     }
+    test_pairs(facts, tests, &mut ev.nums)?;
     if let Some(fs) = fields.get(ty) {
         for &f in fs {
             ev.hashes[f] = str_hash(&facts.get_borrowed_item(f)?.to_owned())?;
@@ -197,16 +205,78 @@ fn read_facts(facts: &Bound<'_, PyTuple>, fields: &[Vec<usize>]) -> PyResult<Ev>
     Ok(ev)
 }
 
+/// A facts tuple has ``N_FACTS`` fields, or one more: the attributes.
+fn check_len(facts: &Bound<'_, PyTuple>) -> PyResult<()> {
+    let n = facts.len();
+    if n != N_FACTS && n != N_FACTS + 1 {
+        return Err(PyValueError::new_err(format!(
+            "facts need {N_FACTS} or {} fields, got {n}",
+            N_FACTS + 1
+        )));
+    }
+    Ok(())
+}
+
+/// The attribute tests over a facts tuple's ``(key, value)`` pairs: ``nums[N_FACTS + s]`` is 1 when
+/// test ``s`` holds. Nothing to do (the common case) without tests or without attributes.
+fn test_pairs(
+    facts: &Bound<'_, PyTuple>,
+    tests: &[(String, String)],
+    nums: &mut [i64; N_NUMS],
+) -> PyResult<()> {
+    if tests.is_empty() || facts.len() <= F_ATTRIBUTES {
+        return Ok(());
+    }
+    let item = facts.get_borrowed_item(F_ATTRIBUTES)?;
+    let pairs = item.downcast::<PyTuple>()?;
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    for pair in pairs.iter() {
+        let pair = pair.downcast::<PyTuple>()?;
+        if pair.len() != 2 {
+            return Err(PyValueError::new_err("an attribute is a (key, value) pair"));
+        }
+        let key = pair.get_borrowed_item(0)?;
+        let key = key.downcast::<PyString>()?.to_str()?;
+        for (s, (k, v)) in tests.iter().enumerate() {
+            if k == key {
+                let value = pair.get_borrowed_item(1)?;
+                nums[N_FACTS + s] = (value.downcast::<PyString>()?.to_str()? == v) as i64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The attribute tests over a decoded ``Event``'s ``attributes`` map (as ``test_pairs``).
+fn test_map(
+    event: &Bound<'_, PyAny>,
+    tests: &[(String, String)],
+    nums: &mut [i64; N_NUMS],
+) -> PyResult<()> {
+    if tests.is_empty() {
+        return Ok(());
+    }
+    let py = event.py();
+    let map = event.getattr(intern!(py, "attributes"))?;
+    if map.len()? == 0 {
+        return Ok(());
+    }
+    for (s, (k, v)) in tests.iter().enumerate() {
+        let got = map.call_method1(intern!(py, "get"), (k.as_str(),))?;
+        if !got.is_none() {
+            nums[N_FACTS + s] = (got.downcast::<PyString>()?.to_str()? == v) as i64;
+        }
+    }
+    Ok(())
+}
+
 /// Check a facts tuple's types and ranges without applying anything (so a bad item in a batch
 /// changes no state: the call fails before the first event is applied).
 fn validate_facts(item: &Bound<'_, PyAny>) -> PyResult<()> {
     let facts = item.downcast::<PyTuple>()?;
-    if facts.len() != N_FACTS {
-        return Err(PyValueError::new_err(format!(
-            "facts need {N_FACTS} fields, got {}",
-            facts.len()
-        )));
-    }
+    check_len(facts)?;
     let t: i64 = facts.get_borrowed_item(F_TIME)?.extract()?;
     if t.abs() >= state::MAX_TIME {
         return Err(PyValueError::new_err(format!(
@@ -219,6 +289,11 @@ fn validate_facts(item: &Bound<'_, PyAny>) -> PyResult<()> {
     }
     for f in F_PLAY..F_ACCOUNT_CREATED + 1 {
         facts.get_borrowed_item(f)?.extract::<i64>()?;
+    }
+    if facts.len() > F_ATTRIBUTES {
+        facts
+            .get_borrowed_item(F_ATTRIBUTES)?
+            .downcast::<PyTuple>()?;
     }
     Ok(())
 }
@@ -259,7 +334,11 @@ impl<'py> View<'py> {
     }
 
     /// From an ``EventFacts`` tuple (checked by ``validate_facts``).
-    fn from_facts(facts: &Bound<'py, PyTuple>, fields: &[Vec<usize>]) -> PyResult<Self> {
+    fn from_facts(
+        facts: &Bound<'py, PyTuple>,
+        fields: &[Vec<usize>],
+        tests: &[(String, String)],
+    ) -> PyResult<Self> {
         let t: i64 = facts.get_borrowed_item(F_TIME)?.extract()?;
         let ty: i64 = facts.get_borrowed_item(F_TYPE)?.extract()?;
         let ty = if ty < 0 { usize::MAX } else { ty as usize };
@@ -267,7 +346,7 @@ impl<'py> View<'py> {
             ev: Ev {
                 t,
                 ty,
-                nums: [0; N_FACTS],
+                nums: [0; N_NUMS],
                 hashes: [None; N_FACTS],
             },
             texts: Default::default(),
@@ -279,13 +358,18 @@ impl<'py> View<'py> {
         for f in F_PLAY..F_ACCOUNT_CREATED + 1 {
             v.ev.nums[f] = facts.get_borrowed_item(f)?.extract()?;
         }
+        test_pairs(facts, tests, &mut v.ev.nums)?;
         v.hash_fields(fields)?;
         Ok(v)
     }
 
     /// From a decoded ``Event`` message: the same facts ``FanOut`` extracts (numbers clamped to
     /// ``[0, NUMBER_CAP]``, the ASN as decimal text, empty when 0).
-    fn from_event(event: &Bound<'py, PyAny>, fields: &[Vec<usize>]) -> PyResult<Self> {
+    fn from_event(
+        event: &Bound<'py, PyAny>,
+        fields: &[Vec<usize>],
+        tests: &[(String, String)],
+    ) -> PyResult<Self> {
         let py = event.py();
         let actor = event.getattr(intern!(py, "actor"))?;
         let target = event.getattr(intern!(py, "target"))?;
@@ -306,7 +390,7 @@ impl<'py> View<'py> {
             ev: Ev {
                 t,
                 ty: if ty < 0 { usize::MAX } else { ty as usize },
-                nums: [0; N_FACTS],
+                nums: [0; N_NUMS],
                 hashes: [None; N_FACTS],
             },
             texts: Default::default(),
@@ -335,6 +419,7 @@ impl<'py> View<'py> {
         v.ev.nums[F_ACCOUNT_CREATED] = event
             .getattr(intern!(py, "account_created_ms"))?
             .extract()?;
+        test_map(event, tests, &mut v.ev.nums)?;
         v.hash_fields(fields)?;
         Ok(v)
     }
@@ -399,7 +484,7 @@ impl PyKeyState {
     ) -> PyResult<Bound<'py, PyAny>> {
         let facts = facts.downcast::<PyTuple>()?;
         let core = self.plan.get();
-        let ev = read_facts(facts, &core.hash_fields)?;
+        let ev = read_facts(facts, &core.hash_fields, &core.plan.attr_tests)?;
         let late = self.st.apply(&core.plan, &ev);
         let mut vals = vec![0.0; core.plan.n_out()];
         self.st.values(&core.plan, &mut vals);
@@ -486,6 +571,8 @@ pub struct Batch {
     plans: Vec<Option<Arc<Plan>>>,
     routes: Vec<Vec<(u8, usize)>>,
     hash_fields: Vec<Vec<usize>>,
+    /// The spec's attribute tests (every kind's plan holds the same list).
+    attr_tests: Vec<(String, String)>,
     offsets: Vec<usize>,
     defaults: Vec<f64>,
     ooo_ms: i64,
@@ -518,9 +605,19 @@ impl Batch {
         let mut by_kind: Vec<Option<Arc<Plan>>> = vec![None; 64];
         let mut offsets = vec![0usize; 64];
         let mut at = N_TYPES + 8;
+        let mut attr_tests: Option<Vec<(String, String)>> = None;
         for p in &plans {
             let core = core_plan(p)?;
             let plan = core.get().plan.clone();
+            match &attr_tests {
+                None => attr_tests = Some(plan.attr_tests.clone()),
+                Some(t) if *t != plan.attr_tests => {
+                    return Err(PyValueError::new_err(
+                        "the kinds' plans hold different attribute tests",
+                    ))
+                }
+                Some(_) => {}
+            }
             if plan.kind >= 64 {
                 return Err(PyValueError::new_err("entity kind above 63"));
             }
@@ -560,6 +657,7 @@ impl Batch {
             plans: by_kind,
             routes,
             hash_fields,
+            attr_tests: attr_tests.unwrap_or_default(),
             offsets,
             defaults,
             ooo_ms,
@@ -607,7 +705,11 @@ impl Batch {
     ) -> PyResult<(Bound<'py, PyTuple>, u64)> {
         validate_facts(facts)?;
         let mut row = vec![0f64; self.defaults.len()];
-        let view = View::from_facts(facts.downcast::<PyTuple>()?, &self.hash_fields)?;
+        let view = View::from_facts(
+            facts.downcast::<PyTuple>()?,
+            &self.hash_fields,
+            &self.attr_tests,
+        )?;
         let late = self.process_into(&view, &mut row)?;
         Ok((floats(py, &row)?, late))
     }
@@ -685,11 +787,13 @@ impl Batch {
         let vb = PyBytes::new_with(py, n * width * 8, |buf| {
             for (i, item) in facts.iter().enumerate() {
                 let done = if from_events {
-                    View::from_event(&item, &self.hash_fields)
+                    View::from_event(&item, &self.hash_fields, &self.attr_tests)
                 } else {
                     item.downcast::<PyTuple>()
                         .map_err(PyErr::from)
-                        .and_then(|tuple| View::from_facts(tuple, &self.hash_fields))
+                        .and_then(|tuple| {
+                            View::from_facts(tuple, &self.hash_fields, &self.attr_tests)
+                        })
                 }
                 .and_then(|view| self.process_into(&view, &mut row));
                 match done {
@@ -812,5 +916,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(item_hash, m)?)?;
     m.add("LAYOUT_VERSION", codec::LAYOUT_V2)?;
     m.add("NO_TIME", NO_TIME)?;
+    m.add("N_FACTS", N_FACTS)?;
+    m.add("MAX_ATTR_TESTS", MAX_ATTR_TESTS)?;
     Ok(())
 }

@@ -23,6 +23,12 @@ pub const NUMBER_CAP: i64 = (1 << 40) - 1;
 pub const F_ACCOUNT_CREATED: usize = 16;
 pub const F_EXPECT_MASK: usize = 17;
 pub const N_FACTS: usize = 18;
+/// The facts tuple's optional last field: the event's attributes as sorted ``(key, value)`` pairs.
+pub const F_ATTRIBUTES: usize = 18;
+/// Attribute tests (``attributes[key] == value``) a plan can hold; test ``s`` reads as the numeric
+/// field ``N_FACTS + s`` (1 when it holds, else 0), so a ``Where`` filters on it like on a number.
+pub const MAX_ATTR_TESTS: usize = 16;
+pub const N_NUMS: usize = N_FACTS + MAX_ATTR_TESTS;
 
 /// Aggregations of one group for one event type.
 #[derive(Clone, Debug, Default)]
@@ -69,6 +75,8 @@ pub struct Plan {
     pub ratios: Vec<(usize, usize, f64)>,
     /// Longest window plus allowed lateness: the state may go once the watermark passes high + span.
     pub span_ms: i64,
+    /// Attribute tests ``(key, value)``; test ``s`` is the numeric field ``N_FACTS + s``.
+    pub attr_tests: Vec<(String, String)>,
 }
 
 impl Plan {

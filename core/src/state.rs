@@ -10,7 +10,7 @@
 
 use crate::hll::Hll;
 use crate::lanes::Lanes;
-use crate::plan::{Ops, Plan, N_FACTS};
+use crate::plan::{Ops, Plan, N_FACTS, N_NUMS};
 
 pub const NO_TIME: i64 = -(1 << 62);
 
@@ -18,8 +18,8 @@ pub const NO_TIME: i64 = -(1 << 62);
 pub struct Ev {
     pub t: i64,
     pub ty: usize,
-    /// Numeric facts by field index (0 elsewhere).
-    pub nums: [i64; N_FACTS],
+    /// Numeric facts by field index (0 elsewhere), then the plan's attribute tests (1 = holds).
+    pub nums: [i64; N_NUMS],
     /// 64-bit hash of categorical facts by field index; None when empty or not needed.
     pub hashes: [Option<u64>; N_FACTS],
 }

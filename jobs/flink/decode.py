@@ -36,45 +36,13 @@ from streamwarden.jobs.flink.alerts import SeriesPoints
 from streamwarden.jobs.flink.env import keyed_bytes_type
 from streamwarden.jobs.flink.keygroups import java_string_hash, subtask_of
 from streamwarden.jobs.flink.metrics import StageCounters
-from streamwarden.operators.features.fanout import EventFacts
+from streamwarden.operators.features.facts_codec import encode_facts
 from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
 from streamwarden.schemas import streamwarden_pb2 as pb
 from streamwarden.schemas.codec import SourceRef
 
 # ---------------------------------------------------------------- facts codec
-
-FACTS_LAYOUT_VERSION = 1
-_SAMPLE = EventFacts("", 0, 0, "", "", "", "", "", "", "", "", "", 0, 0, 0, 0, 0, 0)
-_STR_FIELDS = tuple(i for i, v in enumerate(_SAMPLE) if isinstance(v, str))
-_INT_FIELDS = tuple(i for i, v in enumerate(_SAMPLE) if not isinstance(v, str))
-_FACTS_HEADER = struct.Struct(f"<B{len(_INT_FIELDS)}q{len(_STR_FIELDS)}I")
-_N_INT = len(_INT_FIELDS)
-_new_facts = tuple.__new__
-
-
-def encode_facts(f: EventFacts) -> bytes:
-    """Facts layout v1: ``<B`` version, the integer fields as i64 and the string fields' UTF-8 lengths
-    as u32 (both in field order), then the UTF-8 strings back to back."""
-    fields: tuple[Any, ...] = f
-    raws = [fields[i].encode("utf-8") for i in _STR_FIELDS]
-    head = _FACTS_HEADER.pack(FACTS_LAYOUT_VERSION, *[fields[i] for i in _INT_FIELDS], *map(len, raws))
-    return head + b"".join(raws)
-
-
-def decode_facts(data: bytes) -> EventFacts:
-    """Inverse of ``encode_facts``; raises ``ValueError`` on another layout version."""
-    head = _FACTS_HEADER.unpack_from(data, 0)
-    if head[0] != FACTS_LAYOUT_VERSION:
-        raise ValueError(f"facts layout v{head[0]} is not v{FACTS_LAYOUT_VERSION}")
-    values: list[Any] = [None] * len(_SAMPLE)
-    for i, v in zip(_INT_FIELDS, head[1 : 1 + _N_INT], strict=True):
-        values[i] = v
-    pos = _FACTS_HEADER.size
-    for i, n in zip(_STR_FIELDS, head[1 + _N_INT :], strict=True):
-        values[i] = data[pos : pos + n].decode("utf-8")
-        pos += n
-    return _new_facts(EventFacts, values)
-
+# (``operators.features.facts_codec``: the same bytes in the assembly state and the velocity log)
 
 _ROUTE_HEADER = struct.Struct("<HBB")
 ROUTE_CARRIES_EVENT = 1

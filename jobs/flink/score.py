@@ -26,10 +26,10 @@ from pyflink.common import Row
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeContext
 
-from streamwarden.jobs.flink.decode import decode_facts, encode_facts
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_map_state
 from streamwarden.operators.features.assemble import FeatureVector
+from streamwarden.operators.features.facts_codec import decode_facts, encode_facts
 from streamwarden.operators.pipeline import Stages, StagesConfig
 
 Scored = tuple[FeatureVector, dict[str, float]]

@@ -47,10 +47,11 @@ from collections.abc import Iterator
 from pyflink.common import Row
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
-from streamwarden.jobs.flink.decode import ROUTE_CARRIES_EVENT, decode_facts, split_route_value
+from streamwarden.jobs.flink.decode import ROUTE_CARRIES_EVENT, split_route_value
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_value_state
 from streamwarden.operators.features.assemble import event_partial
+from streamwarden.operators.features.facts_codec import decode_facts
 from streamwarden.operators.features.fanout import EventFacts
 from streamwarden.operators.features.state_codec import encode_state
 from streamwarden.operators.features.window import KeyState, PartialFeatures

@@ -8,6 +8,8 @@ from streamwarden.operators.features.window import KindPlan, PartialFeatures
 
 LAYOUT_VERSION: int
 NO_TIME: int
+N_FACTS: int
+MAX_ATTR_TESTS: int
 
 _Ops = tuple[list[int], list[tuple[int, int]], list[tuple[int, int]]]
 
@@ -27,6 +29,7 @@ class Plan:
         programs: list[tuple[_Ops, list[tuple[int, int, int, _Ops]]]],
         ratios: list[tuple[int, int, float]],
         span_ms: int,
+        attr_tests: list[tuple[str, str]] = ...,
     ) -> None: ...
     @property
     def n_out(self) -> int: ...

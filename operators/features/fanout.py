@@ -22,6 +22,10 @@ NUMBER_CAP = (1 << 40) - 1
 """Numeric fields are clamped to [0, NUMBER_CAP] so window sums stay exact 64-bit integers."""
 
 
+Attributes = tuple[tuple[str, str], ...]
+"""``Event.attributes`` in facts: (key, value) pairs sorted by key (immutable, encodes canonically)."""
+
+
 class EventFacts(NamedTuple):
     """The fields of one event the features read. Numbers are clamped to [0, NUMBER_CAP]."""
 
@@ -43,9 +47,15 @@ class EventFacts(NamedTuple):
     mention_count: int
     account_created_ms: int
     expect_mask: int
+    attributes: Attributes = ()
+    """The event's ``attributes`` (platform fields) as ``(key, value)`` pairs sorted by key; ``()``
+    (shared, nothing to copy or encode) for the many events without any."""
 
 
 FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(EventFacts._fields)}
+
+N_PLAIN_FIELDS = FIELD_INDEX["attributes"]
+"""Facts fields before ``attributes`` (the core's ``N_FACTS``): strings and integers."""
 
 EntityKey = tuple[int, str]
 """(EntityKind value, entity id): the key of one window state."""
@@ -121,6 +131,7 @@ class FanOut:
             c.mention_count,
             event.account_created_ms,
         )
+        attrs = event.attributes
         mask = EVENT_BIT
         keys: list[EntityKey] = []
         for kind, field in self._routes[t] if 0 < t < len(self._routes) else ():
@@ -128,7 +139,8 @@ class FanOut:
             if entity:
                 mask |= 1 << kind
                 keys.append((kind, entity))
-        return _new_facts(EventFacts, (*values, mask)), keys
+        pairs = tuple(sorted(attrs.items())) if attrs else ()
+        return _new_facts(EventFacts, (*values, mask, pairs)), keys
 
     @staticmethod
     def expected_partials(facts: EventFacts) -> int:

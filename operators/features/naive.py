@@ -8,12 +8,25 @@ its cost per event grows with the number of events in the longest window.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from streamwarden.operators.features.fanout import FIELD_INDEX, EventFacts
 from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec
 from streamwarden.operators.features.window import NO_TIME, PartialFeatures
 from streamwarden.schemas import streamwarden_pb2 as pb
+
+
+def _in_range(field: int, lo: int, hi: int, e: tuple[Any, ...]) -> bool:
+    return bool(lo <= e[field] < hi)
+
+
+def _has_attribute(key: str, value: str | None, e: tuple[Any, ...]) -> bool:
+    return dict(e[_ATTRIBUTES]).get(key) == value
+
+
+_ATTRIBUTES = FIELD_INDEX["attributes"]
 
 
 class NaivePlan:
@@ -24,14 +37,20 @@ class NaivePlan:
         self.kind = ENTITY_KIND_VALUES[kind_name]
         self.allowed_lateness_ms = spec.allowed_lateness_ms
         self.windows = [(spec.windows[w].length_ms, spec.windows[w].bucket_ms) for w in ent.windows]
-        self.columns: list[tuple[frozenset[int], tuple[int, int, int] | None, str, int | None]] = []
+        self.columns: list[
+            tuple[frozenset[int], Callable[[tuple[Any, ...]], bool] | None, str, int | None]
+        ] = []
         for g in ent.groups:
             types = frozenset(int(pb.Event.Type.Value(t)) for t in g.event_types)
-            where = None
-            if g.where is not None:
+            where: Callable[[tuple[Any, ...]], bool] | None = None
+            if g.where is not None and g.where.attribute is not None:
+                key, value = g.where.attribute, g.where.equals
+                where = partial(_has_attribute, key, value)
+            elif g.where is not None:
+                assert g.where.field is not None
                 lo = g.where.min if g.where.min is not None else -(1 << 62)
                 hi = g.where.max if g.where.max is not None else 1 << 62
-                where = (FIELD_INDEX[g.where.field], lo, hi)
+                where = partial(_in_range, FIELD_INDEX[g.where.field], lo, hi)
             for a in g.aggregations:
                 field = FIELD_INDEX[a.field] if a.field is not None else None
                 self.columns.append((types, where, a.op, field))
@@ -82,9 +101,7 @@ class NaiveKeyState:
             evs: list[tuple[Any, ...]] = list(self.window_events(w)) if self.high_ms != NO_TIME else []
             cols: list[float] = []
             for types, where, op, field in self.plan.columns:
-                sel = [
-                    e for e in evs if e[2] in types and (where is None or where[1] <= e[where[0]] < where[2])
-                ]
+                sel = [e for e in evs if e[2] in types and (where is None or where(e))]
                 if op == "count":
                     cols.append(len(sel))
                 elif op == "sum":

@@ -20,7 +20,15 @@ import zlib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from streamwarden.operators.config_io import format_validation_error, load_yaml_mapping
 from streamwarden.operators.errors import ConfigError
@@ -112,12 +120,45 @@ class WindowSpec(_Strict):
         return self.length_ms // self.bucket_ms
 
 
-class Where(_Strict):
-    """A numeric range an event must fall in, in addition to the event-type filter."""
+MAX_ATTRIBUTE_TESTS = 16
+"""Distinct ``attribute``/``equals`` filters a spec may hold (the core's ``MAX_ATTR_TESTS``)."""
 
-    field: NumericField = Field(description="The numeric field tested.")
+
+class Where(_Strict):
+    """What an event must also pass, besides the event-type filter: a numeric range of one field
+    (``field``, ``min``, ``max``), or one platform field's value (``attribute``, ``equals``:
+    ``Event.attributes[attribute] == equals``; a missing attribute does not pass)."""
+
+    field: NumericField | None = Field(None, description="The numeric field tested.")
     min: int | None = Field(None, description="Inclusive lower bound; None = unbounded.")
     max: int | None = Field(None, description="Exclusive upper bound; None = unbounded.")
+    attribute: str | None = Field(
+        None, min_length=1, description="Key of an Event.attributes entry (instead of field)."
+    )
+    equals: str | None = Field(None, description="The attribute's value an event must have.")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Where:
+        if (self.field is None) == (self.attribute is None):
+            raise ValueError(
+                "where tests either a numeric field (field, min, max) or an attribute (attribute, equals)"
+            )
+        if self.attribute is not None and (
+            self.equals is None or self.min is not None or self.max is not None
+        ):
+            raise ValueError("an attribute where takes equals (and no min/max)")
+        if self.field is not None and self.equals is not None:
+            raise ValueError("equals goes with attribute, not with a numeric field")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A numeric where dumps as before attributes existed, so specs without them keep their fingerprint.
+        out: dict[str, Any] = handler(self)
+        if self.attribute is None:
+            out.pop("attribute", None)
+            out.pop("equals", None)
+        return out
 
 
 class Aggregation(_Strict):
@@ -196,6 +237,8 @@ class FeatureSpec(_Strict):
                 raise ValueError(f"window name {wname!r} must match {_WINDOW_NAME.pattern}")
         for kind, ent in self.entities.items():
             _check_entity(kind, ent, self.windows)
+        if len(self.attribute_tests()) > MAX_ATTRIBUTE_TESTS:
+            raise ValueError(f"more than {MAX_ATTRIBUTE_TESTS} distinct attribute filters (where: attribute)")
         return self
 
     def kinds(self) -> list[str]:
@@ -218,6 +261,18 @@ class FeatureSpec(_Strict):
         for kind in self.kinds():
             names.extend(self.entity_feature_names(kind))
         return names
+
+    def attribute_tests(self) -> list[tuple[str, str]]:
+        """The ``(attribute, equals)`` filters of every group, sorted, each once: the window core
+        evaluates them once per event (test ``s`` reads as numeric field ``N_FACTS + s``)."""
+        return sorted(
+            {
+                (g.where.attribute, g.where.equals)
+                for ent in self.entities.values()
+                for g in ent.groups
+                if g.where is not None and g.where.attribute is not None and g.where.equals is not None
+            }
+        )
 
     def fingerprint(self) -> int:
         """CRC-32 of the canonical spec JSON: state and model cards record it to detect a changed spec."""

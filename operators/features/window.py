@@ -124,6 +124,9 @@ class KindPlan:
         col_index = {name: i for i, (name, _, _) in enumerate(self.columns)}
         self.distinct_cols = tuple(i for i, (_, op, _) in enumerate(self.columns) if op == "distinct")
         d_index = {c: i for i, c in enumerate(self.distinct_cols)}
+        self.attr_tests = spec.attribute_tests()
+        """The spec's attribute filters; test ``s`` is the core's numeric field ``N_FACTS + s`` (0 or 1)."""
+        test_field = {test: _core.N_FACTS + s for s, test in enumerate(self.attr_tests)}
         programs: list[tuple[_Ops, list[tuple[int, int, int, _Ops]]]] = [(([], [], []), [])]
         for type_value in range(1, len(EVENT_TYPE_NAMES) + 1):
             type_name = pb.Event.Type.Name(type_value)  # type: ignore[arg-type]
@@ -143,7 +146,11 @@ class KindPlan:
                     else:
                         assert a.field is not None
                         ops[2].append((d_index[c], FIELD_INDEX[a.field]))
-                if g.where is not None:
+                if g.where is not None and g.where.attribute is not None:
+                    assert g.where.equals is not None
+                    wheres.append((test_field[g.where.attribute, g.where.equals], 1, 2, ops))
+                elif g.where is not None:
+                    assert g.where.field is not None
                     lo = g.where.min if g.where.min is not None else -_UNBOUNDED
                     hi = g.where.max if g.where.max is not None else _UNBOUNDED
                     wheres.append((FIELD_INDEX[g.where.field], lo, hi, ops))
@@ -174,6 +181,7 @@ class KindPlan:
             programs,
             list(self.ratios),
             self.span_ms,
+            self.attr_tests,
         )
         """The core's copy of this plan (it refers back to this object as ``KeyState.plan``)."""
 

@@ -19,6 +19,7 @@ import hashlib
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import numpy as np
@@ -78,6 +79,8 @@ class EventFacts(Protocol):
 
 
 EventInput = pb.Event | EventFacts
+
+_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 
 _FACT_FIELDS = {
     "account": "account",
@@ -205,7 +208,13 @@ class Decider:
             return []
         values = self.vector(features)
         attributes = event.attributes if isinstance(event, pb.Event) else getattr(event, "attributes", None)
-        attrs: Mapping[str, str] = attributes if isinstance(attributes, Mapping) else {}
+        attrs: Mapping[str, str]
+        if isinstance(attributes, Mapping):
+            attrs = attributes
+        elif attributes:  # EventFacts.attributes: sorted (key, value) pairs
+            attrs = dict(attributes)
+        else:
+            attrs = _NO_ATTRIBUTES
         actions: list[pb.Action] = []
         decision_time_ms: int | None = None
         for c in rules:

@@ -7,13 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from streamwarden.jobs.flink.assemble import decode_pending
-from streamwarden.jobs.flink.decode import (
-    ROUTE_CARRIES_EVENT,
-    decode_facts,
-    encode_facts,
-    route_value,
-    split_route_value,
-)
+from streamwarden.jobs.flink.decode import ROUTE_CARRIES_EVENT, route_value, split_route_value
 from streamwarden.jobs.flink.score import decode_vector, encode_vector
 from streamwarden.jobs.flink.velocity import (
     decode_partial,
@@ -24,6 +18,7 @@ from streamwarden.jobs.flink.velocity import (
     log_entry,
     split_partials,
 )
+from streamwarden.operators.features.facts_codec import decode_facts, encode_facts
 from streamwarden.operators.features.fanout import EventFacts
 from streamwarden.operators.features.replay import VelocityPipeline
 from streamwarden.operators.features.state_codec import encode_state
