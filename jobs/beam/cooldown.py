@@ -6,8 +6,8 @@ The gate's versioned bytes per subject live in one in-memory ``ExpiringStore`` p
 the DoFn's copies, for the reason the velocity stage's do (``jobs/beam/velocity.py``: the
 DirectRunner's timers fire at bundle ends, so Beam keyed state could not expire): once the stage's
 watermark passes the state's ``expires_at_ms`` (rounded up to ``expiry_tick_ms``, as on Flink) the subject is dropped; it can no
-longer change a decision. Gauge ``cooldown_live_keys`` at each bundle's end, counter
-``cooldown_expired_keys``.
+longer change a decision. Counters ``cooldown_new_keys`` and ``cooldown_expired_keys``, distribution
+``cooldown_live_keys`` at each bundle's end.
 
 The stage's watermark: the max event time of the actions it has seen minus the out-of-orderness, held
 back (with ``gate_clocks``, the job's setting) to the decoders' lateness gate as it was when the
@@ -69,7 +69,8 @@ class CooldownFn(beam.DoFn):
         self._gate_clocks = gate_clocks
         self._tick_ms = expiry_tick_ms
         self._keys_handle: SharedHandle[CooldownKeys] = SharedHandle()
-        self._live = Metrics.gauge(METRICS_NAMESPACE, "cooldown_live_keys")
+        self._live = Metrics.distribution(METRICS_NAMESPACE, "cooldown_live_keys")
+        self._new = Metrics.counter(METRICS_NAMESPACE, "cooldown_new_keys")
         self._expired = Metrics.counter(METRICS_NAMESPACE, "cooldown_expired_keys")
         self._suppressed = Metrics.counter(METRICS_NAMESPACE, "actions_suppressed")
         self._latency = Metrics.distribution(METRICS_NAMESPACE, "event_to_action_ms")
@@ -86,7 +87,7 @@ class CooldownFn(beam.DoFn):
         self._gate_ms = NEVER if gate_ms is None else gate_ms
 
     def finish_bundle(self) -> None:
-        self._live.set(len(self._keys.store))
+        self._live.update(len(self._keys.store))
 
     def process(self, element: tuple[str, bytes], keyed: Any = _KEYED) -> Iterator[tuple[bytes, bytes]]:
         key, payload = element
@@ -105,9 +106,12 @@ class CooldownFn(beam.DoFn):
                         self._expired.inc(dropped)
             ok = True
             if stages.gated(action):
-                ok, state = stages.cooldown(store.get(key), action)
+                existing = store.get(key)
+                ok, state = stages.cooldown(existing, action)
                 if ok and state is not None:
                     store.put(key, state)
+                    if existing is None:
+                        self._new.inc()
         if not ok:
             self._suppressed.inc()
             observability.SUPPRESSED.inc()

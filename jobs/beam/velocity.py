@@ -14,10 +14,12 @@ job's one-worker DirectRunner).
 Expiry: the stage's watermark is the max event time of its input minus the out-of-orderness
 (``EventClock.observe``), held back to the decoders' lateness gate (``gate_clocks``, the job's
 setting: the minimum over partitions, so a backlog read one partition after another does not expire
-the keys of the partition behind); once it passes a key's ``expiry_ms()`` (rounded up to ``expiry_tick_ms``, as
-on Flink) the key is dropped, whether or not it is seen again (counter ``expired_keys``, gauges
-``live_keys`` / ``max_live_keys`` at each bundle's end). A state found past its expiry when its key is
-seen again is dropped then. Events here passed the lateness gate, so neither changes any output.
+the keys of the partition behind). Once it passes a key's ``expiry_ms()`` (rounded up to
+``expiry_tick_ms``, as on Flink) the key is dropped, whether or not it is seen again; a state found
+past its expiry when its key is seen again is dropped then. Events here passed the lateness gate, so
+neither changes any output. Metrics: counters ``new_keys`` and ``expired_keys`` (live keys: their
+difference), distributions ``live_keys`` and ``max_live_keys`` (the peak so far) at each bundle's
+end (not gauges: the DirectRunner reports a gauge's first bundle's value).
 """
 
 from __future__ import annotations
@@ -87,9 +89,10 @@ class VelocityFn(beam.DoFn):
         self._keys_handle: SharedHandle[VelocityKeys] = SharedHandle()
         self._late = Metrics.counter(METRICS_NAMESPACE, "late_partials")
         self._expired = Metrics.counter(METRICS_NAMESPACE, "expired_keys")
-        self._live = Metrics.gauge(METRICS_NAMESPACE, "live_keys")
-        self._max_live = Metrics.gauge(METRICS_NAMESPACE, "max_live_keys")
-        self._instances = Metrics.gauge(METRICS_NAMESPACE, "velocity_instances")
+        self._new = Metrics.counter(METRICS_NAMESPACE, "new_keys")
+        self._live = Metrics.distribution(METRICS_NAMESPACE, "live_keys")
+        self._max_live = Metrics.distribution(METRICS_NAMESPACE, "max_live_keys")
+        self._instances = Metrics.distribution(METRICS_NAMESPACE, "velocity_instances")
 
     def setup(self) -> None:
         self._stages = stages = Stages.shared(self._config)
@@ -104,10 +107,9 @@ class VelocityFn(beam.DoFn):
             self._join.clear()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        store = self._keys.store
-        self._live.set(len(store))
-        self._max_live.set(store.max_keys)
-        self._instances.set(self._keys.instances)
+        self._live.update(len(self._keys.store))
+        self._max_live.update(self._keys.store.max_keys)
+        self._instances.update(self._keys.instances)
         if self._join is not None:
             yield from self._join.leftovers()
 
@@ -151,11 +153,14 @@ class VelocityFn(beam.DoFn):
                 dropped = store.advance_to(watermark_ms)
                 if dropped:
                     self._expired.inc(dropped)
-            partial, state, expired = self._stages.velocity_object(store.get(key), key, facts, watermark_ms)
+            existing = store.get(key)
+            partial, state, expired = self._stages.velocity_object(existing, key, facts, watermark_ms)
             assert state is not None  # an entity route always has a state
             store.put(key, state)
         if expired:
             self._expired.inc()
+        if existing is None or expired:
+            self._new.inc()
         if partial[3]:
             self._late.inc()
         out.append(partial)

@@ -32,8 +32,10 @@ HOUR_MS = 3_600_000
 TICK_MS = 60_000
 
 
-def _gauges(result: PipelineResult) -> dict[str, int]:
-    return {g.key.metric.name: int(g.committed.value) for g in result.metrics().query()["gauges"]}
+def _last(result: PipelineResult) -> dict[str, int]:
+    """Distributions updated once per bundle end with a value that only grows or is the last state:
+    their max."""
+    return {name: d[3] for name, d in job_metrics(result).distributions.items()}
 
 
 def _run(build: Any) -> PipelineResult:
@@ -72,7 +74,7 @@ def test_churning_keys_stay_bounded_over_three_days_of_event_time():
         out.actions | "Ids" >> beam.Map(lambda kv: kv)
 
     result = _run(build)
-    gauges, counters = _gauges(result), job_metrics(result).counters
+    dists, counters = _last(result), job_metrics(result).counters
     total_keys = 3 * n + n_asns
     # a key lives until the watermark passes its last event + longest window (24 h) + lateness, rounded
     # up to the tick; the watermark trails the newest event by the out-of-orderness
@@ -80,11 +82,13 @@ def test_churning_keys_stay_bounded_over_three_days_of_event_time():
     lag_ms = longest_ms + STAGES.out_of_orderness_ms + TICK_MS
     bound = 3 * (lag_ms // interval_ms + 2) + n_asns
     assert counters["events"] == n
-    assert gauges["max_live_keys"] <= bound < total_keys // 2, (gauges, bound, total_keys)
-    assert gauges["live_keys"] <= bound
-    assert counters["expired_keys"] == total_keys - gauges["live_keys"] >= total_keys // 2
+    live = counters["new_keys"] - counters.get("expired_keys", 0)
+    assert counters["new_keys"] == total_keys
+    assert dists["max_live_keys"] <= bound < total_keys // 2, (dists, bound, total_keys)
+    assert live == dists["live_keys"] <= bound
+    assert counters.get("expired_keys", 0) >= total_keys // 2
     # exactly one copy of the DoFn served every key on the one-worker DirectRunner
-    assert gauges["velocity_instances"] == 1
+    assert dists["velocity_instances"] == 1
 
 
 def test_expiry_changes_no_output_of_the_whole_job():
@@ -121,7 +125,7 @@ def test_expiry_changes_no_output_of_the_whole_job():
 
     result = _run(build)
     counters = job_metrics(result).counters
-    assert counters["expired_keys"] > 100, counters  # accounts dropped, then seen again
+    assert counters.get("expired_keys", 0) > 100, counters  # accounts dropped, then seen again
 
 
 def test_a_partition_far_behind_another_keeps_its_keys():
@@ -199,9 +203,10 @@ def test_cooldown_subjects_expire_and_admit_the_same_actions_as_the_replay_table
         assert_that(ids, equal_to(want))
 
     result = _run(build)
-    gauges, counters = _gauges(result), job_metrics(result).counters
-    assert gauges["cooldown_live_keys"] <= 2 * 5 < len(subjects) // 4, (gauges, len(subjects))
-    assert counters["cooldown_expired_keys"] >= len(subjects) - gauges["cooldown_live_keys"]
+    dists, counters = _last(result), job_metrics(result).counters
+    live = counters["cooldown_new_keys"] - counters.get("cooldown_expired_keys", 0)
+    assert live == dists["cooldown_live_keys"] <= 2 * 5 < len(subjects) // 4, (dists, len(subjects))
+    assert counters["cooldown_new_keys"] >= len(subjects)
 
 
 class _Box(list[int]):
