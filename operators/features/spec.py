@@ -2,7 +2,8 @@
 
 A spec lists, per entity kind (account, ip, device, target_content, target_account, asn), the windows
 its features use and feature *groups*: an event-type filter (plus an optional numeric range on one
-field) and the aggregations over the matching events — ``count``, ``sum`` of a numeric field,
+field, or one platform field's value: ``where: {attribute: plan, equals: free}``) and the aggregations
+over the matching events — ``count``, ``sum`` of a numeric field,
 ``distinct`` count of a categorical field — and *ratios* of two count/sum aggregations.
 
 Feature names are stable and read ``<entity>.<aggregation>.<window>``, e.g. ``ip.distinct_account.1h``,

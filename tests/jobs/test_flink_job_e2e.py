@@ -1,6 +1,9 @@
 """The Flink job end to end on a local MiniCluster and the real embedded broker: generated traffic in,
 actions and alerts out; every record decoded or dead-lettered; actions and feature vectors equal the
 offline replay's, alerts the anomaly replay's; and the Beam job gives the same actions for the same input.
+The events carry platform fields (``Event.attributes``) and the job runs the shipped spec and policy
+plus a feature filtered by an attribute and rules on an attribute and on that feature
+(``tests/jobs/attribute_traffic.py``): they decide the same on replay, Flink and Beam.
 
 One bounded run (single partition, so per-key order is the arrival order) serves every test here.
 """
@@ -15,7 +18,6 @@ from typing import Any
 import pytest
 
 from streamwarden.jobs.bench.flink import (
-    action_ids,
     job_config_for,
     produce,
     read_topic,
@@ -30,6 +32,7 @@ from streamwarden.operators.anomaly.replay import alert_sort_key, replay
 from streamwarden.operators.pipeline import Stages, dead_letter_reason, iter_kafka_like, replay_actions
 from streamwarden.operators.traffic import iter_traffic, small_spec
 from streamwarden.schemas import streamwarden_pb2 as pb
+from tests.jobs.attribute_traffic import ATTRIBUTE_RULES, with_plans, write_attribute_files
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
@@ -60,7 +63,8 @@ def flink_run(
     broker: Any, tmp_path_factory: pytest.TempPathFactory, fast_anomaly_spec: Path
 ) -> dict[str, Any]:
     work: Path = tmp_path_factory.mktemp("flink-e2e")
-    records = list(iter_traffic(SPEC))
+    records = with_plans(list(iter_traffic(SPEC)))
+    spec_path, policy_path, card_path = write_attribute_files(work)
     suffix = uuid.uuid4().hex[:8]
     topics = [
         f"{name}-{suffix}" for name in ("events", "actions", "deadletter", "features", "alerts", "statements")
@@ -70,7 +74,15 @@ def flink_run(
     ends = produce(
         kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
     )
-    job = job_config_for(kafka, topics[:4], f"flink-e2e-{suffix}", write_features=True)
+    job = job_config_for(
+        kafka,
+        topics[:4],
+        f"flink-e2e-{suffix}",
+        write_features=True,
+        feature_spec=spec_path,
+        policy=policy_path,
+        model_card=card_path,
+    )
     job = job.model_copy(
         update={"topics": job.topics.model_copy(update={"alerts": topics[4], "statements": topics[5]})}
     )
@@ -123,6 +135,8 @@ def test_actions_and_features_equal_the_offline_replay(flink_run: dict[str, Any]
         Stages.build(stages_config(job, flink_run["options"])),
     )
     assert reference.actions, "the traffic should trigger some actions"
+    fired = Counter(a.reasons[0] for a in reference.actions)
+    assert all(fired[rule] for rule in ATTRIBUTE_RULES), f"the attribute rules should fire: {fired}"
     _assert_same_actions(actions, reference.actions)
     got = {f.event_id: tuple(f.values) for f in flink_run["features"]}
     assert got == {f.event_id: tuple(f.values) for f in reference.feature_records}
@@ -168,5 +182,9 @@ def test_flink_and_beam_give_the_same_actions(broker: Any, flink_run: dict[str, 
     n = len(flink_run["records"])
     run_beam(beam_job, read_options=ReadOptions(max_records=n, bundle_max_ms=100))  # type: ignore[call-arg]
 
-    beam_ids = Counter(action_ids(read_topic(embedded_kafka_config(broker.bootstrap_servers), outputs[0])))
-    assert beam_ids == Counter(a.action_id for a in flink_run["actions"])
+    beam = [
+        pb.Action.FromString(r.value)
+        for r in read_topic(embedded_kafka_config(broker.bootstrap_servers), outputs[0])
+    ]
+    assert Counter(a.action_id for a in beam) == Counter(a.action_id for a in flink_run["actions"])
+    assert {a.reasons[0] for a in beam} >= set(ATTRIBUTE_RULES)
