@@ -31,7 +31,10 @@ def _events(n: int = 1500) -> list[pb.Event]:
     out = []
     for rec in iter_traffic(small_spec(seed=9, duration_s=30.0)):
         if rec.malformed is None:
-            out.append(pb.Event.FromString(rec.payload))
+            event = pb.Event.FromString(rec.payload)
+            if len(out) % 3 == 0:  # platform fields on a third of them: facts layout 2
+                event.attributes.update({"plan": "free", "région": "é"})
+            out.append(event)
         if len(out) == n:
             break
     return out
@@ -40,10 +43,13 @@ def _events(n: int = 1500) -> list[pb.Event]:
 def test_facts_routes_partials_and_vectors_round_trip() -> None:
     stages = Stages(StagesConfig())
     pipe = VelocityPipeline(stages.spec)
+    layouts = set()
     for event in _events(400):
         fanned = stages.fan_out(event)
         raw = encode_facts(fanned.facts)
         assert decode_facts(raw) == fanned.facts
+        assert (raw[0] == 2) == bool(fanned.facts.attributes)
+        layouts.add(raw[0])
         for i, key in enumerate([*fanned.keys, fanned.event_key]):
             assert split_route_value(route_value(key, raw)) == (key, raw, 1, 0)
             assert split_route_value(route_value(key, raw, i + 2, ROUTE_CARRIES_EVENT)) == (
@@ -61,6 +67,7 @@ def test_facts_routes_partials_and_vectors_round_trip() -> None:
         assert decode_vector(
             encode_vector(vector._replace(facts=None, imputed=("a.b", "c")))
         ) == vector._replace(facts=None, imputed=("a.b", "c"))
+    assert layouts == {1, 2}
 
 
 def test_window_base_plus_log_rebuilds_the_same_state() -> None:

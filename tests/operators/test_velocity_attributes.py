@@ -23,6 +23,7 @@ from streamwarden.operators.features.naive import NaiveKeyState, NaivePlan
 from streamwarden.operators.features.replay import VelocityPipeline, VelocityStore
 from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, EVENT_TYPE_NAMES, FeatureSpec, parse_spec
 from streamwarden.operators.features.synth import T0_MS, make_event, small_feature_spec
+from streamwarden.operators.features.window import NO_TIME
 from streamwarden.operators.pipeline import decode_assembly_state, encode_assembly_state
 from streamwarden.operators.policy import Decider
 from streamwarden.operators.policy.policy import parse_policy
@@ -221,3 +222,22 @@ def test_policy_reads_attributes_from_the_facts_as_from_the_event() -> None:
         from_facts += decider.decide(vector.facts, vector.values, {}, "m")
     assert [a.event_id for a in from_facts] == ["e2"]
     assert from_facts == from_event
+
+
+def test_the_core_refuses_malformed_attributes_and_reads_18_field_facts() -> None:
+    spec = _spec()
+    store = VelocityStore(spec)
+    facts, keys = FanOut(spec)(_events([(0, 8, 0, 1, 1)])[0])
+    for bad, error in [
+        (["plan", "free"], TypeError),  # not a tuple
+        ((("plan",),), ValueError),  # not a pair
+        (((1, "free"),), TypeError),  # key not a string
+    ]:
+        with pytest.raises(error):
+            store.on_event(keys[0], facts._replace(attributes=bad))
+    assert all(s.high_ms == NO_TIME for s in store.states.values())  # nothing was applied
+    short = tuple(facts)[:-1]  # facts of a caller that predates attributes: none
+    partial = store.on_event(keys[0], short)  # type: ignore[arg-type]
+    names = spec.entity_feature_names("account")
+    assert partial.values[names.index("account.count_free.60s")] == 0
+    assert partial.values[names.index("account.count_event.60s")] == 1
