@@ -319,6 +319,8 @@ class BenchRun:
     records: int
     actions: int
     wall_s: float
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)
+    """Cluster runs: CPU seconds of each TaskManager process, by the tasks it ran."""
 
 
 def _throughput_run(
@@ -334,6 +336,7 @@ def _throughput_run(
     naive: bool = False,
     state_backend: str = "rocksdb",
     alerts: bool = False,
+    score_batch: int | None = None,
 ) -> BenchRun:
     stamp = time.time_ns()
     topics = [f"bench-{name}-{t}-{stamp}" for t in ("events", "actions", "deadletter", "features")]
@@ -348,6 +351,8 @@ def _throughput_run(
         state_backend=state_backend,  # type: ignore[arg-type]
     )
     options = FlinkJobOptions(check_future=False, naive=naive, alerts=alerts)  # type: ignore[call-arg]
+    if score_batch is not None:
+        options = options.model_copy(update={"score_batch": score_batch})
     started = time.monotonic()
     run_bounded(
         write_job_config(work / f"{name}.yaml", job),
@@ -361,6 +366,64 @@ def _throughput_run(
     actions = [pb.Action.FromString(r.value) for r in read_topic(kafka, topics[1], partitions=parallelism)]
     rate, measured_s = sustained_rate(actions, _event_index(payloads))
     return BenchRun(name, round(rate, 1), round(measured_s, 2), len(payloads), len(actions), round(wall_s, 1))
+
+
+def _cluster_throughput_run(
+    name: str,
+    kafka: KafkaConfig,
+    create_topics: Any,
+    work: Path,
+    payloads: Sequence[bytes],
+    keys: Sequence[bytes],
+    *,
+    parallelism: int = 1,
+    isolate: bool = False,
+    state_backend: str = "rocksdb",
+    taskmanager_memory: str = "1024m",
+) -> BenchRun:
+    """The job on a standalone cluster on this machine (``LocalFlinkCluster``) of one-slot TaskManagers,
+    one per slot the job needs: without ``isolate`` each TaskManager runs one whole subtask of the
+    pipeline (parallelism p = p interpreters); with ``isolate`` one Python stage each
+    (``FlinkJobOptions.isolate_stages``). ``stage_cpu_s``: CPU each TaskManager used while the job ran."""
+    from streamwarden.jobs.flink.cluster import LocalFlinkCluster
+    from streamwarden.jobs.flink.job import stage_slots
+
+    stamp = time.time_ns()
+    topics = [f"bench-{name}-{t}-{stamp}" for t in ("events", "actions", "deadletter", "features")]
+    create_topics(topics, parallelism)
+    ends = produce(kafka, topics[0], payloads, keys=keys, partitions=parallelism)
+    job = job_config_for(kafka, topics, f"bench-{name}-{stamp}")
+    options = FlinkJobOptions(check_future=False, alerts=False, isolate_stages=isolate)  # type: ignore[call-arg]
+    slots = stage_slots(options, parallelism)
+    flink = FlinkConfig(  # type: ignore[call-arg]
+        parallelism=parallelism,
+        checkpoint_dir=(work / name / "ckpt").as_uri(),
+        checkpoint_timeout_ms=600_000,
+        state_backend=state_backend,  # type: ignore[arg-type]
+        ship_connector_jars=False,
+    )
+    args = job_args(write_job_config(work / f"{name}.yaml", job), flink=flink, options=options, stop_at=ends)
+    cluster = LocalFlinkCluster(
+        work / name / "cluster", task_slots=1, taskmanagers=slots, taskmanager_memory=taskmanager_memory
+    )
+    started = time.monotonic()
+    try:
+        cluster.start(timeout_s=180)
+        idle = cluster.taskmanager_cpu_s()
+        job_id = cluster.submit(JOB_FILE, args, timeout_s=300)
+        status = cluster.wait_for_status(job_id, ["FINISHED", "FAILED", "CANCELED"], timeout_s=1800)
+        if status != "FINISHED":
+            raise RuntimeError(f"cluster run {name}: job {status}: {cluster.job_exceptions(job_id)}")
+        cpu = cluster.taskmanager_cpu_s()
+    finally:
+        cluster.stop()
+    wall_s = time.monotonic() - started
+    actions = [pb.Action.FromString(r.value) for r in read_topic(kafka, topics[1], partitions=parallelism)]
+    rate, measured_s = sustained_rate(actions, _event_index(payloads))
+    run = BenchRun(name, round(rate, 1), round(measured_s, 2), len(payloads), len(actions), round(wall_s, 1))
+    before = sum(idle.values()) / max(1, len(idle))  # the TaskManagers' own start-up, per process
+    run.stage_cpu_s = {task: round(max(0.0, s - before), 2) for task, s in cpu.items()}
+    return run
 
 
 RELAXED_CHECKPOINT_MS = 5_000
@@ -467,13 +530,22 @@ def bench_flink_cmd(
         str | None,
         typer.Option("--bootstrap", help="Use this broker instead of starting the embedded one."),
     ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster/--no-cluster",
+            help="Also run the layouts on a standalone cluster of one-slot TaskManagers (a JVM, so a "
+            "Python interpreter, each).",
+        ),
+    ] = True,
 ) -> None:
-    """The Flink job on a local MiniCluster: sustained events/s of the decision path (events → actions)
-        at parallelism 1 and 2 (RocksDB, the default), at parallelism 1 with the heap state backend and with
-        the anomaly stage on, p50/p95/p99 event→action latency at half the parallelism-1 rate (default
-    checkpoint interval, then 5 s checkpoints: each checkpoint briefly pauses the pipeline), and the naive
-        binding (state read and written per element, process mode) as the baseline. One JSON line per run,
-        the summary JSON line last."""
+    """The Flink job's sustained events/s (events → actions), p99 latency and layouts, with the naive
+    binding as the baseline in the same run. MiniCluster runs: parallelism 1 and 2 with RocksDB (the
+    default), the heap backend, inline scoring (one Python operator fewer) and the anomaly stage on.
+    Cluster runs (one-slot TaskManagers): one TaskManager, two TaskManagers at parallelism 2 (one
+    interpreter per subtask) and one TaskManager per Python stage, each with the CPU each process
+    used. Then p50/p95/p99 event→action latency at half the parallelism-1 rate with 1 s, 5 s and 10 s
+    checkpoints. One JSON line per run, the summary JSON line last."""
     from streamwarden.jobs.cli.broker import broker_or_external
     from streamwarden.operators.traffic import iter_traffic, small_spec
 
@@ -485,12 +557,13 @@ def bench_flink_cmd(
         kafka, create = stack.enter_context(broker_or_external(bootstrap_servers))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sw-bench-flink-")))
         runs: dict[str, BenchRun] = {}
-        for name, parallelism, mode, naive, backend, alerts, n in (
-            ("p1", 1, "thread", False, "rocksdb", False, len(payloads)),
-            ("p2", 2, "thread", False, "rocksdb", False, len(payloads)),
-            ("p1_hashmap", 1, "thread", False, "hashmap", False, len(payloads)),
-            ("p1_alerts", 1, "thread", False, "rocksdb", True, len(payloads)),
-            ("naive", 1, "process", True, "rocksdb", False, naive_n),
+        for name, parallelism, mode, naive, backend, alerts, score_batch, n in (
+            ("p1", 1, "thread", False, "rocksdb", False, None, len(payloads)),
+            ("p2", 2, "thread", False, "rocksdb", False, None, len(payloads)),
+            ("p1_hashmap", 1, "thread", False, "hashmap", False, None, len(payloads)),
+            ("p1_inline_score", 1, "thread", False, "rocksdb", False, 1, len(payloads)),
+            ("p1_alerts", 1, "thread", False, "rocksdb", True, None, len(payloads)),
+            ("naive", 1, "process", True, "rocksdb", False, None, naive_n),
         ):
             run = _throughput_run(
                 name,
@@ -504,45 +577,73 @@ def bench_flink_cmd(
                 naive=naive,
                 state_backend=backend,
                 alerts=alerts,
+                score_batch=score_batch,
             )
             runs[name] = run
             record = {
                 "run": name,
+                "where": "minicluster",
                 "mode": mode,
                 "parallelism": parallelism,
                 "state_backend": backend,
                 "alerts": alerts,
+                "score_batch": score_batch,
             }
             typer.echo(json.dumps({**record, **{k: v for k, v in run.__dict__.items() if k != "name"}}))
+        if cluster:
+            for name, parallelism, isolate in (
+                ("cluster_1tm", 1, False),
+                ("cluster_2tm", 2, False),
+                ("cluster_isolated", 1, True),
+            ):
+                run = _cluster_throughput_run(
+                    name, kafka, create, work, payloads, keys, parallelism=parallelism, isolate=isolate
+                )
+                runs[name] = run
+                record = {"run": name, "where": "standalone cluster", "parallelism": parallelism}
+                typer.echo(json.dumps({**record, **{k: v for k, v in run.__dict__.items() if k != "name"}}))
         offered = max(1.0, runs["p1"].events_per_s / 2)
-        latency = _latency_run(
-            kafka, create, work, payloads, keys, rate_per_s=offered, duration_s=15.0 if quick else 40.0
-        )
-        typer.echo(json.dumps({"run": "latency", **latency}))
-        relaxed = _latency_run(
-            kafka,
-            create,
-            work,
-            payloads,
-            keys,
-            rate_per_s=offered,
-            duration_s=15.0 if quick else 40.0,
-            checkpoint_interval_ms=RELAXED_CHECKPOINT_MS,
-        )
-        typer.echo(json.dumps({"run": "latency_checkpoint_5s", **relaxed}))
+        latency: dict[int, dict[str, Any]] = {}
+        for interval_ms in (1_000, 5_000, 10_000):
+            latency[interval_ms] = _latency_run(
+                kafka,
+                create,
+                work,
+                payloads,
+                keys,
+                rate_per_s=offered,
+                duration_s=15.0 if quick else 40.0,
+                checkpoint_interval_ms=interval_ms,
+            )
+            typer.echo(
+                json.dumps({"run": f"latency_checkpoint_{interval_ms // 1000}s", **latency[interval_ms]})
+            )
     naive_rate = runs["naive"].events_per_s
+    default_latency = latency[FlinkConfig().checkpoint_interval_ms]  # type: ignore[call-arg]
+
+    def rate(name: str) -> float | None:
+        return runs[name].events_per_s if name in runs else None
+
+    two, one = rate("cluster_2tm"), rate("cluster_1tm")
     summary = {
         "events_per_s": runs["p1"].events_per_s,
+        "deployment": "MiniCluster, parallelism 1, thread mode, RocksDB, checkpoints every 1 s",
         "events_per_s_p2": runs["p2"].events_per_s,
         "events_per_s_hashmap": runs["p1_hashmap"].events_per_s,
+        "events_per_s_inline_score": runs["p1_inline_score"].events_per_s,
         "events_per_s_with_alerts": runs["p1_alerts"].events_per_s,
+        "events_per_s_1tm": one,
+        "events_per_s_2tm": two,
+        "scaling_2tm": round(two / one, 2) if two and one else None,
+        "events_per_s_isolated_stages": rate("cluster_isolated"),
         "naive_events_per_s": naive_rate,
         "speedup_vs_naive": round(runs["p1"].events_per_s / naive_rate, 2) if naive_rate else None,
-        "p50_ms": latency["p50_ms"],
-        "p95_ms": latency["p95_ms"],
-        "p99_ms": latency["p99_ms"],
-        "p99_ms_checkpoint_5s": relaxed["p99_ms"],
-        "offered_per_s": latency["offered_per_s"],
+        "p50_ms": default_latency["p50_ms"],
+        "p95_ms": default_latency["p95_ms"],
+        "p99_ms": default_latency["p99_ms"],
+        "p99_ms_checkpoint_5s": latency[5_000]["p99_ms"],
+        "p99_ms_checkpoint_10s": latency[10_000]["p99_ms"],
+        "offered_per_s": default_latency["offered_per_s"],
         "quick": quick,
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),

@@ -118,8 +118,10 @@ def _descendants(pid: int) -> list[int]:
 
 
 class LocalFlinkCluster:
-    """A standalone session cluster (one JobManager, one TaskManager) bound to 127.0.0.1.
+    """A standalone session cluster (one JobManager, ``taskmanagers`` TaskManagers) bound to 127.0.0.1.
 
+    Several TaskManagers are several JVMs, so several Python interpreters in thread mode: the way to
+    give each busy Python stage its own GIL (``FlinkJobOptions.isolate_stages``, one slot each).
     Use as a context manager; ``stop()`` always leaves no JVM or Python worker behind.
     """
 
@@ -130,6 +132,7 @@ class LocalFlinkCluster:
         jobmanager_memory: str = "1024m",
         taskmanager_memory: str = "2048m",
         task_slots: int = 2,
+        taskmanagers: int = 1,
         java_home: Path | None = None,
         with_connector_jars: bool = True,
         flink_python_in_lib: bool = True,
@@ -146,6 +149,9 @@ class LocalFlinkCluster:
         self.with_connector_jars = with_connector_jars
         self.flink_python_in_lib = flink_python_in_lib
         self.rest_port = free_port()
+        if taskmanagers < 1:
+            raise FlinkClusterError(f"taskmanagers must be >= 1, not {taskmanagers}")
+        self.taskmanager_count = taskmanagers
         self.settings: dict[str, Any] = self._settings(jobmanager_memory, taskmanager_memory, task_slots)
         self.settings.update(config or {})
         self._pids: set[int] = set()
@@ -163,8 +169,9 @@ class LocalFlinkCluster:
                 "jobmanager.memory.process.size": jm_memory,
                 "taskmanager.host": "127.0.0.1",
                 "taskmanager.bind-host": "127.0.0.1",
-                "taskmanager.rpc.port": free_port(),
-                "taskmanager.data.port": free_port(),
+                # Several TaskManagers on one host cannot share ports: then the OS picks them (0).
+                "taskmanager.rpc.port": free_port() if self.taskmanager_count == 1 else 0,
+                "taskmanager.data.port": free_port() if self.taskmanager_count == 1 else 0,
                 "taskmanager.memory.process.size": tm_memory,
                 "taskmanager.numberOfTaskSlots": slots,
                 "rest.address": "127.0.0.1",
@@ -194,7 +201,8 @@ class LocalFlinkCluster:
             encoding="utf-8",
         )
         (self.conf_dir / "masters").write_text(f"127.0.0.1:{self.rest_port}\n", encoding="utf-8")
-        (self.conf_dir / "workers").write_text("127.0.0.1\n", encoding="utf-8")
+        # start-cluster.sh starts one TaskManager per line (locally, without ssh, for 127.0.0.1).
+        (self.conf_dir / "workers").write_text("127.0.0.1\n" * self.taskmanager_count, encoding="utf-8")
         jars = sorted((self.home / "lib").glob("*.jar"))
         if self.flink_python_in_lib:
             jars.append(flink_python_jar(self.home))
@@ -231,7 +239,7 @@ class LocalFlinkCluster:
         return f"http://127.0.0.1:{self.rest_port}"
 
     def start(self, timeout_s: float = 90.0) -> Self:
-        """Start JobManager and TaskManager and wait until the TaskManager has registered."""
+        """Start the JobManager and the TaskManagers and wait until every TaskManager has registered."""
         self._write_layout()
         proc = subprocess.run(
             [self._bin("start-cluster.sh")],
@@ -250,7 +258,7 @@ class LocalFlinkCluster:
         while time.monotonic() < deadline:
             self._pids |= self.daemon_pids()
             with contextlib.suppress(OSError, FlinkClusterError):
-                if self.taskmanagers():
+                if len(self.taskmanagers()) >= self.taskmanager_count:
                     self._save_state()
                     return self
             if self._pids and not any(_alive(pid) for pid in self._pids):
@@ -258,7 +266,9 @@ class LocalFlinkCluster:
             time.sleep(0.5)
         logs = self.log_tail()
         self.stop()
-        raise FlinkClusterError(f"no TaskManager registered within {timeout_s:.0f} s\n{logs}")
+        raise FlinkClusterError(
+            f"{self.taskmanager_count} TaskManager(s) not registered within {timeout_s:.0f} s\n{logs}"
+        )
 
     def _save_state(self) -> None:
         state = {"rest_port": self.rest_port, "pids": sorted(self._pids | self.daemon_pids())}
@@ -302,6 +312,29 @@ class LocalFlinkCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._pids.clear()
+
+    def taskmanager_cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system, the JVM and the Python it embeds) each TaskManager process has used,
+        by the names of the tasks it received (from its log): with one task per TaskManager, the cost
+        of each stage."""
+        tick = os.sysconf("SC_CLK_TCK")
+        # flink-daemon.sh appends instance n's pid as line n of the pid file and logs to "...-<n>-host.log".
+        pids: list[int] = []
+        for pid_file in self.pid_dir.glob("*taskexecutor*.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pids = [int(line) for line in pid_file.read_text().split()]
+        out: dict[str, float] = {}
+        for log in self.log_dir.glob("flink-*-taskexecutor-*.log"):
+            match = re.search(r"taskexecutor-(\d+)-", log.name)
+            if match is None or int(match.group(1)) >= len(pids):
+                continue
+            text = log.read_text(encoding="utf-8", errors="replace")
+            tasks = sorted(set(re.findall(r"Received task (.+?) \(\d+/\d+\)", text)))
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{pids[int(match.group(1))]}/stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
+                out[" + ".join(tasks) or "(no task)"] = round((int(fields[11]) + int(fields[12])) / tick, 2)
+        return out
 
     def running_pids(self) -> list[int]:
         """Daemon pids (from the pid files, including already stopped ones) that are still alive."""

@@ -141,7 +141,30 @@ class FlinkJobOptions(BaseModel):
         description="Benchmark baseline: window and assembly state read and written per element (no "
         "caches, no log), the way a direct port of the operators would do it.",
     )
+    isolate_stages: bool = Field(
+        False,
+        description="Put each Python stage (decode, velocity, assemble, score, cooldown, anomaly) in a "
+        "slot-sharing group of its own. On a cluster of one-slot TaskManagers each stage then runs in its "
+        "own TaskManager JVM, so in its own Python interpreter: no two busy stages wait for one GIL. Needs "
+        "stage_slots(...) slots; a MiniCluster (one JVM) gains nothing from it.",
+    )
     job_name: str = Field("streamwarden", min_length=1, description="Flink job name.")
+
+
+def python_stages(options: FlinkJobOptions) -> tuple[str, ...]:
+    """The slot-sharing groups of an ``isolate_stages`` job, one per Python stage, in pipeline order."""
+    stages = ["decode", "velocity", "assemble"]
+    if options.score_batch > 1:
+        stages.append("score")
+    stages.append("cooldown")
+    if options.alerts:
+        stages.append("anomaly")
+    return tuple(stages)
+
+
+def stage_slots(options: FlinkJobOptions, parallelism: int) -> int:
+    """Slots the job needs: one per subtask of the widest group, times the groups when isolated."""
+    return parallelism * (len(python_stages(options)) if options.isolate_stages else 1)
 
 
 def stages_config(job: JobConfig, options: FlinkJobOptions | None = None) -> StagesConfig:
@@ -292,8 +315,17 @@ def build_job(
         properties=_java_only_properties(job),
         with_metadata=True,
     )
-    records = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events", type_info=raw).uid(
-        "events-source"
+
+    def group(stream: Any, name: str) -> Any:
+        """``stream`` in slot-sharing group ``name`` when stages are isolated (later operators inherit
+        the group of their input, so a stage's chained Java operators and sinks follow it)."""
+        return stream.slot_sharing_group(name) if opts.isolate_stages else stream
+
+    records = group(
+        env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events", type_info=raw).uid(
+            "events-source"
+        ),
+        "decode",
     )
     p = parallelism or env.get_parallelism()
     max_p = env.get_max_parallelism()
@@ -331,17 +363,19 @@ def build_job(
             route_subtasks=(p, max_p),
         )
     )
-    partials = (
+    partials = group(
         _key_by_field0(routes, string, raw)
         .process(velocity, output_type=route_type)
         .name("velocity")
-        .uid("velocity")
+        .uid("velocity"),
+        "velocity",
     )
-    vectors = (
+    vectors = group(
         _key_by_field0(partials, string, raw)
         .process(AssembleFunction(config, cache_events=0 if opts.naive else 100_000), output_type=pickled)
         .name("assemble")
-        .uid("assemble")
+        .uid("assemble"),
+        "assemble",
     )
     if opts.score_batch <= 1:
         scored = vectors.process(ScoreFunction(config), output_type=pickled).name("score").uid("score")
@@ -350,25 +384,27 @@ def build_job(
         sharded = vectors.process(ToScoreShard(one_key_per_subtask(p, max_p)), output_type=route_type).name(
             "score-shard"
         )
-        scored = (
+        scored = group(
             _key_by_field0(sharded, string, raw)
             .process(
                 ScoreBatchFunction(config, max_batch=opts.score_batch, flush_ms=opts.score_flush_ms),
                 output_type=pickled,
             )
             .name("score")
-            .uid("score-batch")
+            .uid("score-batch"),
+            "score",
         )
     decided = (
         scored.process(DecideFunction(config, write_features=job.write_features), output_type=route_type)
         .name("decide")
         .uid("decide")
     )
-    actions = (
+    actions = group(
         _key_by_field0(decided, string, raw)
         .process(CooldownFunction(config, expiry_tick_ms=opts.expiry_tick_ms), output_type=keyed_bytes_type())
         .name("cooldown")
-        .uid("cooldown")
+        .uid("cooldown"),
+        "cooldown",
     )
     statements = (
         actions.flat_map(StatementsFunction(config), output_type=keyed_bytes_type())
@@ -396,11 +432,12 @@ def build_job(
             opts.idleness_ms,
             name="points-event-time",
         )
-        alerts = (
+        alerts = group(
             _key_by_field0(points, string, raw)
             .process(AnomalyFunction(opts.anomaly_spec), output_type=keyed_bytes_type())
             .name("anomaly")
-            .uid("anomaly")
+            .uid("anomaly"),
+            "anomaly",
         )
         sink(alerts, topics.alerts, "alerts")
     sink(actions, topics.actions, "actions")

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from streamwarden.operators.errors import ModelError
 from streamwarden.operators.scoring.model_card import (
@@ -136,6 +135,12 @@ class Scorer:
     # ---- loading and reloading -----------------------------------------------------------------
 
     def _build(self) -> _Live:
+        # Imported here, not at module level: a stage that never scores (decode, velocity) must not
+        # load it. In PyFlink thread mode its module init takes the GIL through PyGILState_Ensure and
+        # deadlocked the decode task of a one-stage TaskManager (measured; gdb: take_gil in
+        # PyInit_onnxruntime_pybind11_state).
+        import onnxruntime as ort
+
         loaded = load_model_card(self.card_path, self.feature_names)
         card = loaded.card
         options = ort.SessionOptions()
