@@ -421,8 +421,12 @@ def _cluster_throughput_run(
     actions = [pb.Action.FromString(r.value) for r in read_topic(kafka, topics[1], partitions=parallelism)]
     rate, measured_s = sustained_rate(actions, _event_index(payloads))
     run = BenchRun(name, round(rate, 1), round(measured_s, 2), len(payloads), len(actions), round(wall_s, 1))
-    before = sum(idle.values()) / max(1, len(idle))  # the TaskManagers' own start-up, per process
-    run.stage_cpu_s = {task: round(max(0.0, s - before), 2) for task, s in cpu.items()}
+    # CPU while the job ran: minus each TaskManager's own start-up (the Python stages' imports and
+    # model loading stay in, as they would in any job's first seconds).
+    idle_by_tm = {name.split(":", 1)[0]: s for name, s in idle.items()}
+    run.stage_cpu_s = {
+        name: round(max(0.0, s - idle_by_tm.get(name.split(":", 1)[0], 0.0)), 2) for name, s in cpu.items()
+    }
     return run
 
 

@@ -315,8 +315,8 @@ class LocalFlinkCluster:
 
     def taskmanager_cpu_s(self) -> dict[str, float]:
         """CPU seconds (user + system, the JVM and the Python it embeds) each TaskManager process has used,
-        by the names of the tasks it received (from its log): with one task per TaskManager, the cost
-        of each stage."""
+        keyed ``taskmanager <n>: <the tasks it received>`` (from its log): with one task per
+        TaskManager, the cost of each stage."""
         tick = os.sysconf("SC_CLK_TCK")
         # flink-daemon.sh appends instance n's pid as line n of the pid file and logs to "...-<n>-host.log".
         pids: list[int] = []
@@ -333,7 +333,8 @@ class LocalFlinkCluster:
             with contextlib.suppress(OSError, IndexError, ValueError):
                 stat = Path(f"/proc/{pids[int(match.group(1))]}/stat").read_text()
                 fields = stat.rsplit(")", 1)[1].split()
-                out[" + ".join(tasks) or "(no task)"] = round((int(fields[11]) + int(fields[12])) / tick, 2)
+                name = f"taskmanager {match.group(1)}: " + (" + ".join(tasks) or "(no task)")
+                out[name] = round((int(fields[11]) + int(fields[12])) / tick, 2)
         return out
 
     def running_pids(self) -> list[int]:

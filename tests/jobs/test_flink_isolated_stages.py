@@ -70,7 +70,11 @@ def test_isolated_stages_on_one_slot_taskmanagers_match_the_replay(
 
     assert len(per_tm) == slots
     for stage in python_stages(options):  # every Python stage in a TaskManager of its own
-        holders = [tasks for tasks in per_tm if stage in {t.strip("(), ") for t in tasks.split(" -> ")}]
+        holders = [
+            name
+            for name in per_tm
+            if stage in {t.strip("(), ") for t in name.split(": ", 1)[1].split(" -> ")}
+        ]
         assert len(holders) == 1, (stage, list(per_tm))
     want = replay_actions(iter_kafka_like(payloads, job.topics.events), Stages.build(stages_config(job)))
     got = [pb.Action.FromString(r.value) for r in read_topic(kafka, job.topics.actions)]
