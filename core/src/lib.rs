@@ -20,8 +20,8 @@ use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use plan::{
-    Ops, Plan, Program, Where, F_ACCOUNT_CREATED, F_ATTRIBUTES, F_CONTENT_HASH, F_EVENT_ID,
-    F_EXPECT_MASK, F_PLAY, F_TIME, F_TYPE, MAX_ATTR_TESTS, N_FACTS, N_NUMS,
+    Ops, Plan, Program, Where, F_ACCOUNT_AGE_S, F_ACCOUNT_CREATED, F_ATTRIBUTES, F_CONTENT_HASH,
+    F_EVENT_ID, F_EXPECT_MASK, F_PLAY, F_TIME, F_TYPE, MAX_ATTR_TESTS, N_FACTS, N_NUMS,
 };
 use plan::{
     F_ACCOUNT, F_ASN, F_COUNTRY, F_DEVICE, F_IP, F_MENTION_COUNT, F_TARGET_ACCOUNT,
@@ -122,10 +122,12 @@ impl CorePlan {
                     .iter()
                     .all(|&(d, f)| d < distinct_cols.len() && f < N_FACTS)
         };
-        if !programs
-            .iter()
-            .all(|p| check(&p.ops) && p.wheres.iter().all(|w| w.field < n_nums && check(&w.ops)))
-            || distinct_cols.iter().any(|&c| c >= n_cols)
+        if !programs.iter().all(|p| {
+            check(&p.ops)
+                && p.wheres
+                    .iter()
+                    .all(|w| (w.field < n_nums || w.field == F_ACCOUNT_AGE_S) && check(&w.ops))
+        }) || distinct_cols.iter().any(|&c| c >= n_cols)
             || distinct_cols.len() > 255
             || ratios
                 .iter()
@@ -918,5 +920,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NO_TIME", NO_TIME)?;
     m.add("N_FACTS", N_FACTS)?;
     m.add("MAX_ATTR_TESTS", MAX_ATTR_TESTS)?;
+    m.add("F_ACCOUNT_AGE_S", F_ACCOUNT_AGE_S)?;
     Ok(())
 }

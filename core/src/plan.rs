@@ -29,6 +29,10 @@ pub const F_ATTRIBUTES: usize = 18;
 /// field ``N_FACTS + s`` (1 when it holds, else 0), so a ``Where`` filters on it like on a number.
 pub const MAX_ATTR_TESTS: usize = 16;
 pub const N_NUMS: usize = N_FACTS + MAX_ATTR_TESTS;
+/// A derived numeric field a ``Where`` can test (never stored in ``Ev::nums``): the account's age in
+/// seconds at the event, ``(time - account_created_ms) / 1000`` floored at 0; ``NUMBER_CAP`` when the
+/// creation time is unknown (0), so an unknown account never passes a "fresh" range.
+pub const F_ACCOUNT_AGE_S: usize = N_NUMS;
 
 /// Aggregations of one group for one event type.
 #[derive(Clone, Debug, Default)]

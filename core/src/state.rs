@@ -10,7 +10,7 @@
 
 use crate::hll::Hll;
 use crate::lanes::Lanes;
-use crate::plan::{Ops, Plan, N_FACTS, N_NUMS};
+use crate::plan::{Ops, Plan, F_ACCOUNT_AGE_S, F_ACCOUNT_CREATED, NUMBER_CAP, N_FACTS, N_NUMS};
 
 pub const NO_TIME: i64 = -(1 << 62);
 
@@ -22,6 +22,18 @@ pub struct Ev {
     pub nums: [i64; N_NUMS],
     /// 64-bit hash of categorical facts by field index; None when empty or not needed.
     pub hashes: [Option<u64>; N_FACTS],
+}
+
+impl Ev {
+    /// The derived field ``F_ACCOUNT_AGE_S`` (see ``plan.rs``).
+    pub fn account_age_s(&self) -> i64 {
+        let created = self.nums[F_ACCOUNT_CREATED];
+        if created <= 0 {
+            NUMBER_CAP
+        } else {
+            (self.t.saturating_sub(created)).max(0) / 1000
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -139,7 +151,11 @@ impl State {
         };
         self.apply_ops(plan, &prog.ops, ev);
         for wh in &prog.wheres {
-            let v = ev.nums[wh.field];
+            let v = if wh.field == F_ACCOUNT_AGE_S {
+                ev.account_age_s()
+            } else {
+                ev.nums[wh.field]
+            };
             if wh.lo <= v && v < wh.hi {
                 self.apply_ops(plan, &wh.ops, ev);
             }

@@ -10,6 +10,7 @@ LAYOUT_VERSION: int
 NO_TIME: int
 N_FACTS: int
 MAX_ATTR_TESTS: int
+F_ACCOUNT_AGE_S: int
 
 _Ops = tuple[list[int], list[tuple[int, int]], list[tuple[int, int]]]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from streamwarden.operators.features.fanout import FIELD_INDEX, EventFacts
+from streamwarden.operators.features.fanout import FIELD_INDEX, NUMBER_CAP, EventFacts
 from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec
 from streamwarden.operators.features.window import NO_TIME, PartialFeatures
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -20,6 +20,17 @@ from streamwarden.schemas import streamwarden_pb2 as pb
 
 def _in_range(field: int, lo: int, hi: int, e: tuple[Any, ...]) -> bool:
     return bool(lo <= e[field] < hi)
+
+
+_CREATED = FIELD_INDEX["account_created_ms"]
+_TIME = FIELD_INDEX["time_ms"]
+
+
+def _age_in_range(lo: int, hi: int, e: tuple[Any, ...]) -> bool:
+    """``where: {field: account_age_s}``: the account's age in seconds at the event (spec.py)."""
+    created = e[_CREATED]
+    age = NUMBER_CAP if created <= 0 else max(0, e[_TIME] - created) // 1000
+    return bool(lo <= age < hi)
 
 
 def _has_attribute(key: str, value: str | None, e: tuple[Any, ...]) -> bool:
@@ -50,7 +61,10 @@ class NaivePlan:
                 assert g.where.field is not None
                 lo = g.where.min if g.where.min is not None else -(1 << 62)
                 hi = g.where.max if g.where.max is not None else 1 << 62
-                where = partial(_in_range, FIELD_INDEX[g.where.field], lo, hi)
+                if g.where.field == "account_age_s":
+                    where = partial(_age_in_range, lo, hi)
+                else:
+                    where = partial(_in_range, FIELD_INDEX[g.where.field], lo, hi)
             for a in g.aggregations:
                 field = FIELD_INDEX[a.field] if a.field is not None else None
                 self.columns.append((types, where, a.op, field))

@@ -89,6 +89,11 @@ CategoricalField = Literal[
 NUMERIC_FIELDS: tuple[str, ...] = get_args(NumericField)
 """Fields a ``sum`` or a ``where`` range can read (integers; negatives count as 0)."""
 
+WhereOnlyField = Literal["account_age_s"]
+"""Derived numbers only a ``where`` range reads: ``account_age_s`` is the acting account's age at the
+event, ``(event_time_ms - account_created_ms) // 1000`` floored at 0, and ``NUMBER_CAP`` when the
+creation time is unknown (0) so an unknown account never passes a "fresh" range (``max``)."""
+
 CATEGORICAL_FIELDS: tuple[str, ...] = get_args(CategoricalField)
 """Fields a ``distinct`` aggregation can count (empty values are not counted)."""
 
@@ -130,7 +135,7 @@ class Where(_Strict):
     (``field``, ``min``, ``max``), or one platform field's value (``attribute``, ``equals``:
     ``Event.attributes[attribute] == equals``; a missing attribute does not pass)."""
 
-    field: NumericField | None = Field(None, description="The numeric field tested.")
+    field: NumericField | WhereOnlyField | None = Field(None, description="The numeric field tested.")
     min: int | None = Field(None, description="Inclusive lower bound; None = unbounded.")
     max: int | None = Field(None, description="Exclusive upper bound; None = unbounded.")
     attribute: str | None = Field(

@@ -153,7 +153,12 @@ class KindPlan:
                     assert g.where.field is not None
                     lo = g.where.min if g.where.min is not None else -_UNBOUNDED
                     hi = g.where.max if g.where.max is not None else _UNBOUNDED
-                    wheres.append((FIELD_INDEX[g.where.field], lo, hi, ops))
+                    field = (
+                        _core.F_ACCOUNT_AGE_S
+                        if g.where.field == "account_age_s"
+                        else FIELD_INDEX[g.where.field]
+                    )
+                    wheres.append((field, lo, hi, ops))
             programs.append((always, wheres))
         n_win = len(self.geoms)
         self.ratios = tuple(
