@@ -155,6 +155,13 @@ class JobConfig(_Strict):
         default_factory=SchemaRegistryConfig,  # type: ignore[arg-type]
         description="Event framing and the Schema Registry.",
     )
+    inject_operator_errors: tuple[tuple[Literal["velocity", "assemble", "score", "decide"], str], ...] = (
+        Field(
+            (),
+            description="Test hook: (stage, event id) pairs; that stage raises for that event on either "
+            "engine, which must make the event an OPERATOR_ERROR dead letter and not stop the job.",
+        )
+    )
 
 
 class _Environment(EnvSettingsSource):
@@ -223,4 +230,5 @@ def stages_config(job: JobConfig, out_of_orderness_ms: int | None = None) -> Sta
         reload_interval_ms=job.reload_interval_ms,
         framing=job.schema_registry.framing,
         schema_ids=accepted_schema_ids(job),
+        inject_errors=frozenset(job.inject_operator_errors),
     )

@@ -133,6 +133,20 @@ class StagesConfig:
     """How long an event waits for its partials before the missing blocks are imputed: processing
     time after its first partial (``assembly_timeout``), or event time past the event (the Beam
     binding's timer)."""
+    inject_errors: frozenset[tuple[str, str]] = frozenset()
+    """Test hook: ``(stage, event id)`` pairs for which ``Stages.inject`` raises ``InjectedOperatorError``
+    in that stage (``velocity``: for every key of the event, before its state is touched;
+    ``assemble``, ``score``, ``decide``), so tests can prove one record's operator error becomes an
+    ``OPERATOR_ERROR`` dead letter. Empty (the default) costs one truth test per call."""
+
+
+class InjectedOperatorError(RuntimeError):
+    """Raised by the test hook ``StagesConfig.inject_errors``."""
+
+
+OPERATOR_STAGES = ("velocity", "assemble", "score", "decide")
+"""The stages after fan-out whose per-record exceptions become ``OPERATOR_ERROR`` dead letters that
+name the event (``Stages.event_error``) rather than a source offset (decode and fan-out name theirs)."""
 
 
 class FanOutResult(NamedTuple):
@@ -444,6 +458,7 @@ class Stages:
         self._statements: StatementBuilder | None = None
         self._policy_stamp: tuple[int, int] | None = None
         self._next_reload_check_ms = 0
+        self._inject = config.inject_errors
 
     @classmethod
     def build(cls, config: StagesConfig, *, clock: Clock = wall_clock_ms) -> Stages:
@@ -642,6 +657,50 @@ class Stages:
             stage=stage,
         )
 
+    def inject(self, stage: str, event_id: str) -> None:
+        """The test hook ``StagesConfig.inject_errors``: raise ``InjectedOperatorError`` if it names
+        ``(stage, event_id)``; nothing otherwise."""
+        if self._inject and (stage, event_id) in self._inject:
+            raise InjectedOperatorError(f"injected failure of event {event_id} in {stage}")
+
+    def event_error(
+        self, event_id: str, stage: str, exc: BaseException, now_ms: int | None = None
+    ) -> pb.DeadLetter:
+        """The dead letter of an event whose processing raised in ``stage`` after fan-out (velocity,
+        assembly, scoring, decision), where the Kafka record is no longer at hand: kind
+        ``OPERATOR_ERROR``, the message names the stage, the event id, the exception type and its
+        message; source partition and offset are -1 (unknown there), ``original`` is empty. The engine
+        keys it by the event id."""
+        return dead_letter(
+            b"",
+            pb.DeadLetter.OPERATOR_ERROR,
+            f"{stage}: event {event_id}: {type(exc).__name__}: {exc}",
+            SourceRef("", -1, -1),
+            now_ms if now_ms is not None else self.clock(),
+            limits=self.config.limits,
+            stage=stage,
+        )
+
+    def score_each(
+        self, vectors: Sequence[FeatureVector]
+    ) -> tuple[list[tuple[FeatureVector, dict[str, float]]], list[tuple[FeatureVector, BaseException]]]:
+        """``score`` for a micro-batch that must not fail as a whole: one run for the batch; if it
+        raises, each vector alone, so only the vectors that raise on their own fail. Returns
+        ``(scored, failed)`` (scores are per row, so a good vector's scores are the same either way)."""
+        try:
+            return list(zip(vectors, self.score(vectors), strict=True)), []
+        except Exception as exc:
+            if len(vectors) == 1:
+                return [], [(vectors[0], exc)]
+        scored: list[tuple[FeatureVector, dict[str, float]]] = []
+        failed: list[tuple[FeatureVector, BaseException]] = []
+        for vector in vectors:
+            try:
+                scored.append((vector, self.score((vector,))[0]))
+            except Exception as exc:
+                failed.append((vector, exc))
+        return scored, failed
+
     # ---- fan-out (not keyed)
 
     def fan_out(self, event: pb.Event) -> FanOutResult:
@@ -679,6 +738,8 @@ class Stages:
         events reaching this operator passed the lateness gate, so this changes no output.
         """
         kind = key_kind(key)
+        if self._inject:
+            self.inject("velocity", facts[0])
         if kind == EVENT_KIND:
             return event_partial(facts), None, False
         expired = False
@@ -727,11 +788,16 @@ class Stages:
         """Per vector ``{model name: score}``; one ONNX run per model for the whole micro-batch."""
         if not vectors:
             return []
+        if self._inject:
+            for vector in vectors:
+                self.inject("score", vector[0])
         return self.scoring.score_rows([v[1] for v in vectors])
 
     def decide(self, vector: FeatureVector, scores: dict[str, float]) -> list[pb.Action]:
         """The policy's actions for one event (before the cooldown gate); none without the event's facts
         (only if its event-level partial timed out)."""
+        if self._inject:
+            self.inject("decide", vector[0])
         facts = vector[4]
         if facts is None:
             return []
@@ -818,6 +884,9 @@ class PipelineCounters:
     """Emitted actions by verdict name."""
     suppressed_actions: int = 0
     """Actions the cooldown gate dropped."""
+    operator_errors: Counter[str] = field(default_factory=Counter)
+    """Decoded events that failed in a stage after fan-out, by stage (``OPERATOR_ERROR`` dead letters,
+    not in ``dead_letters``: the event is counted in ``events``)."""
 
     @property
     def late_events(self) -> int:
@@ -860,7 +929,10 @@ def replay_actions(
     lateness gate, the window state (``VelocityPipeline``: per-key lateness, watermark-driven expiry),
     scoring in batches of ``SCORE_BATCH`` (scores are per row, so batching changes nothing), the policy
     and the cooldown gate (per subject, in arrival order) follow the contract in the module docstring.
-    Actions come out in input order; their ids are what an engine's must equal.
+    Actions come out in input order; their ids are what an engine's must equal. An event whose scoring
+    or decision raises becomes an ``OPERATOR_ERROR`` dead letter (``Stages.event_error``) without
+    feature record or actions, as on the engines; so do the events ``StagesConfig.inject_errors`` names
+    (in velocity: before any window update).
     """
     result = ReplayResult()
     counters = result.counters
@@ -872,10 +944,26 @@ def replay_actions(
     gate = stages.event_clock()
     cooldown_states: dict[str, bytes] = {}
     pending: list[FeatureVector] = []
+    inject = bool(stages.config.inject_errors)
+
+    def failed(event_id: str, stage: str, exc: BaseException) -> None:
+        result.dead_letters.append(stages.event_error(event_id, stage, exc, now_ms or 0))
+        counters.operator_errors[stage] += 1
 
     def flush() -> None:
-        for vector, scores in zip(pending, stages.score(pending), strict=True):
-            for action in stages.decide(vector, scores):
+        scored, failures = stages.score_each(pending)
+        dropped = set()
+        for vector, exc in failures:
+            failed(vector[0], "score", exc)
+            dropped.add(vector[0])
+        for vector, scores in scored:
+            try:
+                actions = stages.decide(vector, scores)
+            except Exception as exc:  # as the engines: the event becomes a dead letter
+                failed(vector[0], "decide", exc)
+                dropped.add(vector[0])
+                continue
+            for action in actions:
                 if stages.gated(action):
                     key = stages.cooldown_key(action)
                     ok, state = stages.cooldown(cooldown_states.get(key), action)
@@ -888,6 +976,8 @@ def replay_actions(
                 result.statements += stages.statements(action)
                 counters.actions[pb.Action.Verdict.Name(action.verdict)] += 1
         pending.clear()
+        if dropped and feature_records:  # a failed event has no feature record on the engines either
+            result.feature_records = [f for f in result.feature_records if f.event_id not in dropped]
 
     for i, record in enumerate(records):
         raw, source = _split(record, i)
@@ -903,7 +993,19 @@ def replay_actions(
             counters.dead_letters[LATE_EVENT] += 1
             continue
         counters.events += 1
+        if inject:  # the test hook, as the engines apply it: the event updates no window
+            try:
+                stages.inject("velocity", out.event_id)
+            except Exception as exc:
+                failed(out.event_id, "velocity", exc)
+                continue
         vector = pipe.process(out)
+        if inject:
+            try:
+                stages.inject("assemble", out.event_id)
+            except Exception as exc:
+                failed(out.event_id, "assemble", exc)
+                continue
         counters.vectors += 1
         counters.imputed_vectors += bool(vector[2])
         counters.late_partials += bin(vector[3]).count("1")

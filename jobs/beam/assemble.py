@@ -13,7 +13,8 @@ partials so far in a ``ReadModifyWriteState``: the vector is emitted when the la
 (``KeyedAssembly.add``), and the state cleared.
 Never hang: the first partial of an event arms an event-time timer at the event's time plus
 ``assembly_timeout_ms``; if it fires while the event is still pending, the missing blocks are imputed
-(``KeyedAssembly.timeout``) and the vector emitted. On the DirectRunner every partial of an event
+(``KeyedAssembly.timeout``) and the vector emitted. An exception for one event makes it an
+``OPERATOR_ERROR`` dead letter (``jobs/beam/guard.py``) and clears its pending state (no vector). On the DirectRunner every partial of an event
 arrives while the record that carries it is processed (all stages are fused into one), so the timer —
 which that runner fires at the end of each bundle — finds nothing pending; on runners with real
 watermarks it fires once the watermark passes the deadline.
@@ -35,6 +36,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from streamwarden.jobs.beam.coders import StateBytesCoder
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.jobs.beam.guard import OperatorErrors
 from streamwarden.operators.features.assemble import FeatureVector
 from streamwarden.operators.features.window import PartialFeatures
 from streamwarden.operators.pipeline import (
@@ -100,6 +102,10 @@ class BundleJoin:
             self._open[eid] = (new, entry[1], entry[2], entry[3])
         return None
 
+    def discard(self, event_id: str) -> None:
+        """Forget an event's partials joined so far (the event failed)."""
+        self._open.pop(event_id, None)
+
     def clear(self) -> None:
         """Forget what a bundle left (a new bundle, also after a failed one)."""
         self._open = {}
@@ -149,6 +155,7 @@ class AssembleFn(beam.DoFn):
         self._vectors = Metrics.counter(METRICS_NAMESPACE, "vectors")
         self._imputed = Metrics.counter(METRICS_NAMESPACE, "imputed_vectors")
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicate_partials")
+        self._errors = OperatorErrors("assemble")
 
     def setup(self) -> None:
         self._stages = Stages.shared(self._config)
@@ -160,8 +167,21 @@ class AssembleFn(beam.DoFn):
         ts: Any = beam.DoFn.TimestampParam,
         pending: Any = _PENDING,
         timeout: Any = _TIMEOUT,
+    ) -> Iterator[Any]:
+        try:
+            out = list(self._add(element, ts, pending, timeout))
+        except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+            pending.clear()  # the event is dead: no timer may impute it later
+            yield self._errors.output(self._stages, element[0], exc)
+            return
+        yield from out
+
+    def _add(
+        self, element: tuple[str, AssemblyInput], ts: Any, pending: Any, timeout: Any
     ) -> Iterator[FeatureVector]:
-        _, value = element
+        eid, value = element
+        stages = self._stages
+        stages.inject("assemble", eid)
         if isinstance(value, FeatureVector):  # joined within a bundle: no state to touch
             self._vectors.inc()
             yield value

@@ -1,5 +1,7 @@
 """Decision stage (not keyed): policy rules over one event's features and scores → actions, keyed by
-subject for the cooldown stage; optionally the feature-log record of every event (``FEATURES``)."""
+subject for the cooldown stage; optionally the feature-log record of every event (``FEATURES``). An
+exception for one event makes it an ``OPERATOR_ERROR`` dead letter (``jobs/beam/guard.py``): none of
+its outputs (feature record, actions) is emitted, the batch's other events go on."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from streamwarden.jobs import observability
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.jobs.beam.guard import OperatorErrors
 from streamwarden.jobs.beam.score import ScoredBatch
 from streamwarden.operators.pipeline import Stages, StagesConfig
 
@@ -28,6 +31,7 @@ class DecideFn(beam.DoFn):
         self._write_features = write_features
         self._late_events = Metrics.counter(METRICS_NAMESPACE, "events_with_late_partials")
         self._latency = Metrics.distribution(METRICS_NAMESPACE, "event_to_decision_ms")
+        self._errors = OperatorErrors("decide")
 
     def setup(self) -> None:
         self._stages = Stages.shared(self._config)
@@ -39,14 +43,22 @@ class DecideFn(beam.DoFn):
         reloads = stages.maybe_reload(now_ms)  # a changed policy/model file, every reload_interval_ms
         if reloads:
             observability.observe_reloads(reloads, stages.model_version, stages.policy.version)
+        write_features = self._write_features
         for vector, scores in batch:
+            try:
+                record = stages.feature_record(vector).SerializeToString() if write_features else b""
+                actions = [
+                    (stages.cooldown_key(action), action.SerializeToString())
+                    for action in stages.decide(vector, scores)
+                ]
+            except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+                yield self._errors.output(stages, vector[0], exc)
+                continue
             if vector[3]:
                 self._late_events.inc()
-            if self._write_features:
-                record = stages.feature_record(vector)
-                yield TaggedOutput(FEATURES, (vector[0].encode(), record.SerializeToString()))
+            if write_features:
+                yield TaggedOutput(FEATURES, (vector[0].encode(), record))
             facts = vector[4]
             if facts is not None:
                 self._latency.update(max(0, now_ms - facts[1]))
-            for action in stages.decide(vector, scores):
-                yield stages.cooldown_key(action), action.SerializeToString()
+            yield from actions

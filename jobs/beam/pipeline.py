@@ -52,7 +52,7 @@ from streamwarden.jobs.beam.shared_store import GateClocks, SharedHandle
 from streamwarden.jobs.beam.statements import StatementsFn
 from streamwarden.jobs.beam.velocity import VelocityFn
 from streamwarden.jobs.config import JobConfig, KafkaConfig, stages_config
-from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.operators.pipeline import OPERATOR_STAGES, Stages, StagesConfig
 
 __all__ = [
     "JobMetrics",
@@ -82,6 +82,9 @@ class JobOutputs(NamedTuple):
     features: PCollection[tuple[bytes, bytes]] | None
     alerts: PCollection[tuple[bytes, bytes]] | None = None
     statements: PCollection[tuple[bytes, bytes]] | None = None
+    operator_errors: tuple[PCollection[tuple[bytes, bytes]], ...] = ()
+    """The ``OPERATOR_ERROR`` dead letters of velocity, assemble, score and decide (one stream each),
+    for the dead-letter topic too."""
 
 
 class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
@@ -122,16 +125,21 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
         decoded = records | "Decode" >> beam.ParDo(
             DecodeFn(config, check_future=self._check_future, gate_clocks=gate)
         ).with_outputs(DEAD_LETTERS, main="routes")
-        decided = (
-            decoded.routes
-            | "Velocity" >> beam.ParDo(VelocityFn(config, join_in_bundle=True, gate_clocks=gate))
-            | "Assemble" >> beam.ParDo(AssembleFn(config, arm_timers=self._arm_timers))
-            | "Score" >> beam.ParDo(ScoreFn(config, max_batch=self._score_batch))
-            | "Decide"
-            >> beam.ParDo(DecideFn(config, write_features=self._write_features)).with_outputs(
-                FEATURES, main="actions"
-            )
-        )
+        # Each stage after fan-out sends the events it failed on to its own dead-letter output
+        # (jobs/beam/guard.py), written by a sink of its own: a Flatten would hold them to the end.
+        partials = decoded.routes | "Velocity" >> beam.ParDo(
+            VelocityFn(config, join_in_bundle=True, gate_clocks=gate)
+        ).with_outputs(DEAD_LETTERS, main="out")
+        vectors = partials.out | "Assemble" >> beam.ParDo(
+            AssembleFn(config, arm_timers=self._arm_timers)
+        ).with_outputs(DEAD_LETTERS, main="out")
+        scored = vectors.out | "Score" >> beam.ParDo(
+            ScoreFn(config, max_batch=self._score_batch)
+        ).with_outputs(DEAD_LETTERS, main="out")
+        decided = scored.out | "Decide" >> beam.ParDo(
+            DecideFn(config, write_features=self._write_features)
+        ).with_outputs(FEATURES, DEAD_LETTERS, main="actions")
+        operator_errors = tuple(s[DEAD_LETTERS] for s in (partials, vectors, scored, decided))
         actions = decided.actions | "Cooldown" >> beam.ParDo(CooldownFn(config, gate_clocks=gate))
         statements = actions | "Statements" >> beam.ParDo(StatementsFn(config))
         features = decided[FEATURES] if self._write_features else None
@@ -143,7 +151,7 @@ class StreamwardenTransform(PTransform[PCollection[KafkaRecord], JobOutputs]):
                 check_future=self._check_future,
                 flush_at_end=self._flush_alerts_at_end,
             )
-        return JobOutputs(actions, decoded[DEAD_LETTERS], features, alerts, statements)
+        return JobOutputs(actions, decoded[DEAD_LETTERS], features, alerts, statements, operator_errors)
 
 
 def build_job(
@@ -178,6 +186,8 @@ def build_job(
     if outputs.statements is not None:
         outputs.statements | "WriteStatements" >> WriteToKafka(job.kafka, topics.statements)
     outputs.dead_letters | "WriteDeadLetters" >> WriteToKafka(job.kafka, topics.deadletter)
+    for stage, letters in zip(OPERATOR_STAGES, outputs.operator_errors, strict=True):
+        letters | f"WriteDeadLetters-{stage}" >> WriteToKafka(job.kafka, topics.deadletter)
     if outputs.features is not None:
         outputs.features | "WriteFeatures" >> WriteToKafka(job.kafka, topics.features)
     if outputs.alerts is not None:

@@ -6,6 +6,10 @@ one element (a list of ``(vector, scores)``, stamped with its latest element's t
 stage then also runs per batch, which saves the DirectRunner's per-element cost (~30 µs per element and
 DoFn here). Outputs from ``finish_bundle`` reach the fused downstream stages (and the sinks' flush)
 before the bundle completes, so the source commits offsets only after them.
+
+A batch whose run raises is scored again vector by vector (``Stages.score_each``): a vector that
+raises alone becomes an ``OPERATOR_ERROR`` dead letter (``jobs/beam/guard.py``), the others go on with
+the same scores.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
+from streamwarden.jobs.beam.guard import OperatorErrors
 from streamwarden.operators.features.assemble import FeatureVector
 from streamwarden.operators.pipeline import Stages, StagesConfig
 
@@ -35,6 +41,7 @@ class ScoreFn(beam.DoFn):
         self._config = config
         self._max_batch = max_batch
         self._batch_sizes = Metrics.distribution(METRICS_NAMESPACE, "score_batch_size")
+        self._errors = OperatorErrors("score")
 
     def setup(self) -> None:
         self._stages = Stages.shared(self._config)
@@ -50,7 +57,7 @@ class ScoreFn(beam.DoFn):
         vector: FeatureVector,
         ts: Any = beam.DoFn.TimestampParam,
         window: Any = beam.DoFn.WindowParam,
-    ) -> Iterator[WindowedValue]:
+    ) -> Iterator[WindowedValue | TaggedOutput]:
         if self._window is not None and window != self._window:
             yield from self._flush()  # a batch never spans windows
         self._vectors.append(vector)
@@ -60,16 +67,20 @@ class ScoreFn(beam.DoFn):
         if len(self._vectors) >= self._max_batch:
             yield from self._flush()
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
+    def finish_bundle(self) -> Iterator[WindowedValue | TaggedOutput]:
         yield from self._flush()
 
-    def _flush(self) -> Iterator[WindowedValue]:
+    def _flush(self) -> Iterator[WindowedValue | TaggedOutput]:
         vectors = self._vectors
         if not vectors:
             return
         self._vectors = []
         self._batch_sizes.update(len(vectors))
-        batch: ScoredBatch = list(zip(vectors, self._stages.score(vectors), strict=True))
+        batch, failed = self._stages.score_each(vectors)
         latest = self._latest if self._latest is not None else Timestamp(0)
-        yield WindowedValue(batch, latest, (self._window,))
         self._latest = None
+        out = WindowedValue(batch, latest, (self._window,))
+        for vector, exc in failed:
+            yield self._errors.windowed(self._stages, vector[0], exc, out)
+        if batch:
+            yield out

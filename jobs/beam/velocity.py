@@ -20,6 +20,14 @@ past its expiry when its key is seen again is dropped then. Events here passed t
 neither changes any output. Metrics: counters ``new_keys`` and ``expired_keys`` (live keys: their
 difference), distributions ``live_keys`` and ``max_live_keys`` (the peak so far) at each bundle's
 end (not gauges: the DirectRunner reports a gauge's first bundle's value).
+
+Operator errors (``jobs/beam/guard.py``): an exception while one route of an event is handled makes
+the event an ``OPERATOR_ERROR`` dead letter (one per event) and the job goes on. The key's state is
+not replaced (``store.put`` comes after the update; ``KeyState.on_event`` checks the facts before it
+changes anything, so an exception from it leaves the state as it was); the event's partials joined so
+far in the bundle are dropped and its later routes in the bundle are skipped (their keys are not
+updated), so the event yields no vector. On the DirectRunner all routes of an event are in one bundle;
+a route of a failed event in a later bundle would be applied and its event imputed by the assembly.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from streamwarden.jobs.beam.assemble import AssemblyInput, BundleJoin
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE, WithEventPartial
+from streamwarden.jobs.beam.guard import OperatorErrors
 from streamwarden.jobs.beam.shared_store import GateClocks, SharedHandle
 from streamwarden.operators.expiring import EXPIRY_TICK_MS, KeyStateStore
 from streamwarden.operators.features.assemble import event_partial
@@ -93,6 +102,7 @@ class VelocityFn(beam.DoFn):
         self._live = Metrics.distribution(METRICS_NAMESPACE, "live_keys")
         self._max_live = Metrics.distribution(METRICS_NAMESPACE, "max_live_keys")
         self._instances = Metrics.distribution(METRICS_NAMESPACE, "velocity_instances")
+        self._errors = OperatorErrors("velocity")
 
     def setup(self) -> None:
         self._stages = stages = Stages.shared(self._config)
@@ -101,8 +111,10 @@ class VelocityFn(beam.DoFn):
             self._keys.instances += 1
         self._gate = self._gate_clocks.acquire(GateClocks) if self._gate_clocks is not None else None
         self._join = BundleJoin(self._stages) if self._join_in_bundle else None
+        self._failed: set[str] = set()
 
     def start_bundle(self) -> None:
+        self._failed = set()
         if self._join is not None:
             self._join.clear()
 
@@ -119,15 +131,29 @@ class VelocityFn(beam.DoFn):
         ts: Any = beam.DoFn.TimestampParam,
         win: Any = beam.DoFn.WindowParam,
         keyed: Any = _KEYED,
-    ) -> Iterator[tuple[str, AssemblyInput]]:
+    ) -> Iterator[Any]:
         key, value = element
-        for partial in self._partials(key, value):
-            if self._join is None:
-                yield partial[0], partial
-            else:
-                joined = self._join.add(partial, ts, win)
-                if joined is not None:
-                    yield joined
+        failed = self._failed
+        if failed and (value.facts if type(value) is WithEventPartial else value)[0] in failed:
+            return  # a failed event's later routes: skipped
+        join = self._join
+        out: list[tuple[str, AssemblyInput]] = []
+        try:
+            for partial in self._partials(key, value):
+                if join is None:
+                    out.append((partial[0], partial))
+                else:
+                    joined = join.add(partial, ts, win)
+                    if joined is not None:
+                        out.append(joined)
+        except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+            eid = str((value.facts if type(value) is WithEventPartial else value)[0])
+            failed.add(eid)
+            if join is not None:
+                join.discard(eid)
+            yield self._errors.output(self._stages, eid, exc)
+            return
+        yield from out
 
     def _partials(self, key: str, value: EventFacts | WithEventPartial) -> list[PartialFeatures]:
         out: list[PartialFeatures] = []

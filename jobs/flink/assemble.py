@@ -17,6 +17,8 @@ earlier ones again.
 Never hang: the first partial of an event arms a processing-time timer at its arrival plus
 ``assembly_timeout_ms``; if the event is still pending then, its missing blocks are imputed
 (``Stages.assembly_timeout``). A completed event's timer finds no state and does nothing.
+An exception for one event makes it an ``OPERATOR_ERROR`` dead letter (``jobs/flink/guard.py``) and
+clears its pending state, so its timer imputes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
+from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_value_state
 from streamwarden.jobs.flink.velocity import decode_partial, join_partials, split_partials
@@ -69,6 +72,7 @@ class AssembleFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._cache: dict[str, tuple[AssemblyState, bytes]] = {}
         """Per pending event: its state and its state bytes as last written."""
         self._counters = StageCounters(runtime_context, ("vectors", "imputed_vectors", "duplicate_partials"))
+        self._errors = OperatorErrors("assemble", self._stages, self._counters)
 
     def close(self) -> None:
         self._counters.flush()
@@ -84,9 +88,22 @@ class AssembleFunction(KeyedProcessFunction):  # type: ignore[misc]
             _, state, _ = self._stages.assembly.add(state, decode_partial(p), first_ms)
         return (state, raw) if state is not None else None
 
-    def process_element(self, group: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[FeatureVector]:
+    def process_element(self, group: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        try:
+            out = list(self._add(group, ctx))
+        except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+            eid: str = ctx.get_current_key()
+            self._cache.pop(eid, None)
+            self._pending.clear()  # the event is dead: no timer may impute it later
+            yield self._errors.output(eid, exc)
+            return
+        yield from out
+
+    def _add(self, group: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[FeatureVector]:
         raws = split_partials(group)
         eid = decode_partial(raws[0])[0]
+        if self._stages.config.inject_errors:
+            self._stages.inject("assemble", eid)
         cache = self._cache
         cached = cache.pop(eid, _MISSING)
         if cached is _MISSING:

@@ -12,7 +12,10 @@ Two bindings, chosen by ``score_batch`` in the job options:
   also kept in Flink state (``MapState[int, bytes]`` of ``encode_vector`` bytes): a checkpoint taken
   while vectors wait holds them, and a restored instance scores them on its first timer or element.
 
-Output ``(vector, {model: score})`` for the decision stage.
+Output ``(vector, {model: score})`` for the decision stage. A vector whose scoring raises is an
+``OPERATOR_ERROR`` dead letter on ``dead_letter_tag()`` (``jobs/flink/guard.py``); a micro-batch whose run
+raises is scored again vector by vector (``Stages.score_each``), so only the vectors that raise alone
+fail, and the others keep their scores.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pyflink.common import Row
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeContext
 
+from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_map_state
 from streamwarden.operators.features.assemble import FeatureVector
@@ -96,9 +100,19 @@ class ScoreFunction(ProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: RuntimeContext) -> None:
         self._stages = Stages.shared(self._config)
         _ = self._stages.scoring  # load the models now, not on the first event
+        self._counters = StageCounters(runtime_context, ())
+        self._errors = OperatorErrors("score", self._stages, self._counters)
 
-    def process_element(self, vector: FeatureVector, ctx: ProcessFunction.Context) -> Iterator[Scored]:
-        yield vector, self._stages.score((vector,))[0]
+    def close(self) -> None:
+        self._counters.flush()
+
+    def process_element(self, vector: FeatureVector, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        try:
+            scores = self._stages.score((vector,))[0]
+        except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+            yield self._errors.output(vector[0], exc)
+            return
+        yield vector, scores
 
 
 class ToScoreShard(ProcessFunction):  # type: ignore[misc]
@@ -130,6 +144,7 @@ class ScoreBatchFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._buffers: dict[str, list[FeatureVector]] = {}
         """Per shard key the vectors waiting (mirrors the state; absent = not loaded yet)."""
         self._counters = StageCounters(runtime_context, ("score_batches", "scored_vectors"))
+        self._errors = OperatorErrors("score", self._stages, self._counters)
 
     def close(self) -> None:
         self._counters.flush()
@@ -142,7 +157,7 @@ class ScoreBatchFunction(KeyedProcessFunction):  # type: ignore[misc]
             ctx.timer_service().register_event_time_timer(FINAL_WATERMARK_MS)
         return buffer
 
-    def process_element(self, raw: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Scored]:
+    def process_element(self, raw: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         buffer = self._buffer(ctx.get_current_key(), ctx)
         buffer.append(decode_vector(raw))
         if len(buffer) >= self._max_batch:
@@ -153,15 +168,18 @@ class ScoreBatchFunction(KeyedProcessFunction):  # type: ignore[misc]
             now_ms = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now_ms + self._flush_ms)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Scored]:
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         buffer = self._buffer(ctx.get_current_key(), ctx)
         if buffer:
             yield from self._flush(buffer)
 
-    def _flush(self, buffer: list[FeatureVector]) -> Iterator[Scored]:
+    def _flush(self, buffer: list[FeatureVector]) -> Iterator[Any]:
         vectors = list(buffer)
         buffer.clear()
         self._buffer_state.clear()
         self._counters.inc("score_batches")
         self._counters.inc("scored_vectors", len(vectors))
-        yield from zip(vectors, self._stages.score(vectors), strict=True)
+        scored, failed = self._stages.score_each(vectors)
+        for vector, exc in failed:
+            yield self._errors.output(vector[0], exc)
+        yield from scored

@@ -36,6 +36,14 @@ Expiry: an event-time timer at ``expiry_ms()`` rounded up to ``expiry_tick_ms`` 
 one timer per tick, not one per event); when the watermark passes it and the state's expiry is behind
 it, the key's state and cache entry are dropped, else the timer moves on. Events here passed the job's
 lateness gate, so dropping expired state changes no output.
+
+Operator errors (``jobs/flink/guard.py``): an exception while one route of an event is handled makes
+the event an ``OPERATOR_ERROR`` dead letter (once per event) on ``dead_letter_tag()``, and the job goes
+on. The key's update is skipped: the Flink state is written only after the update, and the key's
+cached ``KeyState`` (which the update may have changed) is dropped, so its next event rebuilds the
+state from Flink state as it was before. The event's partials held here are dropped and its later
+routes on this subtask are skipped (not applied), so at parallelism 1 the event yields no vector; at
+higher parallelism routes on other subtasks are applied and the assembly imputes the event.
 """
 
 from __future__ import annotations
@@ -43,11 +51,13 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 from pyflink.common import Row
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
 from streamwarden.jobs.flink.decode import ROUTE_CARRIES_EVENT, split_route_value
+from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_value_state
 from streamwarden.operators.features.assemble import event_partial
@@ -141,6 +151,7 @@ def decode_window(data: bytes) -> tuple[bytes, list[bytes]]:
 # ---------------------------------------------------------------- the operator
 
 _EVENT_ROUTE = f"{EVENT_KIND}{KEY_SEP}"
+_FAILED_KEPT = 10_000
 
 
 def parallelism_of(runtime_context: RuntimeContext) -> tuple[int, int]:
@@ -209,6 +220,9 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._trust_counts = actual == self._route_subtasks or actual[0] == self._route_subtasks[0] == 1
         if not self._trust_counts:
             self._counters.inc("join_disabled")
+        self._errors = OperatorErrors("velocity", self._stages, self._counters)
+        self._failed: OrderedDict[str, None] = OrderedDict()
+        """Events that failed here (the last ``_FAILED_KEPT``): their later routes are skipped."""
 
     def close(self) -> None:
         self._counters.flush()
@@ -243,16 +257,32 @@ class VelocityFunction(KeyedProcessFunction):  # type: ignore[misc]
         if len(cache) > self._cache_keys:
             cache.popitem(last=False)
 
-    def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
-        key, facts_bytes, local_routes, flags = split_route_value(value)
-        facts = decode_facts(facts_bytes)
-        eid: str = facts[0]
-        if key.startswith(_EVENT_ROUTE):
-            parts = [encode_partial(event_partial(facts), facts_bytes)]
-        else:
-            parts = [encode_partial(self._apply(key, facts, facts_bytes, ctx))]
-            if flags & ROUTE_CARRIES_EVENT:
-                parts.append(encode_partial(event_partial(facts), facts_bytes))
+    def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        key = ""
+        eid = ""
+        try:
+            key, facts_bytes, local_routes, flags = split_route_value(value)
+            facts = decode_facts(facts_bytes)
+            eid = facts[0]
+            if self._failed and eid in self._failed:
+                return  # a failed event's later routes: skipped
+            stages = self._stages
+            if stages.config.inject_errors:
+                stages.inject("velocity", eid)
+            if key.startswith(_EVENT_ROUTE):
+                parts = [encode_partial(event_partial(facts), facts_bytes)]
+            else:
+                parts = [encode_partial(self._apply(key, facts, facts_bytes, ctx))]
+                if flags & ROUTE_CARRIES_EVENT:
+                    parts.append(encode_partial(event_partial(facts), facts_bytes))
+        except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+            self._cache.pop(key, None)  # may hold a half-applied update; Flink state holds the last good
+            self._open.pop(eid, None)
+            self._failed[eid] = None
+            if len(self._failed) > _FAILED_KEPT:
+                self._failed.popitem(last=False)
+            yield self._errors.output(eid, exc)
+            return
         self._seen += 1
         if local_routes <= 1 or not self._trust_counts:
             yield Row(eid, join_partials(parts))
