@@ -55,6 +55,77 @@ def progress_line(elapsed_s: float) -> str:
     )
 
 
+class FlinkProgress:
+    """The progress line of a Flink run, every ``PROGRESS_EVERY_S``, from the broker (the job's counters
+    live in the JVM's metric groups, not in this process): input records committed by the job's group
+    (Flink commits on each checkpoint) and the consumer lag, and how far the actions and dead-letter
+    topics grew since the start (offsets: transactional commit markers count too)."""
+
+    def __init__(self, job: JobConfig, interval_s: float = PROGRESS_EVERY_S) -> None:
+        self._job = job
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flink-progress", daemon=True)
+
+    def start(self) -> FlinkProgress:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval_s + 10)
+
+    def _run(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        from streamwarden.jobs.kafka_io import make_consumer
+
+        job = self._job
+        consumer = make_consumer(job.kafka, job.group_id)
+
+        def partitions(topic: str) -> list[TopicPartition]:
+            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            return [TopicPartition(topic, p) for p in sorted(meta.partitions)] if meta else []
+
+        def end(topic: str) -> int:
+            return sum(
+                consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in partitions(topic)
+            )
+
+        def position() -> tuple[int, int]:
+            committed = lag = 0
+            for tp in consumer.committed(partitions(job.topics.events), timeout=5):
+                low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                offset = tp.offset if tp.offset >= 0 else low
+                committed += offset
+                lag += max(0, high - offset)
+            return committed, lag
+
+        started = time.monotonic()
+        try:
+            try:
+                outputs = {name: end(name) for name in (job.topics.actions, job.topics.deadletter)}
+                first, _ = position()
+            except Exception as exc:  # no progress line, but the job runs on
+                typer.echo(f"flink: no progress line ({exc})", err=True)
+                return
+            while not self._stop.wait(self._interval_s):
+                elapsed = time.monotonic() - started
+                try:
+                    committed, lag = position()
+                    grown = {name: end(name) - start for name, start in outputs.items()}
+                    typer.echo(
+                        f"[{elapsed:6.0f} s] flink: {committed - first:,} records committed by checkpoints, "
+                        f"consumer lag {lag:,}, actions topic +{grown[job.topics.actions]:,}, "
+                        f"dead-letter topic +{grown[job.topics.deadletter]:,} (offsets)",
+                        err=True,
+                    )
+                except Exception as exc:  # a broker hiccup must not stop the job's output
+                    typer.echo(f"[{elapsed:6.0f} s] flink: progress unavailable ({exc})", err=True)
+        finally:
+            consumer.close()
+
+
 def _run_beam(
     job: JobConfig, max_records: int | None, idle_timeout_s: float | None, bundle_max_ms: int, progress: bool
 ) -> None:
@@ -152,7 +223,14 @@ def run_cmd(
 
             # Flink's own Prometheus reporter serves the port: the Python operators run in the JVM's
             # interpreter, so their counters live in Flink's metric groups, not in this process.
-            run_flink(job, max_records=max_records, idle_timeout_s=idle_timeout_s, metrics_port=metrics_port)
+            flink_progress = FlinkProgress(job).start() if progress else None
+            try:
+                run_flink(
+                    job, max_records=max_records, idle_timeout_s=idle_timeout_s, metrics_port=metrics_port
+                )
+            finally:
+                if flink_progress is not None:
+                    flink_progress.stop()
     except StreamwardenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -1,6 +1,15 @@
 """Decision stage (not keyed): policy rules over one event's features and scores → actions, keyed by
 subject for the cooldown stage; optionally the feature-log record of every event (side output
-``features_tag()``)."""
+``features_tag()``). An exception for one event makes it an ``OPERATOR_ERROR`` dead letter on
+``dead_letter_tag()`` (``jobs/flink/guard.py``): none of its outputs is emitted, the job goes on.
+
+Metrics (group ``streamwarden``, ``jobs/flink/metrics.py``): histogram ``event_to_decision_ms``, the
+wall-clock time of the decision minus the event's time, per decided event (as the Beam job's
+distribution of that name: it includes the time the event took to reach Kafka and the job's input lag;
+a replay of old traffic shows its age); gauge ``versions`` = 1 with labels ``model_version`` (as in
+``Action.model_version``) and ``policy_version`` of what runs now (0 for what a hot reload replaced),
+like ``streamwarden_versions_info`` of the Beam/local job (Flink's Prometheus reporter writes
+``_`` for every other character than letters, digits and ``_`` in label values: ``2026_12_1``)."""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from streamwarden.jobs.flink.env import keyed_bytes_type
+from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.score import Scored
 from streamwarden.operators.pipeline import Stages, StagesConfig
@@ -35,6 +45,15 @@ class DecideFunction(ProcessFunction):  # type: ignore[misc]
         _ = self._stages.decider
         self._tag = features_tag()
         self._counters = StageCounters(runtime_context, ("decided_events", "events_with_late_partials"))
+        self._errors = OperatorErrors("decide", self._stages, self._counters)
+        self._latency = self._counters.histogram("event_to_decision_ms")
+        self._report_versions()
+
+    def _report_versions(self) -> None:
+        stages = self._stages
+        self._counters.info(
+            "versions", model_version=stages.model_version, policy_version=stages.policy.version
+        )
 
     def close(self) -> None:
         self._counters.flush()
@@ -42,13 +61,27 @@ class DecideFunction(ProcessFunction):  # type: ignore[misc]
     def process_element(self, element: Scored, ctx: ProcessFunction.Context) -> Iterator[Any]:
         vector, scores = element
         stages = self._stages
-        for o in stages.maybe_reload(int(time.time() * 1000)):  # checks files every reload_interval_ms
+        now_ms = int(time.time() * 1000)
+        reloads = stages.maybe_reload(now_ms)  # checks files every reload_interval_ms
+        for o in reloads:
             self._counters.inc_labelled("reloads", what=o.what, outcome="applied" if o.ok else "refused")
+        if reloads:
+            self._report_versions()
+        try:
+            record = stages.feature_record(vector).SerializeToString() if self._write_features else b""
+            actions = [
+                Row(stages.cooldown_key(action), action.SerializeToString())
+                for action in stages.decide(vector, scores)
+            ]
+        except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+            yield self._errors.output(vector[0], exc)
+            return
         self._counters.inc("decided_events")
+        facts = vector[4]
+        if facts is not None:
+            self._latency.update(max(0, now_ms - facts[1]))
         if vector[3]:
             self._counters.inc("events_with_late_partials")
         if self._write_features:
-            record = stages.feature_record(vector)
-            yield self._tag, Row(vector[0].encode("utf-8"), record.SerializeToString())
-        for action in stages.decide(vector, scores):
-            yield Row(stages.cooldown_key(action), action.SerializeToString())
+            yield self._tag, Row(vector[0].encode("utf-8"), record)
+        yield from actions

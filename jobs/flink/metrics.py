@@ -5,6 +5,15 @@ as ``flink_taskmanager_job_task_operator_streamwarden_<n>``; the key/value group
 become labels and their keys (sorted) part of the name:
 ``..._streamwarden_mode_rule_verdict_actions_by_rule{rule="...", verdict="...", mode="..."}`` (the same
 labels as the Beam/local ``streamwarden_actions_total``, ``jobs/observability.py``).
+
+Beyond counters (what works in PyFlink 2.3's thread mode, checked in its ``fn_execution/metrics/embedded``):
+a Python ``gauge`` is a Java gauge that calls back into Python from the reporter's thread, and a Python
+``distribution`` is only a Java gauge holding the last value set. So ``histogram`` registers Flink's own
+``DescriptiveStatisticsHistogram`` on the Java group (``pemja.findClass``; the Prometheus reporter
+exports it as a summary: ``..._<name>{quantile="0.5"|...|"0.999"}`` and ``..._<name>_count``), and
+``info`` uses the last-value gauge as a settable one: 1 on the group of the current value of a label
+(``..._<label>_<name>{<label>="v3"} 1``), 0 on the value it replaced (hot reload). Neither calls
+Python from another thread.
 """
 
 from __future__ import annotations
@@ -51,6 +60,9 @@ class StageCounters:
         self._counters: dict[str, Any] = {}
         self._pending: dict[str, int] = {}
         self._labelled: dict[str, Any] = {}
+        self._histograms: list[Histogram] = []
+        self._info: dict[str, Any] = {}
+        self._info_current: dict[str, str] = {}
         self._every = every
         for name in names:
             self._add(name)
@@ -86,8 +98,68 @@ class StageCounters:
             counter = self._labelled[key] = group.counter(name)
         counter.inc(n)
 
+    def histogram(self, name: str, window: int = 1024, every: int = 64) -> Histogram:
+        """A Flink histogram ``name`` over the last ``window`` values (see the module), fed in batches of
+        ``every`` values (and on ``flush``)."""
+        histogram = Histogram(self._group, name, window, every)
+        self._histograms.append(histogram)
+        return histogram
+
+    def info(self, name: str, **labels: str) -> None:
+        """Gauge ``name`` = 1 inside the key/value groups ``labels`` (a Prometheus info metric, e.g. the
+        running policy version); the gauge of the labels it had before for ``name`` goes to 0."""
+        key = name + "".join(f"\x1f{k}={v}" for k, v in sorted(labels.items()))
+        previous = self._info_current.get(name)
+        if previous == key:
+            return
+        if previous is not None:
+            self._info[previous].update(0)
+        gauge = self._info.get(key)
+        if gauge is None:
+            group = self._group
+            for label, value in sorted(labels.items()):
+                group = group.add_group(label, value)
+            gauge = self._info[key] = group.distribution(name)  # a last-value gauge in thread mode
+        gauge.update(1)
+        self._info_current[name] = key
+
     def flush(self) -> None:
         for name, pending in self._pending.items():
             if pending:
                 self._counters[name].inc(pending)
                 self._pending[name] = 0
+        for histogram in self._histograms:
+            histogram.flush()
+
+
+class Histogram:
+    """A Flink ``DescriptiveStatisticsHistogram`` on a metric group (thread mode: the Java group behind
+    PyFlink's wrapper); values are buffered and pushed every ``every`` values. Where that Java group is
+    not reachable (PyFlink's process mode), the group's ``distribution`` stands in."""
+
+    def __init__(self, group: Any, name: str, window: int, every: int) -> None:
+        self._every = every
+        self._buffer: list[int] = []
+        self._java: Any = None
+        inner = getattr(group, "_metrics", None)
+        if inner is not None:
+            try:
+                from pemja import findClass
+
+                histogram_class = findClass("org.apache.flink.runtime.metrics.DescriptiveStatisticsHistogram")
+                self._java = inner.histogram(name, histogram_class(window))
+            except Exception:  # not in thread mode: fall back below
+                self._java = None
+        self._target: Any = self._java if self._java is not None else group.distribution(name)
+
+    def update(self, value: int) -> None:
+        buffer = self._buffer
+        buffer.append(value)
+        if len(buffer) >= self._every:
+            self.flush()
+
+    def flush(self) -> None:
+        target = self._target
+        for value in self._buffer:
+            target.update(value)
+        self._buffer.clear()

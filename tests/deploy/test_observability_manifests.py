@@ -68,7 +68,7 @@ def test_dashboard_flink_counters_exist_in_the_flink_stages() -> None:
     assert used
     for name in used:
         # key/value groups put their keys into the name: ..._streamwarden_mode_rule_verdict_actions_by_rule
-        stem = re.sub(r"^(?:(?:mode|rule|verdict|what|outcome)_)+", "", name).rstrip(
-            "_"
-        )  # dead_letters_.+ is the per-kind family dead_letters.<KIND>
+        stem = re.sub(
+            r"^(?:(?:mode|rule|verdict|what|outcome|model_version|policy_version)_)+", "", name
+        ).rstrip("_")  # dead_letters_.+ is the per-kind family dead_letters.<KIND>
         assert f'"{stem}"' in source or f'"{stem}.' in source or f'f"{stem}.' in source, name

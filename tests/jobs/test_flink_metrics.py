@@ -1,6 +1,7 @@
 """The Flink job's numbers through Flink's metric groups and its Prometheus reporter (the plugin PyFlink
 ships, configured as in deploy/flink/config.yaml): a scrape during a bounded MiniCluster run shows the
-streamwarden group's counters under the names deploy/grafana/streamwarden.json queries."""
+streamwarden group's counters under the names deploy/grafana/streamwarden.json queries, the decision
+latency histogram (a summary with quantiles) and the running model and policy versions."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import yaml
 
 from streamwarden.jobs.bench.flink import JobProcess, job_args, job_config_for, produce, write_job_config
 from streamwarden.jobs.flink.env import FlinkConfig
-from streamwarden.jobs.flink.job import FlinkJobOptions
+from streamwarden.jobs.flink.job import FlinkJobOptions, stages_config
 from streamwarden.jobs.flink.metrics import expose_reporter_to_local_gateway, prometheus_reporter
 from streamwarden.jobs.kafka_io import create_local_topics, embedded_kafka_config
+from streamwarden.operators.pipeline import Stages
 from streamwarden.operators.traffic import iter_traffic, small_spec
 from streamwarden.schemas import streamwarden_pb2 as pb
 
@@ -105,7 +107,29 @@ def test_flink_counters_reach_prometheus(
         if k.startswith(GROUP + "dead_letters_")
     }
     assert malformed and dead and dead <= set(pb.DeadLetter.ErrorKind.keys()), (malformed, dead)
+    # event time -> decision (recorded traffic: its age), a Flink histogram exported as a summary
+    latency = GROUP + "event_to_decision_ms"
+    quantiles = {
+        re.search(r'quantile="([0-9.]+)"', k).group(1): v  # type: ignore[union-attr]
+        for k, v in seen.items()
+        if k.startswith(latency + "{") and "quantile=" in k
+    }
+    assert {"0.5", "0.99"} <= set(quantiles), sorted(n for n in names if "streamwarden" in n)
+    assert 0 < quantiles["0.5"] <= quantiles["0.99"]
+    assert max(v for k, v in seen.items() if k.startswith(latency + "_count")) > 0
+    # the versions that run, as an info gauge (1) labelled with them
+    stages = Stages.build(stages_config(job, options))
+    versions = GROUP + "model_version_policy_version_versions"
+    running = [k for k, v in seen.items() if k.startswith(versions + "{") and v == 1]
+    assert running, sorted(n for n in names if "streamwarden" in n)
+    # (Flink's reporter turns every character but letters, digits and _ into _ in label values)
+    model, policy = (re.sub(r"[^A-Za-z0-9_]", "_", v) for v in (stages.model_version, stages.policy.version))
+    assert all(f'model_version="{model}"' in k and f'policy_version="{policy}"' in k for k in running), (
+        running,
+        model,
+        policy,
+    )
     # the dashboard's Flink queries name these series
     dashboard = (REPO / "deploy" / "grafana" / "streamwarden.json").read_text(encoding="utf-8")
-    for name in {by_rule[0].split("{")[0], GROUP + "records_in"}:
+    for name in {by_rule[0].split("{")[0], GROUP + "records_in", latency, versions}:
         assert name in dashboard, name
