@@ -377,24 +377,20 @@ def _cluster_throughput_run(
     keys: Sequence[bytes],
     *,
     parallelism: int = 1,
-    isolate: bool = False,
     state_backend: str = "rocksdb",
     taskmanager_memory: str = "1024m",
 ) -> BenchRun:
-    """The job on a standalone cluster on this machine (``LocalFlinkCluster``) of one-slot TaskManagers,
-    one per slot the job needs: without ``isolate`` each TaskManager runs one whole subtask of the
-    pipeline (parallelism p = p interpreters); with ``isolate`` one Python stage each
-    (``FlinkJobOptions.isolate_stages``). ``stage_cpu_s``: CPU each TaskManager used while the job ran."""
+    """The job on a standalone cluster on this machine (``LocalFlinkCluster``) of ``parallelism``
+    one-slot TaskManagers: each runs one whole subtask of the pipeline in its own JVM, so in its own
+    Python interpreter (the layout of ``deploy/flink/``). ``stage_cpu_s``: CPU each TaskManager used."""
     from streamwarden.jobs.flink.cluster import LocalFlinkCluster
-    from streamwarden.jobs.flink.job import stage_slots
 
     stamp = time.time_ns()
     topics = [f"bench-{name}-{t}-{stamp}" for t in ("events", "actions", "deadletter", "features")]
     create_topics(topics, parallelism)
     ends = produce(kafka, topics[0], payloads, keys=keys, partitions=parallelism)
     job = job_config_for(kafka, topics, f"bench-{name}-{stamp}")
-    options = FlinkJobOptions(check_future=False, alerts=False, isolate_stages=isolate)  # type: ignore[call-arg]
-    slots = stage_slots(options, parallelism)
+    options = FlinkJobOptions(check_future=False, alerts=False)  # type: ignore[call-arg]
     flink = FlinkConfig(  # type: ignore[call-arg]
         parallelism=parallelism,
         checkpoint_dir=(work / name / "ckpt").as_uri(),
@@ -404,7 +400,7 @@ def _cluster_throughput_run(
     )
     args = job_args(write_job_config(work / f"{name}.yaml", job), flink=flink, options=options, stop_at=ends)
     cluster = LocalFlinkCluster(
-        work / name / "cluster", task_slots=1, taskmanagers=slots, taskmanager_memory=taskmanager_memory
+        work / name / "cluster", task_slots=1, taskmanagers=parallelism, taskmanager_memory=taskmanager_memory
     )
     started = time.monotonic()
     try:
@@ -538,17 +534,16 @@ def bench_flink_cmd(
         bool,
         typer.Option(
             "--cluster/--no-cluster",
-            help="Also run the layouts on a standalone cluster of one-slot TaskManagers (a JVM, so a "
-            "Python interpreter, each).",
+            help="Also run on a standalone cluster of one-slot TaskManagers (a JVM, so a Python "
+            "interpreter, each): one, and two at parallelism 2.",
         ),
     ] = True,
 ) -> None:
     """The Flink job's sustained events/s (events → actions), p99 latency and layouts, with the naive
     binding as the baseline in the same run. MiniCluster runs: parallelism 1 and 2 with RocksDB (the
     default), the heap backend, inline scoring (one Python operator fewer) and the anomaly stage on.
-    Cluster runs (one-slot TaskManagers): one TaskManager, two TaskManagers at parallelism 2 (one
-    interpreter per subtask) and one TaskManager per Python stage, each with the CPU each process
-    used. Then p50/p95/p99 event→action latency at half the parallelism-1 rate with 1 s, 5 s and 10 s
+    Cluster runs (one-slot TaskManagers, as deploy/flink/ lays them out): one TaskManager, and two at
+    parallelism 2 (one interpreter per subtask), with the CPU each TaskManager used. Then p50/p95/p99 event→action latency at half the parallelism-1 rate with 1 s, 5 s and 10 s
     checkpoints. One JSON line per run, the summary JSON line last."""
     from streamwarden.jobs.cli.broker import broker_or_external
     from streamwarden.operators.traffic import iter_traffic, small_spec
@@ -595,13 +590,9 @@ def bench_flink_cmd(
             }
             typer.echo(json.dumps({**record, **{k: v for k, v in run.__dict__.items() if k != "name"}}))
         if cluster:
-            for name, parallelism, isolate in (
-                ("cluster_1tm", 1, False),
-                ("cluster_2tm", 2, False),
-                ("cluster_isolated", 1, True),
-            ):
+            for name, parallelism in (("cluster_1tm", 1), ("cluster_2tm", 2)):
                 run = _cluster_throughput_run(
-                    name, kafka, create, work, payloads, keys, parallelism=parallelism, isolate=isolate
+                    name, kafka, create, work, payloads, keys, parallelism=parallelism
                 )
                 runs[name] = run
                 record = {"run": name, "where": "standalone cluster", "parallelism": parallelism}
@@ -639,7 +630,6 @@ def bench_flink_cmd(
         "events_per_s_1tm": one,
         "events_per_s_2tm": two,
         "scaling_2tm": round(two / one, 2) if two and one else None,
-        "events_per_s_isolated_stages": rate("cluster_isolated"),
         "naive_events_per_s": naive_rate,
         "speedup_vs_naive": round(runs["p1"].events_per_s / naive_rate, 2) if naive_rate else None,
         "p50_ms": default_latency["p50_ms"],

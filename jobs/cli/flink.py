@@ -25,10 +25,18 @@ def cluster_start_cmd(
     work_dir: Annotated[
         Path, typer.Option(help=_WORK_DIR_HELP, show_default=_WORK_DIR_DEFAULT)
     ] = DEFAULT_WORK_DIR,
-    task_slots: Annotated[int, typer.Option(help="TaskManager slots.")] = 2,
+    taskmanagers: Annotated[
+        int, typer.Option(help="TaskManager processes; with one slot each, the job's parallelism.")
+    ] = 2,
+    task_slots: Annotated[
+        int,
+        typer.Option(
+            help="Slots per TaskManager (1: each subtask gets a JVM, so a Python interpreter, of its own)."
+        ),
+    ] = 1,
 ) -> None:
     """Start a local standalone Flink cluster bound to 127.0.0.1 and print its REST URL."""
-    cluster = LocalFlinkCluster(work_dir.resolve(), task_slots=task_slots).start()
+    cluster = LocalFlinkCluster(work_dir.resolve(), task_slots=task_slots, taskmanagers=taskmanagers).start()
     typer.echo(f"Flink cluster up: {cluster.rest_url} (dir {cluster.work_dir})")
 
 

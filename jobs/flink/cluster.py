@@ -120,8 +120,8 @@ def _descendants(pid: int) -> list[int]:
 class LocalFlinkCluster:
     """A standalone session cluster (one JobManager, ``taskmanagers`` TaskManagers) bound to 127.0.0.1.
 
-    Several TaskManagers are several JVMs, so several Python interpreters in thread mode: the way to
-    give each busy Python stage its own GIL (``FlinkJobOptions.isolate_stages``, one slot each).
+    Several TaskManagers are several JVMs, so several Python interpreters in thread mode: with one slot
+    each, parallelism p runs p subtasks that never wait for each other's GIL (``deploy/flink/``'s layout).
     Use as a context manager; ``stop()`` always leaves no JVM or Python worker behind.
     """
 

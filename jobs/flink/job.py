@@ -141,30 +141,7 @@ class FlinkJobOptions(BaseModel):
         description="Benchmark baseline: window and assembly state read and written per element (no "
         "caches, no log), the way a direct port of the operators would do it.",
     )
-    isolate_stages: bool = Field(
-        False,
-        description="Put each Python stage (decode, velocity, assemble, score, cooldown, anomaly) in a "
-        "slot-sharing group of its own. On a cluster of one-slot TaskManagers each stage then runs in its "
-        "own TaskManager JVM, so in its own Python interpreter: no two busy stages wait for one GIL. Needs "
-        "stage_slots(...) slots; a MiniCluster (one JVM) gains nothing from it.",
-    )
     job_name: str = Field("streamwarden", min_length=1, description="Flink job name.")
-
-
-def python_stages(options: FlinkJobOptions) -> tuple[str, ...]:
-    """The slot-sharing groups of an ``isolate_stages`` job, one per Python stage, in pipeline order."""
-    stages = ["decode", "velocity", "assemble"]
-    if options.score_batch > 1:
-        stages.append("score")
-    stages.append("cooldown")
-    if options.alerts:
-        stages.append("anomaly")
-    return tuple(stages)
-
-
-def stage_slots(options: FlinkJobOptions, parallelism: int) -> int:
-    """Slots the job needs: one per subtask of the widest group, times the groups when isolated."""
-    return parallelism * (len(python_stages(options)) if options.isolate_stages else 1)
 
 
 def stages_config(job: JobConfig, options: FlinkJobOptions | None = None) -> StagesConfig:
@@ -290,8 +267,9 @@ def build_job(
     from streamwarden.jobs.flink.assemble import AssembleFunction
     from streamwarden.jobs.flink.cooldown import CooldownFunction
     from streamwarden.jobs.flink.decide import DecideFunction, features_tag
-    from streamwarden.jobs.flink.decode import DecodeFunction, dead_letter_tag, points_tag
+    from streamwarden.jobs.flink.decode import DecodeFunction, points_tag
     from streamwarden.jobs.flink.env import bytes_type, kafka_bytes_sink, kafka_bytes_source, keyed_bytes_type
+    from streamwarden.jobs.flink.guard import dead_letters
     from streamwarden.jobs.flink.score import ScoreBatchFunction, ScoreFunction, ToScoreShard
     from streamwarden.jobs.flink.statements import StatementsFunction
     from streamwarden.jobs.flink.velocity import NaiveVelocityFunction, VelocityFunction
@@ -315,17 +293,8 @@ def build_job(
         properties=_java_only_properties(job),
         with_metadata=True,
     )
-
-    def group(stream: Any, name: str) -> Any:
-        """``stream`` in slot-sharing group ``name`` when stages are isolated (later operators inherit
-        the group of their input, so a stage's chained Java operators and sinks follow it)."""
-        return stream.slot_sharing_group(name) if opts.isolate_stages else stream
-
-    records = group(
-        env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events", type_info=raw).uid(
-            "events-source"
-        ),
-        "decode",
+    records = env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-events", type_info=raw).uid(
+        "events-source"
     )
     p = parallelism or env.get_parallelism()
     max_p = env.get_max_parallelism()
@@ -363,19 +332,17 @@ def build_job(
             route_subtasks=(p, max_p),
         )
     )
-    partials = group(
+    partials = (
         _key_by_field0(routes, string, raw)
         .process(velocity, output_type=route_type)
         .name("velocity")
-        .uid("velocity"),
-        "velocity",
+        .uid("velocity")
     )
-    vectors = group(
+    vectors = (
         _key_by_field0(partials, string, raw)
         .process(AssembleFunction(config, cache_events=0 if opts.naive else 100_000), output_type=pickled)
         .name("assemble")
-        .uid("assemble"),
-        "assemble",
+        .uid("assemble")
     )
     if opts.score_batch <= 1:
         scored = vectors.process(ScoreFunction(config), output_type=pickled).name("score").uid("score")
@@ -384,27 +351,25 @@ def build_job(
         sharded = vectors.process(ToScoreShard(one_key_per_subtask(p, max_p)), output_type=route_type).name(
             "score-shard"
         )
-        scored = group(
+        scored = (
             _key_by_field0(sharded, string, raw)
             .process(
                 ScoreBatchFunction(config, max_batch=opts.score_batch, flush_ms=opts.score_flush_ms),
                 output_type=pickled,
             )
             .name("score")
-            .uid("score-batch"),
-            "score",
+            .uid("score-batch")
         )
     decided = (
         scored.process(DecideFunction(config, write_features=job.write_features), output_type=route_type)
         .name("decide")
         .uid("decide")
     )
-    actions = group(
+    actions = (
         _key_by_field0(decided, string, raw)
         .process(CooldownFunction(config, expiry_tick_ms=opts.expiry_tick_ms), output_type=keyed_bytes_type())
         .name("cooldown")
-        .uid("cooldown"),
-        "cooldown",
+        .uid("cooldown")
     )
     statements = (
         actions.flat_map(StatementsFunction(config), output_type=keyed_bytes_type())
@@ -432,17 +397,16 @@ def build_job(
             opts.idleness_ms,
             name="points-event-time",
         )
-        alerts = group(
+        alerts = (
             _key_by_field0(points, string, raw)
             .process(AnomalyFunction(opts.anomaly_spec), output_type=keyed_bytes_type())
             .name("anomaly")
-            .uid("anomaly"),
-            "anomaly",
+            .uid("anomaly")
         )
         sink(alerts, topics.alerts, "alerts")
     sink(actions, topics.actions, "actions")
     sink(statements, topics.statements, "statements")
-    sink(decoded.get_side_output(dead_letter_tag()), topics.deadletter, "deadletter")
+    sink(dead_letters(decoded, partials, vectors, scored, decided), topics.deadletter, "deadletter")
     if job.write_features:
         sink(decided.get_side_output(features_tag()), topics.features, "features")
 

@@ -22,6 +22,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+# At module level on purpose: in PyFlink thread mode, onnxruntime's module init takes the GIL through
+# PyGILState_Ensure and deadlocks when it first runs on a later operator's thread (measured: a lazy
+# import hung the MiniCluster job at the decide stage), so every stage imports it with operators.pipeline.
+import onnxruntime as ort
+
 from streamwarden.operators.errors import ModelError
 from streamwarden.operators.scoring.model_card import (
     LoadedCard,
@@ -135,12 +140,6 @@ class Scorer:
     # ---- loading and reloading -----------------------------------------------------------------
 
     def _build(self) -> _Live:
-        # Imported here, not at module level: a stage that never scores (decode, velocity) must not
-        # load it. In PyFlink thread mode its module init takes the GIL through PyGILState_Ensure and
-        # deadlocked the decode task of a one-stage TaskManager (measured; gdb: take_gil in
-        # PyInit_onnxruntime_pybind11_state).
-        import onnxruntime as ort
-
         loaded = load_model_card(self.card_path, self.feature_names)
         card = loaded.card
         options = ort.SessionOptions()
