@@ -72,8 +72,7 @@ COMMANDS: dict[str, dict[str, Lazy]] = {
         ),
         "flink": Lazy(
             "streamwarden.jobs.bench.flink:bench_flink_cmd",
-            "The Flink job on a local MiniCluster: sustained events/s of the decision path (events → "
-            "actions)",
+            "The Flink job's sustained events/s (events → actions), p99 latency and layouts",
         ),
         "all": Lazy(
             "streamwarden.jobs.bench.all:bench_all_cmd",
