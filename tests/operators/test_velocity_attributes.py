@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamwarden.operators.errors import ConfigError
-from streamwarden.operators.features.assemble import Assembler, event_partial
 from streamwarden.operators.features.facts_codec import (
     FACTS_LAYOUT_ATTRIBUTES,
     FACTS_LAYOUT_VERSION,
@@ -19,15 +18,15 @@ from streamwarden.operators.features.facts_codec import (
     encode_facts,
 )
 from streamwarden.operators.features.fanout import FanOut
-from streamwarden.operators.features.naive import NaiveKeyState, NaivePlan
 from streamwarden.operators.features.replay import VelocityPipeline, VelocityStore
-from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, EVENT_TYPE_NAMES, FeatureSpec, parse_spec
+from streamwarden.operators.features.spec import EVENT_TYPE_NAMES, FeatureSpec, parse_spec
 from streamwarden.operators.features.synth import T0_MS, make_event, small_feature_spec
 from streamwarden.operators.features.window import NO_TIME
 from streamwarden.operators.pipeline import decode_assembly_state, encode_assembly_state
 from streamwarden.operators.policy import Decider
 from streamwarden.operators.policy.policy import parse_policy
 from streamwarden.schemas import streamwarden_pb2 as pb
+from tests.operators.velocity_paths import oracle, per_key
 
 WINDOWS = {"5s": {"length_ms": 5_000, "bucket_ms": 1_000}, "60s": {"length_ms": 60_000, "bucket_ms": 10_000}}
 ALL = list(EVENT_TYPE_NAMES)
@@ -72,31 +71,6 @@ def _events(draws: list[tuple[int, int, int, int, int]]) -> list[pb.Event]:
     return out
 
 
-def _oracle(spec: FeatureSpec, events: list[pb.Event]) -> list[tuple[float, ...]]:
-    fan = FanOut(spec)
-    plans = {ENTITY_KIND_VALUES[k]: NaivePlan(spec, k) for k in spec.kinds()}
-    states: dict[tuple[int, str], NaiveKeyState] = {}
-    asm = Assembler(spec, timeout_ms=1)
-    out = []
-    for ev in events:
-        facts, keys = fan(ev)
-        vec = asm.add(event_partial(facts), 0)
-        for key in keys:
-            vec = asm.add(states.setdefault(key, NaiveKeyState(plans[key[0]])).on_event(facts), 0) or vec
-        assert vec is not None
-        out.append(vec.values)
-    return out
-
-
-def _per_key(spec: FeatureSpec, events: list[pb.Event]) -> list[tuple[float, ...]]:
-    fan, store, asm = FanOut(spec), VelocityStore(spec), Assembler(spec, timeout_ms=1)
-    out = []
-    for ev in events:
-        facts, keys = fan(ev)
-        out.append(asm.complete(facts, store.on_events(keys, facts)).values)
-    return out
-
-
 draw = st.tuples(
     st.sampled_from([0, 1, 400, 1_000, 7_000]),
     st.integers(1, 11),
@@ -108,13 +82,13 @@ draw = st.tuples(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(draw, min_size=1, max_size=150))
-def test_attribute_filters_agree_on_every_path_with_the_oracle(
+def test_attribute_filters_agree_on_every_path_with_theoracle(
     draws: list[tuple[int, int, int, int, int]],
 ) -> None:
     spec = _spec()
     events = _events(draws)
-    want = _oracle(spec, events)
-    assert _per_key(spec, events) == want  # KeyState.on_event over facts tuples (the engines' path)
+    want = oracle(spec, events)
+    assert per_key(spec, events) == want  # KeyState.on_event over facts tuples (the engines' path)
     _, rows, _ = VelocityPipeline(spec).process_batch(events)  # Batch.run over facts
     assert [tuple(r) for r in rows.tolist()] == want
     rows, _ = VelocityPipeline(spec).process_events(events)  # Batch.run_events: the Event's own map

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamwarden.operators.features.assemble import Assembler, event_partial
+from streamwarden.operators.features.assemble import Assembler
 from streamwarden.operators.features.fanout import EventFacts, FanOut
-from streamwarden.operators.features.naive import NaiveKeyState, NaivePlan
 from streamwarden.operators.features.replay import EXPIRY_TICK_MS, VelocityPipeline, VelocityStore
-from streamwarden.operators.features.spec import ENTITY_KIND_VALUES, FeatureSpec, default_spec
+from streamwarden.operators.features.spec import FeatureSpec, default_spec
 from streamwarden.operators.features.synth import T0_MS, make_event, small_feature_spec
 from streamwarden.schemas import streamwarden_pb2 as pb
+from tests.operators.velocity_paths import oracle
 
 WINDOWS = {"5s": {"length_ms": 5_000, "bucket_ms": 1_000}, "60s": {"length_ms": 60_000, "bucket_ms": 10_000}}
 ODD_WINDOWS = {
@@ -76,22 +76,6 @@ def per_key_reference(spec: FeatureSpec, events: list[pb.Event]) -> list[tuple[t
                 next_hk = t + min(EXPIRY_TICK_MS, 10_000)
         vec = asm.complete(facts, store.on_events(keys, facts))
         out.append((vec.values, vec.late_kinds))
-    return out
-
-
-def oracle(spec: FeatureSpec, events: list[pb.Event]) -> list[tuple[float, ...]]:
-    fan = FanOut(spec)
-    plans = {ENTITY_KIND_VALUES[k]: NaivePlan(spec, k) for k in spec.kinds()}
-    states: dict[tuple[int, str], NaiveKeyState] = {}
-    asm = Assembler(spec, timeout_ms=1)
-    out = []
-    for ev in events:
-        facts, keys = fan(ev)
-        vec = asm.add(event_partial(facts), 0)
-        for key in keys:
-            vec = asm.add(states.setdefault(key, NaiveKeyState(plans[key[0]])).on_event(facts), 0) or vec
-        assert vec is not None
-        out.append(vec.values)
     return out
 
 
