@@ -134,3 +134,23 @@ class KeyStateStore(ExpiringStore[KeyState]):
 
     def _forget(self, key: str) -> None:
         pass
+
+
+class StoreSlot(Generic[V]):
+    """One key of an ``ExpiringStore`` as a ``pipeline.StateSlot`` (the subject stage's state on an
+    engine that keeps keyed state in process memory); ``put(None)`` drops the key."""
+
+    __slots__ = ("key", "store")
+
+    def __init__(self, store: ExpiringStore[V], key: str = "") -> None:
+        self.store = store
+        self.key = key
+
+    def get(self) -> V | None:
+        return self.store.get(self.key)
+
+    def put(self, state: V | None) -> None:
+        if state is None:
+            self.store.pop(self.key)
+        else:
+            self.store.put(self.key, state)

@@ -11,7 +11,9 @@ Both engine bindings (``jobs/beam/``, ``jobs/flink/``) build one ``Stages`` from
     assembly_timeout(eid, state, now_ms) -> FeatureVector | None              (timer: impute)
     score(vectors)                       -> [{model: score}] per vector       (micro-batched)
     decide(vector, scores)               -> [pb.Action]                       (not keyed)
+    decide_keyed(vector, scores)         -> [(key, payload)]: actions, touches (not keyed)
     cooldown(state, action)              -> (admit, state)                    keyed by subject_key
+    subject_step(key, payload, cooldown slot, reputation slot) -> SubjectStep keyed by subject_key
 
 ``replay_actions`` runs the same chain in one process over records in arrival order: it is the
 reference the engines' parity tests compare against (same action ids).
@@ -41,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from streamwarden.operators.errors import StreamwardenError
 from streamwarden.operators.features.assemble import FeatureVector, VectorLayout, event_partial
@@ -54,6 +56,7 @@ from streamwarden.operators.features.window import NO_TIME, KeyState, KindPlan, 
 from streamwarden.operators.policy.cooldown import CooldownGate, subject_key
 from streamwarden.operators.policy.decider import Decider
 from streamwarden.operators.policy.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from streamwarden.operators.policy.reputation import TOUCH_TAG, ReputationBook, TargetState
 from streamwarden.operators.scoring.model_card import default_card_paths
 from streamwarden.operators.scoring.scorer import ScoringEngine
 from streamwarden.operators.transparency.statements import StatementBuilder
@@ -455,6 +458,7 @@ class Stages:
         self._policy = policy
         self._decider: Decider | None = None
         self._gate: CooldownGate | None = None
+        self._reputation: ReputationBook | None = None
         self._statements: StatementBuilder | None = None
         self._policy_stamp: tuple[int, int] | None = None
         self._next_reload_check_ms = 0
@@ -566,6 +570,7 @@ class Stages:
                 f"{path}: rules changed but version {running.version} did not",
             )
         self._policy, self._gate, self._statements, self._decider = candidate, gate, statements, None
+        self._reputation = None
         return ReloadOutcome("policy", True, candidate.version, None)
 
     @property
@@ -793,7 +798,9 @@ class Stages:
                 self.inject("score", vector[0])
         return self.scoring.score_rows([v[1] for v in vectors])
 
-    def decide(self, vector: FeatureVector, scores: dict[str, float]) -> list[pb.Action]:
+    def decide(
+        self, vector: FeatureVector, scores: dict[str, float], touches: list[pb.Action] | None = None
+    ) -> list[pb.Action]:
         """The policy's actions for one event (before the cooldown gate); none without the event's facts
         (only if its event-level partial timed out)."""
         if self._inject:
@@ -801,7 +808,7 @@ class Stages:
         facts = vector[4]
         if facts is None:
             return []
-        return self.decider.decide(facts, vector[1], scores, self.model_version)
+        return self.decider.decide(facts, vector[1], scores, self.model_version, touches)
 
     def feature_record(self, vector: FeatureVector) -> pb.FeatureRecord:
         """The feature-log record of one assembled vector."""
@@ -814,7 +821,55 @@ class Stages:
             imputed=vector[2],
         )
 
-    # ---- cooldown (keyed by subject)
+    def decide_keyed(self, vector: FeatureVector, scores: dict[str, float]) -> list[tuple[str, bytes]]:
+        """``decide``'s output keyed for the subject stage: ``(subject key, Action bytes)`` per action,
+        ``(target key, touch payload)`` per action of an unwind rule (``operators/policy/reputation.py``)."""
+        touches: list[pb.Action] = []
+        out = [(self.cooldown_key(a), a.SerializeToString()) for a in self.decide(vector, scores, touches)]
+        facts = vector[4]
+        if touches and facts is not None:
+            book = self.reputation
+            for action in touches:
+                touch = book.touch(action, facts, vector[1])
+                if touch is not None:
+                    out.append(touch)
+        return out
+
+    # ---- cooldown and reputation (keyed by subject)
+
+    @property
+    def reputation(self) -> ReputationBook:
+        """The policy's unwind rules (empty when it has none)."""
+        if self._reputation is None:
+            self._reputation = ReputationBook(
+                self.policy, self.feature_names, max_delay_ms=self.cooldown_max_delay_ms, clock=self.clock
+            )
+        return self._reputation
+
+    def subject_step(
+        self, key: str, payload: bytes, cooldown: StateSlot[bytes], reputation: StateSlot[TargetState]
+    ) -> SubjectStep:
+        """One payload of the subject stage (keyed by ``key``): an action goes through the cooldown
+        gate and, admitted, may flag its subject and unwind to the subjects that touched it; a touch
+        waits in, or matches, the target's reputation state. Each slot is read only when needed."""
+        book = self.reputation
+        if payload[:1] == _TOUCH:
+            r = book.step(key, payload, reputation.get())
+            reputation.put(r.state)
+            return SubjectStep(r.actions, False, False, r.forgotten, r.event_time_ms)
+        action = pb.Action.FromString(payload)
+        t = action.event_time_ms
+        if self.gated(action):
+            ok, state = self.cooldown(cooldown.get(), action)
+            if not ok:
+                return SubjectStep([], False, True, 0, t)
+            if state is not None:
+                cooldown.put(state)
+        if not book.flags(action):
+            return SubjectStep([action], True, False, 0, t)
+        r = book.step(key, action, reputation.get())
+        reputation.put(r.state)
+        return SubjectStep([action, *r.actions], True, False, r.forgotten, t)
 
     def cooldown_key(self, action: pb.Action) -> str:
         """The key of the cooldown state: ``subject_key`` (e.g. ``ip:203.0.113.7``)."""
@@ -832,6 +887,52 @@ class Stages:
 _SHARED: dict[StagesConfig, Stages] = {}
 
 LOG = logging.getLogger("streamwarden.reload")
+
+
+S = TypeVar("S")
+_TOUCH = bytes([TOUCH_TAG])
+
+
+class StateSlot(Protocol[S]):
+    """One keyed state value of the subject stage, as an engine holds it: the cooldown gate's bytes, or
+    the target's ``TargetState`` (an engine that keeps bytes converts with ``reputation.encode_state``)."""
+
+    def get(self) -> S | None: ...
+
+    def put(self, state: S | None) -> None:
+        """Store ``state``; None clears the value."""
+
+
+class DictSlot(Generic[S]):
+    """A ``StateSlot`` over a dict entry: for the replay, Beam's process-wide store and tests."""
+
+    __slots__ = ("_states", "key")
+
+    def __init__(self, states: dict[str, S], key: str = "") -> None:
+        self._states = states
+        self.key = key
+
+    def get(self) -> S | None:
+        return self._states.get(self.key)
+
+    def put(self, state: S | None) -> None:
+        if state is None:
+            self._states.pop(self.key, None)
+        else:
+            self._states[self.key] = state
+
+
+class SubjectStep(NamedTuple):
+    """What one payload of the subject stage did: the actions to emit (the admitted input action
+    first if ``admitted``, then any actions a flag or a touch unwound), whether the cooldown gate
+    suppressed it, subjects a target forgot (over ``max_subjects``), and the payload's event time (the
+    stage's clock)."""
+
+    actions: list[pb.Action]
+    admitted: bool
+    suppressed: bool
+    forgotten: int
+    event_time_ms: int
 
 
 class ReloadOutcome(NamedTuple):
@@ -884,6 +985,8 @@ class PipelineCounters:
     """Emitted actions by verdict name."""
     suppressed_actions: int = 0
     """Actions the cooldown gate dropped."""
+    forgotten_touches: int = 0
+    """Subjects a target's reputation state forgot (over an unwind rule's ``max_subjects``)."""
     operator_errors: Counter[str] = field(default_factory=Counter)
     """Decoded events that failed in a stage after fan-out, by stage (``OPERATOR_ERROR`` dead letters,
     not in ``dead_letters``: the event is counted in ``events``)."""
@@ -943,6 +1046,8 @@ def replay_actions(
     )
     gate = stages.event_clock()
     cooldown_states: dict[str, bytes] = {}
+    reputation_states: dict[str, TargetState] = {}
+    gate_slot, reputation_slot = DictSlot(cooldown_states), DictSlot(reputation_states)
     pending: list[FeatureVector] = []
     inject = bool(stages.config.inject_errors)
 
@@ -958,23 +1063,20 @@ def replay_actions(
             dropped.add(vector[0])
         for vector, scores in scored:
             try:
-                actions = stages.decide(vector, scores)
+                keyed = stages.decide_keyed(vector, scores)
             except Exception as exc:  # as the engines: the event becomes a dead letter
                 failed(vector[0], "decide", exc)
                 dropped.add(vector[0])
                 continue
-            for action in actions:
-                if stages.gated(action):
-                    key = stages.cooldown_key(action)
-                    ok, state = stages.cooldown(cooldown_states.get(key), action)
-                    if not ok:
-                        counters.suppressed_actions += 1
-                        continue
-                    if state is not None:
-                        cooldown_states[key] = state
-                result.actions.append(action)
-                result.statements += stages.statements(action)
-                counters.actions[pb.Action.Verdict.Name(action.verdict)] += 1
+            for key, payload in keyed:
+                gate_slot.key = reputation_slot.key = key
+                step = stages.subject_step(key, payload, gate_slot, reputation_slot)
+                counters.suppressed_actions += step.suppressed
+                counters.forgotten_touches += step.forgotten
+                for action in step.actions:
+                    result.actions.append(action)
+                    result.statements += stages.statements(action)
+                    counters.actions[pb.Action.Verdict.Name(action.verdict)] += 1
         pending.clear()
         if dropped and feature_records:  # a failed event has no feature record on the engines either
             result.feature_records = [f for f in result.feature_records if f.event_id not in dropped]

@@ -32,8 +32,9 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from streamwarden.jobs import observability
 from streamwarden.jobs.beam.decode import METRICS_NAMESPACE
 from streamwarden.jobs.beam.shared_store import GateClocks, SharedHandle
-from streamwarden.operators.expiring import EXPIRY_TICK_MS, NEVER, ExpiringStore
+from streamwarden.operators.expiring import EXPIRY_TICK_MS, NEVER, ExpiringStore, StoreSlot
 from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.operators.policy.reputation import TargetState
 from streamwarden.schemas import streamwarden_pb2 as pb
 
 KEYED = ReadModifyWriteStateSpec("keyed", BytesCoder())
@@ -42,12 +43,18 @@ _KEYED = beam.DoFn.StateParam(KEYED)
 
 
 class CooldownKeys:
-    """The cooldown stage's process-wide state: subjects' gate bytes, the stage's clock, a lock."""
+    """The cooldown stage's process-wide state: subjects' gate bytes, targets' reputation
+    (``operators/policy/reputation.py``), the stage's clock, a lock."""
 
     def __init__(self, stages: Stages, tick_ms: int) -> None:
         self.store: ExpiringStore[bytes] = ExpiringStore(
             lambda state: stages.cooldown_gate.expires_at_ms(state), tick_ms
         )
+        self.reputation: ExpiringStore[TargetState] = ExpiringStore(
+            lambda state: stages.reputation.expires_at_ms(state), tick_ms
+        )
+        self.gate_slot = StoreSlot(self.store)
+        self.reputation_slot = StoreSlot(self.reputation)
         self.out_of_orderness_ms = stages.out_of_orderness_ms
         self.max_seen_ms = -NEVER
         self.lock = threading.Lock()
@@ -73,6 +80,7 @@ class CooldownFn(beam.DoFn):
         self._new = Metrics.counter(METRICS_NAMESPACE, "cooldown_new_keys")
         self._expired = Metrics.counter(METRICS_NAMESPACE, "cooldown_expired_keys")
         self._suppressed = Metrics.counter(METRICS_NAMESPACE, "actions_suppressed")
+        self._forgotten = Metrics.counter(METRICS_NAMESPACE, "reputation_forgotten_subjects")
         self._latency = Metrics.distribution(METRICS_NAMESPACE, "event_to_action_ms")
         self._by_verdict: dict[int, Any] = {}
 
@@ -87,42 +95,48 @@ class CooldownFn(beam.DoFn):
         self._gate_ms = NEVER if gate_ms is None else gate_ms
 
     def finish_bundle(self) -> None:
-        self._live.update(len(self._keys.store))
+        self._live.update(len(self._keys.store) + len(self._keys.reputation))
 
     def process(self, element: tuple[str, bytes], keyed: Any = _KEYED) -> Iterator[tuple[bytes, bytes]]:
         key, payload = element
         observability.observe_records("cooldown", "in")
-        action = pb.Action.FromString(payload)
         stages = self._stages
         keys = self._keys
-        store = keys.store
         with keys.lock:
-            if action.event_time_ms > keys.max_seen_ms:
-                keys.max_seen_ms = action.event_time_ms
+            keys.gate_slot.key = keys.reputation_slot.key = key
+            n_gates, n_targets = len(keys.store), len(keys.reputation)
+            step = stages.subject_step(key, payload, keys.gate_slot, keys.reputation_slot)
+            self._new.inc(max(0, len(keys.store) - n_gates) + max(0, len(keys.reputation) - n_targets))
+            # the stage's clock: the newest event time among the actions and touches it has seen
+            t = step.event_time_ms
+            if t > keys.max_seen_ms:
+                keys.max_seen_ms = t
                 watermark_ms = min(keys.max_seen_ms - keys.out_of_orderness_ms, self._gate_ms)
-                if watermark_ms >= store.next_due_ms:
-                    dropped = store.advance_to(watermark_ms)
-                    if dropped:
-                        self._expired.inc(dropped)
-            ok = True
-            if stages.gated(action):
-                existing = store.get(key)
-                ok, state = stages.cooldown(existing, action)
-                if ok and state is not None:
-                    store.put(key, state)
-                    if existing is None:
-                        self._new.inc()
-        if not ok:
+                dropped = 0
+                for store in (keys.store, keys.reputation):
+                    if watermark_ms >= store.next_due_ms:
+                        dropped += store.advance_to(watermark_ms)
+                if dropped:
+                    self._expired.inc(dropped)
+        if step.forgotten:
+            self._forgotten.inc(step.forgotten)
+        if step.suppressed:
             self._suppressed.inc()
             observability.SUPPRESSED.inc()
             return
-        counter = self._by_verdict.get(action.verdict)
-        if counter is None:
-            name = pb.Action.Verdict.Name(action.verdict)
-            counter = self._by_verdict[action.verdict] = Metrics.counter(METRICS_NAMESPACE, f"actions.{name}")
-        counter.inc()
         now_ms = int(time.time() * 1000)
-        self._latency.update(max(0, now_ms - action.event_time_ms))
-        observability.observe_action(action, now_ms)
-        observability.observe_records("cooldown", "out")
-        yield key.encode(), payload
+        for i, action in enumerate(step.actions):
+            counter = self._by_verdict.get(action.verdict)
+            if counter is None:
+                name = pb.Action.Verdict.Name(action.verdict)
+                counter = self._by_verdict[action.verdict] = Metrics.counter(
+                    METRICS_NAMESPACE, f"actions.{name}"
+                )
+            counter.inc()
+            self._latency.update(max(0, now_ms - action.event_time_ms))
+            observability.observe_action(action, now_ms)
+            observability.observe_records("cooldown", "out")
+            if i == 0 and step.admitted:  # the input action itself: its bytes as they came
+                yield key.encode(), payload
+            else:  # an action a flag unwound: keyed by its own subject
+                yield stages.cooldown_key(action).encode(), action.SerializeToString()

@@ -47,10 +47,7 @@ class DecideFn(beam.DoFn):
         for vector, scores in batch:
             try:
                 record = stages.feature_record(vector).SerializeToString() if write_features else b""
-                actions = [
-                    (stages.cooldown_key(action), action.SerializeToString())
-                    for action in stages.decide(vector, scores)
-                ]
+                actions = stages.decide_keyed(vector, scores)
             except Exception as exc:  # one event must never stop the job: it becomes a dead letter
                 yield self._errors.output(stages, vector[0], exc)
                 continue

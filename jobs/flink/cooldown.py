@@ -1,27 +1,67 @@
 """Cooldown stage, keyed by subject: at most one action per (rule, subject, aligned window), with the
-gate's versioned bytes in a ``ValueState[bytes]``. Actions of rules without a cooldown pass through
-without touching state. Emits ``Row(subject key bytes, Action bytes)`` for the actions sink.
+gate's versioned bytes in a ``ValueState[bytes]``; and the targets' reputation
+(``operators/policy/reputation.py``: touches wait in their target's state, a flagging action unwinds
+them) in a second ``ValueState[bytes]`` (``reputation.encode_state``), read only for a touch or a
+flagging action. Actions of rules without a cooldown pass through without touching state. Emits
+``Row(subject key bytes, Action bytes)`` for the actions sink.
 
-Expiry: an event-time timer at the state's ``expires_at_ms`` (rounded up to ``expiry_tick_ms``); when
-the watermark passes it the state can no longer change a decision and is cleared.
+Expiry: an event-time timer at each state's expiry (rounded up to ``expiry_tick_ms``); when the
+watermark passes it the state can no longer change a decision and is cleared.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pyflink.common import Row
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueState
 
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_value_state
 from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.operators.policy.reputation import TargetState, decode_state, encode_state
 from streamwarden.schemas import streamwarden_pb2 as pb
 
 
+class _Slot:
+    """A ``ValueState[bytes]`` as the subject stage's ``StateSlot``; ``on_put`` sees each new value
+    (to register its expiry timer)."""
+
+    def __init__(self, state: ValueState, on_put: Callable[[bytes], None]) -> None:
+        self.state = state
+        self.on_put = on_put
+
+    def get(self) -> bytes | None:
+        value: bytes | None = self.state.value()
+        return value
+
+    def put(self, value: bytes | None) -> None:
+        if value is None:
+            self.state.clear()
+        else:
+            self.state.update(value)
+            self.on_put(value)
+
+
+class _ReputationSlot:
+    """The reputation ``ValueState[bytes]`` as a ``StateSlot[TargetState]``."""
+
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot
+
+    def get(self) -> TargetState | None:
+        data = self.slot.get()
+        return None if data is None else decode_state(data)
+
+    def put(self, value: TargetState | None) -> None:
+        self.slot.put(None if value is None else encode_state(value))
+
+
 class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
-    """``Action bytes`` keyed by subject → ``Row(subject key bytes, Action bytes)`` for admitted ones."""
+    """``Action bytes`` or a touch keyed by subject → ``Row(subject key bytes, Action bytes)`` for the
+    admitted actions and the actions they (or a touch) unwound."""
 
     def __init__(self, config: StagesConfig, *, expiry_tick_ms: int = 60_000) -> None:
         self._config = config
@@ -30,42 +70,62 @@ class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: RuntimeContext) -> None:
         self._stages = Stages.shared(self._config)
         self._gate_state = bytes_value_state(runtime_context, "cooldown")
-        self._counters = StageCounters(runtime_context, ("actions", "actions_suppressed"))
+        self._reputation_state = bytes_value_state(runtime_context, "reputation")
+        self._counters = StageCounters(
+            runtime_context, ("actions", "actions_suppressed", "reputation_forgotten_subjects")
+        )
+        self._ctx: KeyedProcessFunction.Context | None = None
+        self._gate_slot = _Slot(self._gate_state, self._gate_timer)
+        self._reputation_slot = _ReputationSlot(_Slot(self._reputation_state, self._reputation_timer))
+
+    def _timer_at(self, expires: int | None) -> None:
+        if expires is not None and self._ctx is not None:
+            self._ctx.timer_service().register_event_time_timer(-(-expires // self._tick_ms) * self._tick_ms)
+
+    def _gate_timer(self, state: bytes) -> None:
+        self._timer_at(self._stages.cooldown_gate.expires_at_ms(state))
+
+    def _reputation_timer(self, state: bytes) -> None:
+        self._timer_at(self._stages.reputation.expires_at_ms(decode_state(state)))
 
     def close(self) -> None:
         self._counters.flush()
 
     def process_element(self, payload: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
-        action = pb.Action.FromString(payload)
+        key: str = ctx.get_current_key()
         stages = self._stages
         # a policy swap changes the rules' cooldowns; in process mode this operator's Stages is its own
         stages.maybe_reload(int(time.time() * 1000))
-        if stages.gated(action):
-            ok, state = stages.cooldown(self._gate_state.value(), action)
-            if not ok:
-                self._counters.inc("actions_suppressed")
-                return
-            if state is not None:
-                self._gate_state.update(state)
-                expires = stages.cooldown_gate.expires_at_ms(state)
-                if expires is not None:
-                    ctx.timer_service().register_event_time_timer(
-                        -(-expires // self._tick_ms) * self._tick_ms
-                    )
-        self._counters.inc("actions")
-        self._counters.inc_labelled(
-            "actions_by_rule",
-            rule=action.reasons[0] if action.reasons else "",
-            verdict=pb.Action.Verdict.Name(action.verdict),
-            mode=pb.Action.Mode.Name(action.mode),
-        )
-        yield Row(ctx.get_current_key().encode("utf-8"), payload)
+        self._ctx = ctx
+        step = stages.subject_step(key, payload, self._gate_slot, self._reputation_slot)
+        self._ctx = None
+        if step.forgotten:
+            self._counters.inc("reputation_forgotten_subjects", step.forgotten)
+        if step.suppressed:
+            self._counters.inc("actions_suppressed")
+            return
+        for i, action in enumerate(step.actions):
+            self._counters.inc("actions")
+            self._counters.inc_labelled(
+                "actions_by_rule",
+                rule=action.reasons[0] if action.reasons else "",
+                verdict=pb.Action.Verdict.Name(action.verdict),
+                mode=pb.Action.Mode.Name(action.mode),
+            )
+            if i == 0 and step.admitted:  # the input action itself: its bytes as they came
+                yield Row(key.encode("utf-8"), payload)
+            else:  # an action a flag unwound: keyed by its own subject
+                yield Row(stages.cooldown_key(action).encode("utf-8"), action.SerializeToString())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
-        state = self._gate_state.value()
-        if state is None:
-            return
-        expires = self._stages.cooldown_gate.expires_at_ms(state)
-        if expires is None or expires <= timestamp:
-            self._gate_state.clear()
+        gate = self._gate_state.value()
+        if gate is not None:
+            expires = self._stages.cooldown_gate.expires_at_ms(gate)
+            if expires is None or expires <= timestamp:
+                self._gate_state.clear()
+        reputation = self._reputation_state.value()
+        if reputation is not None:
+            expires = self._stages.reputation.expires_at_ms(decode_state(reputation))
+            if expires is None or expires <= timestamp:
+                self._reputation_state.clear()
         yield from ()

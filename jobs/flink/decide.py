@@ -69,10 +69,7 @@ class DecideFunction(ProcessFunction):  # type: ignore[misc]
             self._report_versions()
         try:
             record = stages.feature_record(vector).SerializeToString() if self._write_features else b""
-            actions = [
-                Row(stages.cooldown_key(action), action.SerializeToString())
-                for action in stages.decide(vector, scores)
-            ]
+            actions = [Row(key, payload) for key, payload in stages.decide_keyed(vector, scores)]
         except Exception as exc:  # one event must never stop the job: it becomes a dead letter
             yield self._errors.output(vector[0], exc)
             return

@@ -193,11 +193,14 @@ class Decider:
         features: FeatureInput,
         scores: Mapping[str, float],
         model_version: str,
+        touches: list[pb.Action] | None = None,
     ) -> list[pb.Action]:
         """All actions the policy takes for this event, in rule order (before any cooldown gate).
 
         ``event`` is the ``pb.Event`` or its ``EventFacts`` (same result); ``features`` a mapping by
         name or a vector in spec order; ``scores`` model name → score for this event.
+        The actions of unwind rules (``Rule.unwind``) are not among them: they are appended to
+        ``touches`` if given (without an id: the reputation stage gives it), else dropped.
         """
         if isinstance(event, pb.Event):
             event_id, event_time_ms = event.event_id, event.event_time_ms
@@ -226,7 +229,10 @@ class Decider:
             if decision_time_ms is None:
                 decision_time_ms = self._clock()
             action = pb.Action(
-                action_id=action_id(
+                # an unwind rule's action gets its id when it is emitted (operators/policy/reputation.py)
+                action_id=""
+                if c.rule.unwind is not None
+                else action_id(
                     self.policy.version,
                     c.rule.id,
                     c.rule.subject,
@@ -245,7 +251,10 @@ class Decider:
             )
             for name, score in scores.items():
                 action.scores[name] = float(score)
-            actions.append(action)
+            if c.rule.unwind is None:
+                actions.append(action)
+            elif touches is not None:
+                touches.append(action)
             if c.rule.stop:
                 break
         return actions

@@ -70,6 +70,48 @@ def _parse_condition(value: Any) -> Condition:
         raise ValueError(str(exc)) from None
 
 
+class Unwind(BaseModel):
+    """A rule that acts on an entity only once another entity it touched is flagged
+    (``operators/policy/reputation.py``): e.g. the accounts behind a track the farm rules flagged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: SubjectKind = Field(
+        description="The entity of the event whose flag unwinds to the rule's subject."
+    )
+    flagged_by: tuple[str, ...] = Field(
+        min_length=1,
+        description="Rule ids whose admitted actions on the target flag it (their subject is the target).",
+    )
+    within_ms: int = Field(
+        21_600_000,
+        ge=60_000,
+        description=(
+            "Flags are kept per aligned event-time window of this length; a subject whose events touched the "
+            "target from one window before a flagged window to one window after it is acted on."
+        ),
+    )
+    max_subjects: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description="Subjects remembered per target and rule (the oldest beyond are forgotten).",
+    )
+    min_touches: int = Field(
+        1,
+        ge=1,
+        description="Events of the subject that touched the target (and met the condition) needed to act.",
+    )
+    share_of: str | None = Field(
+        None,
+        description=(
+            "A feature counting the subject's events (e.g. account.count_play.1h): with ``min_share``, the "
+            "subject's touches of the target must be at least that share of it (its largest value seen)."
+        ),
+    )
+    min_share: float = Field(0.0, ge=0.0, le=1.0, description="See ``share_of``.")
+
+
 class Rule(BaseModel):
     """One policy rule: when ``condition`` holds for an event, act on ``subject``."""
 
@@ -99,6 +141,14 @@ class Rule(BaseModel):
         ),
     )
     stop: bool = Field(False, description="If the rule fires, skip the rules after it for this event.")
+    unwind: Unwind | None = Field(
+        None,
+        description=(
+            "Act only once the event's ``unwind.target`` is flagged by one of ``unwind.flagged_by`` "
+            "(before or after this event, within ``unwind.within_ms``); at most once per subject, target "
+            "and flagged window, so no cooldown."
+        ),
+    )
 
     @field_validator("event_types")
     @classmethod
@@ -172,10 +222,50 @@ class Policy(BaseModel):
                     out.append(
                         (loc, _unknown("model threshold", ref.target, thresholds, prefix="threshold."))
                     )
+        out += self._unwind_problems(first_index, feature_names)
         if self.statements is not None:
             out += mapping_problems(
                 self.statements, ((i, r.id, r.verdict, r.mode) for i, r in enumerate(self.rules))
             )
+        return out
+
+    def _unwind_problems(
+        self, index: Mapping[str, int], feature_names: Collection[str] | None
+    ) -> list[tuple[Loc, str]]:
+        out: list[tuple[Loc, str]] = []
+        for i, rule in enumerate(self.rules):
+            u = rule.unwind
+            if u is None:
+                continue
+            if rule.cooldown_ms:
+                out.append(
+                    (("rules", i, "cooldown_ms"), "an unwind rule acts once per flagged window: no cooldown")
+                )
+            if u.target == rule.subject:
+                out.append(
+                    (
+                        ("rules", i, "unwind", "target"),
+                        f"the target must differ from the subject {rule.subject!r}",
+                    )
+                )
+            if u.share_of is not None and feature_names is not None and u.share_of not in feature_names:
+                out.append(
+                    (("rules", i, "unwind", "share_of"), _unknown("feature", u.share_of, feature_names))
+                )
+            for j, flagger in enumerate(u.flagged_by):
+                loc: Loc = ("rules", i, "unwind", "flagged_by", j)
+                k = index.get(flagger)
+                if k is None:
+                    out.append((loc, _unknown("rule", flagger, index)))
+                elif self.rules[k].unwind is not None:
+                    out.append((loc, f"rule {flagger!r} is an unwind rule itself"))
+                elif self.rules[k].subject != u.target:
+                    out.append(
+                        (
+                            loc,
+                            f"rule {flagger!r} acts on {self.rules[k].subject!r}, not on the target {u.target!r}",
+                        )
+                    )
         return out
 
     def check(

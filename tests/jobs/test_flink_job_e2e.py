@@ -3,7 +3,9 @@ actions and alerts out; every record decoded or dead-lettered; actions and featu
 offline replay's, alerts the anomaly replay's; and the Beam job gives the same actions for the same input.
 The events carry platform fields (``Event.attributes``) and the job runs the shipped spec and policy
 plus a feature filtered by an attribute and rules on an attribute and on that feature
-(``tests/jobs/attribute_traffic.py``): they decide the same on replay, Flink and Beam.
+(``tests/jobs/attribute_traffic.py``): they decide the same on replay, Flink and Beam. So do the
+shipped unwind rules: the accounts behind a flagged track, from its reputation state (entity labels)
+in the cooldown stage.
 
 One bounded run (single partition, so per-key order is the arrival order) serves every test here.
 """
@@ -37,6 +39,8 @@ from tests.jobs.attribute_traffic import ATTRIBUTE_RULES, with_plans, write_attr
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
 SPEC = small_spec(seed=21, duration_s=60.0)
+UNWIND_RULE = "farm-account-unwind"
+"""A shipped unwind rule (``operators/policy/reputation.py``) that this traffic triggers."""
 OUT_OF_ORDERNESS_MS = 2_000
 
 
@@ -137,6 +141,7 @@ def test_actions_and_features_equal_the_offline_replay(flink_run: dict[str, Any]
     assert reference.actions, "the traffic should trigger some actions"
     fired = Counter(a.reasons[0] for a in reference.actions)
     assert all(fired[rule] for rule in ATTRIBUTE_RULES), f"the attribute rules should fire: {fired}"
+    assert fired[UNWIND_RULE], f"a flagged track should unwind to its accounts: {fired}"
     _assert_same_actions(actions, reference.actions)
     got = {f.event_id: tuple(f.values) for f in flink_run["features"]}
     assert got == {f.event_id: tuple(f.values) for f in reference.feature_records}
@@ -187,4 +192,4 @@ def test_flink_and_beam_give_the_same_actions(broker: Any, flink_run: dict[str, 
         for r in read_topic(embedded_kafka_config(broker.bootstrap_servers), outputs[0])
     ]
     assert Counter(a.action_id for a in beam) == Counter(a.action_id for a in flink_run["actions"])
-    assert {a.reasons[0] for a in beam} >= set(ATTRIBUTE_RULES)
+    assert {a.reasons[0] for a in beam} >= {*ATTRIBUTE_RULES, UNWIND_RULE}
