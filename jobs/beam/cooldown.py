@@ -1,6 +1,12 @@
 """Cooldown stage, keyed by subject: at most one action per (rule, subject, aligned window). Actions of
-rules without a cooldown pass through without touching state. Emits ``(subject key, Action bytes)`` for
-the actions sink.
+rules without a cooldown pass through without touching state. The same stage keeps the targets'
+reputation (``operators/policy/reputation.py``): a touch waits in its target's state, a flagging action
+unwinds the touches (``Stages.subject_step``). Emits ``(subject key, Action bytes)`` for the actions
+sink: the admitted action, then the actions it or a touch unwound, each under its own subject.
+
+Reputation states live in a second ``ExpiringStore`` beside the gates', dropped the same way; both count
+in ``cooldown_live_keys``, ``cooldown_new_keys`` and ``cooldown_expired_keys``; subjects a target forgot
+over an unwind rule's ``max_subjects`` count in ``reputation_forgotten_subjects``.
 
 The gate's versioned bytes per subject live in one in-memory ``ExpiringStore`` per process, shared by
 the DoFn's copies, for the reason the velocity stage's do (``jobs/beam/velocity.py``: the

@@ -97,6 +97,14 @@ class Unwind(BaseModel):
         le=4096,
         description="Subjects remembered per target and rule (the oldest beyond are forgotten).",
     )
+    min_flags: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Flagging actions a window needs before it unwinds: one stray action on a popular target must "
+            "not act on its whole audience."
+        ),
+    )
     min_touches: int = Field(
         1,
         ge=1,

@@ -46,7 +46,7 @@ TOUCH_TAG = 0x00
 valid protobuf), so the cooldown stage tells touches from actions by one byte."""
 
 _HEAD = struct.Struct("<BqIII")  # version, high-water mark, n flags, n touches, n emitted
-_FLAG = struct.Struct("<Iqq")  # rule hash, window, first flag time
+_FLAG = struct.Struct("<IqqI")  # rule hash, window, first flag time, flags
 _TOUCH = struct.Struct("<IqqIdI")  # rule hash, first/last touch time, touches, share base, action length
 _BASE = struct.Struct("<d")
 _EMIT = struct.Struct("<IqH")  # rule hash, window, subject length
@@ -72,8 +72,8 @@ class TargetState:
     """A target's flags, remembered touches and emitted pairs, for every unwind rule."""
 
     high_ms: int = _NO_TIME
-    flags: dict[tuple[int, int], int] = field(default_factory=dict)
-    """(rule hash, window) → first flag time in that window."""
+    flags: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    """(rule hash, window) → (first flag time in that window, flagging actions seen in it)."""
     touched: dict[tuple[int, str], Touched] = field(default_factory=dict)
     """(rule hash, subject id) → touches."""
     emitted: set[tuple[int, int, str]] = field(default_factory=set)
@@ -90,7 +90,7 @@ def encode_state(s: TargetState) -> bytes:
     UTF-8) + the pending Action bytes, emitted ``<IqH`` + subject; each part sorted, so equal states
     give equal bytes."""
     out = [_HEAD.pack(STATE_LAYOUT_VERSION, s.high_ms, len(s.flags), len(s.touched), len(s.emitted))]
-    out += [_FLAG.pack(h, w, t) for (h, w), t in sorted(s.flags.items())]
+    out += [_FLAG.pack(h, w, t, n) for (h, w), (t, n) in sorted(s.flags.items())]
     for (h, subj), t in sorted(s.touched.items()):
         raw = subj.encode("utf-8")
         head = _TOUCH.pack(h, t.first_ms, t.last_ms, t.count, t.base, len(t.action))
@@ -114,9 +114,9 @@ def decode_state(data: bytes | None) -> TargetState:
     _, s.high_ms, nf, nt, ne = _HEAD.unpack_from(data, 0)
     pos = _HEAD.size
     for _ in range(nf):
-        h, w, t = _FLAG.unpack_from(data, pos)
+        h, w, t, n = _FLAG.unpack_from(data, pos)
         pos += _FLAG.size
-        s.flags[(h, w)] = t
+        s.flags[(h, w)] = (t, n)
     for _ in range(nt):
         h, first, last, count, base, n = _TOUCH.unpack_from(data, pos)
         pos += _TOUCH.size
@@ -238,14 +238,13 @@ class ReputationBook:
         s.high_ms = max(s.high_ms, t)
         for rule in self._flaggers.get(action.reasons[0], ()):
             w = t // rule.unwind.within_ms
-            first = s.flags.get((rule.hash, w))
-            if first is not None and first <= t:
-                continue  # the window is flagged already (by an earlier flag: nothing changes)
-            s.flags[(rule.hash, w)] = t
-            if first is None:
+            first, n = s.flags.get((rule.hash, w), (t, 0))
+            first, n = min(first, t), n + 1
+            s.flags[(rule.hash, w)] = (first, n)
+            if n == rule.unwind.min_flags:  # the window just became flagged: unwind its touches
                 for (h, subj), touched in sorted(s.touched.items()):
                     if h == rule.hash:
-                        self._match(key, rule, w, t, subj, touched, s, out)
+                        self._match(key, rule, w, first, subj, touched, s, out)
 
     def _touch(
         self, key: str, action: pb.Action, raw: bytes, base: float, s: TargetState, out: list[pb.Action]
@@ -263,8 +262,8 @@ class ReputationBook:
             touched.last_ms = max(touched.last_ms, t)
             touched.count += 1
             touched.base = max(touched.base, base)
-        for (h, w), first_flag in sorted(s.flags.items()) if s.flags else ():
-            if h == rule.hash:
+        for (h, w), (first_flag, n) in sorted(s.flags.items()) if s.flags else ():
+            if h == rule.hash and n >= rule.unwind.min_flags:
                 self._match(key, rule, w, first_flag, subj, touched, s, out)
 
     def _match(

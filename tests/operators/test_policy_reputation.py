@@ -140,6 +140,15 @@ def test_min_touches_and_min_share() -> None:
     assert [a.subject.id for a in actions] == ["twice"]
 
 
+def test_one_stray_flag_does_not_unwind_a_popular_target() -> None:
+    decider, book = _build(min_flags=3)
+    listeners = [(f"fan{i}", 1_000 + i, 5.0) for i in range(20)]
+    assert _run(book, _payloads(decider, book, [*listeners, ("farm", 2_000, 150.0)])) == []
+    flags = [("farm", 2_000 + i, 150.0) for i in range(3)]
+    actions = _run(book, _payloads(decider, book, [*listeners, *flags]))
+    assert sorted(a.subject.id for a in actions) == sorted([*(f"fan{i}" for i in range(20)), "farm"])
+
+
 def test_subjects_beyond_the_limit_are_forgotten_and_counted() -> None:
     decider, book = _build(max_subjects=8)
     plays = [(f"a{i}", 1_000 + i, 5.0) for i in range(10)]
@@ -174,12 +183,12 @@ _PLAYS = st.lists(
 
 
 @settings(max_examples=80, deadline=None)
-@given(plays=_PLAYS, order=st.randoms(use_true_random=False))
+@given(plays=_PLAYS, order=st.randoms(use_true_random=False), min_flags=st.sampled_from([1, 2]))
 def test_which_pairs_act_does_not_depend_on_arrival_order_or_on_the_state_bytes(
-    plays: list[tuple[str, int, float]], order: object
+    plays: list[tuple[str, int, float]], order: object, min_flags: int
 ) -> None:
     # every arrival order within the allowed delay (the lateness gate holds later events back)
-    decider, book = _build(max_delay_ms=4 * HOUR)
+    decider, book = _build(max_delay_ms=4 * HOUR, min_flags=min_flags)
     payloads = _payloads(decider, book, plays)
     in_order = _run(book, payloads)
     assert [a.SerializeToString() for a in _run(book, payloads, through_bytes=True)] == [
