@@ -904,7 +904,7 @@ class StateSlot(Protocol[S]):
 
 
 class DictSlot(Generic[S]):
-    """A ``StateSlot`` over a dict entry: for the replay, Beam's process-wide store and tests."""
+    """A ``StateSlot`` over a dict entry: for the replay and tests (Beam's store: ``expiring.StoreSlot``)."""
 
     __slots__ = ("_states", "key")
 

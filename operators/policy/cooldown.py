@@ -48,7 +48,13 @@ def rule_hash(rule_id: str) -> int:
 
 def subject_key(action: pb.Action) -> str:
     """The key the gate's state is partitioned by, e.g. ``ip:203.0.113.7``."""
-    return f"{_KIND_NAMES.get(action.subject.kind, 'unknown')}:{action.subject.id}"
+    return subject_key_for(_KIND_NAMES.get(action.subject.kind, "unknown"), action.subject.id)
+
+
+def subject_key_for(kind: str, subject_id: str) -> str:
+    """``subject_key`` of a subject given by its kind name (``ip``) and id: the reputation stage keys a
+    touch by its target with it, so touches meet the actions on that target."""
+    return f"{kind}:{subject_id}"
 
 
 def encode_state(entries: Iterable[Entry]) -> bytes:

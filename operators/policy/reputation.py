@@ -35,7 +35,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from streamwarden.operators.policy.cooldown import rule_hash
+from streamwarden.operators.policy.cooldown import rule_hash, subject_key_for
 from streamwarden.operators.policy.decider import EventInput, action_id, subject_id
 from streamwarden.operators.policy.policy import Policy, Unwind
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -50,6 +50,7 @@ _FLAG = struct.Struct("<IqqI")  # rule hash, window, first flag time, flags
 _TOUCH = struct.Struct("<IqqIdI")  # rule hash, first/last touch time, touches, share base, action length
 _BASE = struct.Struct("<d")
 _EMIT = struct.Struct("<IqH")  # rule hash, window, subject length
+_U16 = struct.Struct("<H")
 _NO_TIME = -(1 << 62)
 _TRIM_EVERY_MS = 60_000
 """Expired entries are looked for once per minute of a target's event time, not at every payload."""
@@ -86,7 +87,7 @@ class TargetState:
 
 
 def encode_state(s: TargetState) -> bytes:
-    """Layout v1: ``<BqIII`` head, then flags ``<Iqq``, touches ``<IqqI`` + subject (u16 length +
+    """Layout v1: ``<BqIII`` head, then flags ``<IqqI``, touches ``<IqqIdI`` + subject (u16 length +
     UTF-8) + the pending Action bytes, emitted ``<IqH`` + subject; each part sorted, so equal states
     give equal bytes."""
     out = [_HEAD.pack(STATE_LAYOUT_VERSION, s.high_ms, len(s.flags), len(s.touched), len(s.emitted))]
@@ -99,9 +100,6 @@ def encode_state(s: TargetState) -> bytes:
         raw = subj.encode("utf-8")
         out += [_EMIT.pack(h, w, len(raw)), raw]
     return b"".join(out)
-
-
-_U16 = struct.Struct("<H")
 
 
 def decode_state(data: bytes | None) -> TargetState:
@@ -182,16 +180,12 @@ class ReputationBook:
             for r in policy.rules
             if r.unwind is not None
         }
-        self._by_hash = {r.hash: r for r in self.rules.values()}
         self._min_slack = min((r.unwind.max_subjects * 5 // 4 for r in self.rules.values()), default=0)
         flaggers: dict[str, list[_Rule]] = {}
         for r in self.rules.values():
             for f in r.unwind.flagged_by:
                 flaggers.setdefault(f, []).append(r)
         self._flaggers: Mapping[str, list[_Rule]] = flaggers
-
-    def __bool__(self) -> bool:
-        return bool(self.rules)
 
     # ---- the decider's side
 
@@ -209,7 +203,7 @@ class ReputationBook:
         if base != base:  # NaN (an imputed block): no share can be required of it
             base = 0.0
         payload = b"".join((bytes([TOUCH_TAG]), _BASE.pack(base), action.SerializeToString()))
-        return f"{rule.unwind.target}:{target}", payload
+        return subject_key_for(rule.unwind.target, target), payload
 
     def flags(self, action: pb.Action) -> bool:
         """Whether an admitted action flags its subject for some unwind rule."""
