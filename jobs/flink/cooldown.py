@@ -46,17 +46,23 @@ class _Slot:
 
 
 class _ReputationSlot:
-    """The reputation ``ValueState[bytes]`` as a ``StateSlot[TargetState]``."""
+    """The reputation ``ValueState[bytes]`` as a ``StateSlot[TargetState]``; ``on_put`` sees each new
+    state before it is encoded (its expiry needs no second decode)."""
 
-    def __init__(self, slot: _Slot) -> None:
-        self.slot = slot
+    def __init__(self, state: ValueState, on_put: Callable[[TargetState], None]) -> None:
+        self.state = state
+        self.on_put = on_put
 
     def get(self) -> TargetState | None:
-        data = self.slot.get()
+        data: bytes | None = self.state.value()
         return None if data is None else decode_state(data)
 
     def put(self, value: TargetState | None) -> None:
-        self.slot.put(None if value is None else encode_state(value))
+        if value is None:
+            self.state.clear()
+        else:
+            self.state.update(encode_state(value))
+            self.on_put(value)
 
 
 class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
@@ -76,7 +82,7 @@ class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
         )
         self._ctx: KeyedProcessFunction.Context | None = None
         self._gate_slot = _Slot(self._gate_state, self._gate_timer)
-        self._reputation_slot = _ReputationSlot(_Slot(self._reputation_state, self._reputation_timer))
+        self._reputation_slot = _ReputationSlot(self._reputation_state, self._reputation_timer)
 
     def _timer_at(self, expires: int | None) -> None:
         if expires is not None and self._ctx is not None:
@@ -85,8 +91,8 @@ class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
     def _gate_timer(self, state: bytes) -> None:
         self._timer_at(self._stages.cooldown_gate.expires_at_ms(state))
 
-    def _reputation_timer(self, state: bytes) -> None:
-        self._timer_at(self._stages.reputation.expires_at_ms(decode_state(state)))
+    def _reputation_timer(self, state: TargetState) -> None:
+        self._timer_at(self._stages.reputation.expires_at_ms(state))
 
     def close(self) -> None:
         self._counters.flush()
