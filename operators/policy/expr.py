@@ -464,11 +464,82 @@ def _string_compare(node: Compare) -> Predicate:
     return lambda _v, _s, a=_NO_ATTRS: (got := a.get(key)) is not None and got != text
 
 
+_FLIPPED: dict[str, str] = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+"""``c OP x`` is ``x FLIPPED[OP] c`` (NaN compares false either way, and ``!=`` true)."""
+
+
+def _feature_vs(op: str, i: int, c: float) -> Predicate:
+    """``values[i] OP c`` in one closure: most of a policy's comparisons, evaluated for every event."""
+    if op == ">=":
+        return lambda v, _s, _a=_NO_ATTRS: v[i] >= c
+    if op == "<=":
+        return lambda v, _s, _a=_NO_ATTRS: v[i] <= c
+    if op == ">":
+        return lambda v, _s, _a=_NO_ATTRS: v[i] > c
+    if op == "<":
+        return lambda v, _s, _a=_NO_ATTRS: v[i] < c
+    if op == "==":
+        return lambda v, _s, _a=_NO_ATTRS: v[i] == c
+    return lambda v, _s, _a=_NO_ATTRS: v[i] != c
+
+
+def _score_vs(op: str, model: str, c: float) -> Predicate:
+    """``scores[model] OP c`` (a missing score is NaN: false, as in ``_getter``)."""
+    fn = _OPS[op]
+    if op == ">=":
+        return lambda _v, s, _a=_NO_ATTRS: s.get(model, _NAN) >= c
+    return lambda _v, s, _a=_NO_ATTRS: fn(s.get(model, _NAN), c)
+
+
+def _ref_vs_const(ref: Operand, op: str, c: float, feature_index: Mapping[str, int]) -> Predicate | None:
+    """The specialised closure for a feature or score compared with a constant, else None."""
+    if not isinstance(ref, Ref) or ref.kind == "threshold":
+        return None
+    if ref.kind == "score":
+        return _score_vs(op, ref.target, c)
+    return _feature_vs(op, feature_index[ref.name], c)
+
+
+def _all_of(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 2:
+        p0, p1 = parts
+        return lambda v, s, a=_NO_ATTRS: p0(v, s, a) and p1(v, s, a)
+    if len(parts) == 3:
+        q0, q1, q2 = parts
+        return lambda v, s, a=_NO_ATTRS: q0(v, s, a) and q1(v, s, a) and q2(v, s, a)
+
+    def all_of(v: Values, s: Scores, a: Attributes = _NO_ATTRS) -> bool:
+        for p in parts:  # noqa: SIM110 - a loop, not all(<generator>): no generator per call
+            if not p(v, s, a):
+                return False
+        return True
+
+    return all_of
+
+
+def _any_of(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 2:
+        p0, p1 = parts
+        return lambda v, s, a=_NO_ATTRS: p0(v, s, a) or p1(v, s, a)
+    if len(parts) == 3:
+        q0, q1, q2 = parts
+        return lambda v, s, a=_NO_ATTRS: q0(v, s, a) or q1(v, s, a) or q2(v, s, a)
+
+    def any_of(v: Values, s: Scores, a: Attributes = _NO_ATTRS) -> bool:
+        for p in parts:  # noqa: SIM110 - as in all_of
+            if p(v, s, a):
+                return True
+        return False
+
+    return any_of
+
+
 def compile_condition(
     node: Node, feature_index: Mapping[str, int], thresholds: Mapping[str, float]
 ) -> Predicate:
     """Turn the tree into nested closures (``predicate(values, scores, attributes)``); names must have
-    been checked beforehand."""
+    been checked beforehand. The common shapes (a feature or score against a constant, two or three
+    terms joined) get closures of their own: the decider runs every rule of an event's type per event."""
     if isinstance(node, Const):
         result = node.value
         return lambda _v, _s, _a=_NO_ATTRS: result
@@ -483,11 +554,17 @@ def compile_condition(
             if isinstance(right, float):
                 folded = fn(lconst, right)
                 return lambda _v, _s, _a=_NO_ATTRS: folded
+            fast = _ref_vs_const(node.right, _FLIPPED[node.op], lconst, feature_index)
+            if fast is not None:
+                return fast
             rget = right
             return lambda v, s, a=_NO_ATTRS: fn(lconst, rget(v, s, a))
         lget = left
         if isinstance(right, float):
             rconst = right
+            fast = _ref_vs_const(node.left, node.op, rconst, feature_index)
+            if fast is not None:
+                return fast
             return lambda v, s, a=_NO_ATTRS: fn(lget(v, s, a), rconst)
         rg = right
         return lambda v, s, a=_NO_ATTRS: fn(lget(v, s, a), rg(v, s, a))
@@ -495,6 +572,6 @@ def compile_condition(
         inner = compile_condition(node.item, feature_index, thresholds)
         return lambda v, s, a=_NO_ATTRS: not inner(v, s, a)
     parts = tuple(compile_condition(i, feature_index, thresholds) for i in node.items)
-    if isinstance(node, All):
-        return lambda v, s, a=_NO_ATTRS: all(p(v, s, a) for p in parts)
-    return lambda v, s, a=_NO_ATTRS: any(p(v, s, a) for p in parts)
+    if len(parts) == 1:
+        return parts[0]
+    return _all_of(parts) if isinstance(node, All) else _any_of(parts)

@@ -228,8 +228,8 @@ _leaf = st.builds(
 _tree = st.recursive(
     st.one_of(_leaf, st.booleans().map(Const)),
     lambda kids: st.one_of(
-        st.lists(kids, min_size=2, max_size=3).map(lambda xs: All(tuple(xs))),
-        st.lists(kids, min_size=2, max_size=3).map(lambda xs: AnyOf(tuple(xs))),
+        st.lists(kids, min_size=2, max_size=4).map(lambda xs: All(tuple(xs))),
+        st.lists(kids, min_size=2, max_size=4).map(lambda xs: AnyOf(tuple(xs))),
         kids.map(Not),
     ),
     max_leaves=8,
@@ -251,15 +251,20 @@ def _reference(node, env: dict[str, float]) -> bool:
             "==": left == right, "!=": left != right}[node.op]  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None)
-@given(tree=_tree, values=st.lists(st.integers(-3, 3), min_size=3, max_size=3))
+_value = st.one_of(st.integers(-3, 3).map(float), st.just(math.nan))
+
+
+@settings(max_examples=300, deadline=None)
+@given(tree=_tree, values=st.lists(_value, min_size=3, max_size=3))
 def test_compiled_conditions_match_a_reference_evaluator(tree, values):
-    env = dict(zip(_NAMES, map(float, values), strict=True))
+    """Every closure shape (feature or score against a constant on either side, 2-4 terms) against
+    Python's own comparisons, NaN features and a missing score (NaN) included."""
+    env = dict(zip(_NAMES, values, strict=True))
     index = {"a": 0, "b.c": 1}
     predicate = compile_condition(tree, index, {})
     reparsed = compile_condition(parse_text(tree.text()), index, {})
     vector = [env["a"], env["b.c"]]
-    scores = {"m": env["score.m"]}
+    scores = {} if math.isnan(env["score.m"]) else {"m": env["score.m"]}
     assert predicate(vector, scores) == _reference(tree, env) == reparsed(vector, scores)
 
 
