@@ -500,38 +500,27 @@ def _ref_vs_const(ref: Operand, op: str, c: float, feature_index: Mapping[str, i
     return _feature_vs(op, feature_index[ref.name], c)
 
 
-def _all_of(parts: tuple[Predicate, ...]) -> Predicate:
+def _joined(parts: tuple[Predicate, ...], every: bool) -> Predicate:
+    """``and`` (``every``) or ``or`` of ``parts``; two or three terms get a closure each, more a loop
+    (not ``all(<generator>)``: no generator per call)."""
     if len(parts) == 2:
         p0, p1 = parts
-        return lambda v, s, a=_NO_ATTRS: p0(v, s, a) and p1(v, s, a)
-    if len(parts) == 3:
-        q0, q1, q2 = parts
-        return lambda v, s, a=_NO_ATTRS: q0(v, s, a) and q1(v, s, a) and q2(v, s, a)
-
-    def all_of(v: Values, s: Scores, a: Attributes = _NO_ATTRS) -> bool:
-        for p in parts:  # noqa: SIM110 - a loop, not all(<generator>): no generator per call
-            if not p(v, s, a):
-                return False
-        return True
-
-    return all_of
-
-
-def _any_of(parts: tuple[Predicate, ...]) -> Predicate:
-    if len(parts) == 2:
-        p0, p1 = parts
+        if every:
+            return lambda v, s, a=_NO_ATTRS: p0(v, s, a) and p1(v, s, a)
         return lambda v, s, a=_NO_ATTRS: p0(v, s, a) or p1(v, s, a)
     if len(parts) == 3:
         q0, q1, q2 = parts
+        if every:
+            return lambda v, s, a=_NO_ATTRS: q0(v, s, a) and q1(v, s, a) and q2(v, s, a)
         return lambda v, s, a=_NO_ATTRS: q0(v, s, a) or q1(v, s, a) or q2(v, s, a)
 
-    def any_of(v: Values, s: Scores, a: Attributes = _NO_ATTRS) -> bool:
-        for p in parts:  # noqa: SIM110 - as in all_of
-            if p(v, s, a):
-                return True
-        return False
+    def joined(v: Values, s: Scores, a: Attributes = _NO_ATTRS) -> bool:
+        for p in parts:  # the first term that is not `every` decides
+            if bool(p(v, s, a)) is not every:
+                return not every
+        return every
 
-    return any_of
+    return joined
 
 
 def compile_condition(
@@ -574,4 +563,4 @@ def compile_condition(
     parts = tuple(compile_condition(i, feature_index, thresholds) for i in node.items)
     if len(parts) == 1:
         return parts[0]
-    return _all_of(parts) if isinstance(node, All) else _any_of(parts)
+    return _joined(parts, isinstance(node, All))
