@@ -172,7 +172,7 @@ def _java_only_properties(job: JobConfig) -> dict[str, str]:
     return {"fetch.max.wait.ms": wait} if wait is not None else {}
 
 
-def _key_by_field0(ds: DataStream, key_type: Any, value_type: Any) -> KeyedStream:
+def key_by_field0(ds: DataStream, key_type: Any, value_type: Any) -> KeyedStream:
     """``ds`` emits ``Row(key, value)``: key it by field 0 with the Java selector PyFlink's ``key_by``
     uses after its own Python key-extraction operator, which this skips."""
     from pyflink.common.typeinfo import Types
@@ -188,7 +188,7 @@ def _key_by_field0(ds: DataStream, key_type: Any, value_type: Any) -> KeyedStrea
 
 def one_key_per_subtask(parallelism: int, max_parallelism: int, prefix: str = "s") -> list[str]:
     """Keys ``<prefix><n>`` such that each of the ``parallelism`` subtasks of a stage keyed by
-    ``_key_by_field0`` owns exactly one, found with Flink's own key-group assignment (through the
+    ``key_by_field0`` owns exactly one, found with Flink's own key-group assignment (through the
     gateway, for the key the Java selector builds: a one-field ``Row``)."""
     from pyflink.java_gateway import get_gateway
 
@@ -333,13 +333,13 @@ def build_job(
         )
     )
     partials = (
-        _key_by_field0(routes, string, raw)
+        key_by_field0(routes, string, raw)
         .process(velocity, output_type=route_type)
         .name("velocity")
         .uid("velocity")
     )
     vectors = (
-        _key_by_field0(partials, string, raw)
+        key_by_field0(partials, string, raw)
         .process(AssembleFunction(config, cache_events=0 if opts.naive else 100_000), output_type=pickled)
         .name("assemble")
         .uid("assemble")
@@ -352,7 +352,7 @@ def build_job(
             "score-shard"
         )
         scored = (
-            _key_by_field0(sharded, string, raw)
+            key_by_field0(sharded, string, raw)
             .process(
                 ScoreBatchFunction(config, max_batch=opts.score_batch, flush_ms=opts.score_flush_ms),
                 output_type=pickled,
@@ -366,7 +366,7 @@ def build_job(
         .uid("decide")
     )
     actions = (
-        _key_by_field0(decided, string, raw)
+        key_by_field0(decided, string, raw)
         .process(CooldownFunction(config, expiry_tick_ms=opts.expiry_tick_ms), output_type=keyed_bytes_type())
         .name("cooldown")
         .uid("cooldown")
@@ -398,7 +398,7 @@ def build_job(
             name="points-event-time",
         )
         alerts = (
-            _key_by_field0(points, string, raw)
+            key_by_field0(points, string, raw)
             .process(AnomalyFunction(opts.anomaly_spec), output_type=keyed_bytes_type())
             .name("anomaly")
             .uid("anomaly")

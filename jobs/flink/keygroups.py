@@ -1,6 +1,6 @@
 """Which subtask of a keyed stage owns a key, computed in Python exactly as Flink does.
 
-The job keys its streams with ``Row(key)`` built by the Java selector (``job._key_by_field0``). Flink
+The job keys its streams with ``Row(key)`` built by the Java selector (``job.key_by_field0``). Flink
 assigns such a key to key group ``murmur(Row.hashCode()) % max_parallelism`` and the key group to
 subtask ``group * parallelism // max_parallelism`` (``KeyGroupRangeAssignment``). ``Row.hashCode`` of a
 one-field INSERT row holding a ``String`` is ``String.hashCode() + 62`` (32-bit), and

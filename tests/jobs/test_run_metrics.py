@@ -98,8 +98,10 @@ def test_metrics_move_during_a_run_and_framed_records_decode(
     malformed = [r.payload for r in traffic if r.malformed is not None]
 
     producer = make_producer(kafka_config)
-    for p in first:
-        producer.produce(events, p)
+    # both partitions get records from the start: the watermark (and so the event-time lag) waits for a
+    # record in every assigned partition, and keyless records may all go to one partition
+    for i, p in enumerate(first):
+        producer.produce(events, p, partition=i % 2)
     assert producer.flush(30) == 0
 
     port = _free_port()
@@ -119,8 +121,8 @@ def test_metrics_move_during_a_run_and_framed_records_decode(
             assert resp.status == 200 and resp.read().strip() == b"ok"
         assert any(k.startswith("streamwarden_versions_info{") and "policy_version" in k for k in s1)
         # more input while it runs: the counters move
-        for p in [*second, *malformed]:
-            producer.produce(events, p)
+        for i, p in enumerate([*second, *malformed]):
+            producer.produce(events, p, partition=i % 2)
         assert producer.flush(30) == 0
         total = len(payloads) + len(malformed)
         s2 = _wait_scrape(port, lambda s: s.get(read, 0) >= total, 120)
