@@ -92,6 +92,7 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         yield from ()
 
     def close(self) -> None:
+        self._flush()  # the last partial batch (after the measured window), so every event is decided
         figures = {"count": self.count, "t_warm": self.t_warm, "t_last": self.t_last}
         figures |= {"cpu_s": self.cpu_last - self.cpu_warm, "actions": self.actions}
         Path(self.out_file).write_text(json.dumps(figures))
