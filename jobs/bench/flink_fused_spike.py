@@ -6,8 +6,9 @@ MiniCluster at parallelism 1, thread mode, all elements on one key, runs the rep
 logic (decode, the compiled window core, scoring in batches of ``--batch``, the policy, the cooldown
 gate and reputation) over the default traffic (seed 2). The state a fused layout must write per event
 is modelled, not implemented: one ``MapState.put_all`` of one ~250-byte entry per route of the event
-(six), i.e. one state call per event; ``--no-state`` leaves it out. No Kafka, no checkpoints, no
-timers: an upper bound for the fused layout, to set against ``streamwarden bench flink``.
+(six), i.e. one state call per event; ``--no-state`` leaves it out. No Kafka and no timers, checkpoints
+only with ``--checkpoint-ms``: an upper bound for the fused layout, to set against ``streamwarden bench
+flink``.
 
     .venv/bin/python -m streamwarden.jobs.bench.flink_fused_spike [--n 60000] [--batch 64] [--backend rocksdb]
 
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="events per scoring batch")
     ap.add_argument("--backend", choices=["rocksdb", "hashmap"], default="rocksdb")
     ap.add_argument("--no-state", action="store_true", help="leave out the modelled state writes")
+    ap.add_argument("--checkpoint-ms", type=int, default=0, help="checkpoint interval (0: none)")
     args = ap.parse_args()
 
     from streamwarden.operators.evaluation.harness import traffic_from_spec
@@ -135,6 +137,10 @@ def main() -> None:
         "python.pythonpath": os.pathsep.join(python_path),
     }.items():
         conf.set_string(key, value)
+    if args.checkpoint_ms > 0:  # incremental, as the job's RocksDB default
+        conf.set_string("execution.checkpointing.interval", f"{args.checkpoint_ms} ms")
+        conf.set_string("execution.checkpointing.dir", (work / "checkpoints").as_uri())
+        conf.set_string("execution.checkpointing.incremental", "true")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     rows = env.from_collection(
         [Row(0, i) for i in range(len(payloads))], type_info=Types.ROW([Types.LONG(), Types.LONG()])
@@ -156,6 +162,7 @@ def main() -> None:
                 "batch": args.batch,
                 "backend": args.backend,
                 "state_writes": not args.no_state,
+                "checkpoint_ms": args.checkpoint_ms,
             }
         )
     )
