@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--backend", choices=["rocksdb", "hashmap"], default="rocksdb")
     ap.add_argument("--no-state", action="store_true", help="leave out the modelled state writes")
     ap.add_argument("--checkpoint-ms", type=int, default=0, help="checkpoint interval (0: none)")
+    ap.add_argument("--payloads", type=Path, help="a pickled list of record bytes (default: seed 2)")
     args = ap.parse_args()
 
     from streamwarden.operators.evaluation.harness import traffic_from_spec
@@ -120,7 +121,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="flink-fused-spike-"))
     os.environ.setdefault("FLINK_LOG_DIR", str(work / "logs"))
-    payloads = traffic_from_spec(load_spec(None, seed=2)).payloads[: args.n]
+    if args.payloads is not None:
+        payloads = pickle.loads(args.payloads.read_bytes())[: args.n]
+    else:
+        payloads = traffic_from_spec(load_spec(None, seed=2)).payloads[: args.n]
     payload_file, out_file = work / "payloads.pkl", work / "figures.json"
     payload_file.write_bytes(pickle.dumps(payloads))
     warm = len(payloads) // 5
