@@ -22,21 +22,19 @@ import argparse
 import json
 import os
 import pickle
-import site
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Configuration, Row
+from pyflink.common import Row
 from pyflink.common.typeinfo import Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecutionEnvironment
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
-import streamwarden
-from streamwarden.jobs.flink.job import key_by_field0
+from streamwarden.jobs.flink.env import FlinkConfig
+from streamwarden.jobs.flink.job import job_env, key_by_field0
 from streamwarden.operators.features.assemble import FeatureVector
 from streamwarden.operators.features.replay import VelocityPipeline
 from streamwarden.operators.pipeline import DictSlot, Stages, StagesConfig
@@ -129,23 +127,15 @@ def main() -> None:
     payload_file.write_bytes(pickle.dumps(payloads))
     warm = len(payloads) // 5
 
-    conf = Configuration()
-    python_path = [*site.getsitepackages(), str(Path(streamwarden.__file__).resolve().parents[1])]
-    for key, value in {
-        "python.execution-mode": "thread",
-        "python.executable": sys.executable,
-        "python.client.executable": sys.executable,
-        "parallelism.default": "1",
-        "state.backend.type": args.backend,
-        "execution.buffer-timeout.interval": "10 ms",
-        "python.pythonpath": os.pathsep.join(python_path),
-    }.items():
-        conf.set_string(key, value)
-    if args.checkpoint_ms > 0:  # incremental, as the job's RocksDB default
-        conf.set_string("execution.checkpointing.interval", f"{args.checkpoint_ms} ms")
-        conf.set_string("execution.checkpointing.dir", (work / "checkpoints").as_uri())
-        conf.set_string("execution.checkpointing.incremental", "true")
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    # the job's own environment (its DEFAULT_FLINK_EXTRA included), so only the layout differs
+    flink = FlinkConfig(  # type: ignore[call-arg]
+        state_backend=args.backend,
+        checkpoint_interval_ms=args.checkpoint_ms,
+        checkpoint_dir=(work / "checkpoints").as_uri(),
+        ship_connector_jars=False,  # no Kafka here
+        extra={"execution.checkpointing.incremental": "true"},  # as deploy/flink/config.yaml
+    )
+    env = job_env(flink)
     rows = env.from_collection(
         [Row(0, i) for i in range(len(payloads))], type_info=Types.ROW([Types.LONG(), Types.LONG()])
     )
