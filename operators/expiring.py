@@ -32,10 +32,18 @@ class ExpiringStore(Generic[V]):
     """``key → value`` with watermark-driven expiry; ``expiry_of(value)`` is the watermark at or after
     which the value can be dropped (``None``: at once). Not thread-safe."""
 
-    def __init__(self, expiry_of: Callable[[V], int | None], tick_ms: int = EXPIRY_TICK_MS) -> None:
+    def __init__(
+        self,
+        expiry_of: Callable[[V], int | None],
+        tick_ms: int = EXPIRY_TICK_MS,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_drop(key)`` is called for each key ``advance_to`` drops (e.g. to delete a copy of the
+        value an engine keeps in its own state)."""
         if tick_ms < 1:
             raise ValueError("tick_ms must be >= 1")
         self.values: dict[str, V] = {}
+        self._on_drop = on_drop
         self.tick_ms = tick_ms
         self.expired_keys = 0
         self.max_keys = 0
@@ -87,6 +95,8 @@ class ExpiringStore(Generic[V]):
                     del values[key]
                     self._forget(key)
                     dropped += 1
+                    if self._on_drop is not None:
+                        self._on_drop(key)
                 else:
                     self._index(key, value, self._tick_of(value))
         self.expired_keys += dropped

@@ -17,7 +17,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use plan::{
     Ops, Plan, Program, Where, F_ACCOUNT_AGE_S, F_ACCOUNT_CREATED, F_ATTRIBUTES, F_CONTENT_HASH,
@@ -590,6 +590,13 @@ pub struct Batch {
     expired_keys: u64,
     #[pyo3(get)]
     max_keys: usize,
+    /// Change tracking for a write-through store (``track_changes``); off, the hot path pays one
+    /// bool check per key update and per dropped key.
+    tracking: bool,
+    /// Keys ``process_into`` applied an event to since the last ``take_changes``.
+    dirty: FxHashSet<Box<[u8]>>,
+    /// Keys ``advance_to`` dropped since the last ``take_changes``.
+    removed: FxHashSet<Box<[u8]>>,
 }
 
 #[pymethods]
@@ -672,6 +679,9 @@ impl Batch {
             late_partials: 0,
             expired_keys: 0,
             max_keys: 0,
+            tracking: false,
+            dirty: FxHashSet::default(),
+            removed: FxHashSet::default(),
         })
     }
 
@@ -740,6 +750,8 @@ impl Batch {
         }
         let before = self.states.len();
         let plans = &self.plans;
+        let tracking = self.tracking;
+        let removed = &mut self.removed;
         let mut min_expiry = i64::MAX;
         self.states.retain(|key, st| {
             let plan = plans[key[0] as usize]
@@ -749,6 +761,8 @@ impl Batch {
             let keep = e > watermark_ms;
             if keep {
                 min_expiry = min_expiry.min(e);
+            } else if tracking {
+                removed.insert(key.clone());
             }
             keep
         });
@@ -756,6 +770,110 @@ impl Batch {
         let dropped = before - self.states.len();
         self.expired_keys += dropped as u64;
         dropped
+    }
+
+    /// Record changed keys for a write-through store (an engine's keyed state, e.g. Flink MapState):
+    /// with ``on``, every key an event is applied to (late or not: the late count is state) is marked
+    /// dirty and every key ``advance_to`` drops (housekeeping included) is marked removed, until
+    /// ``take_changes``. Off (the default), nothing is recorded. Turning it off keeps what was recorded.
+    fn track_changes(&mut self, on: bool) {
+        self.tracking = on;
+    }
+
+    /// ``(updated, removed)`` since the last call, and clear both records: ``updated`` holds
+    /// ``(key, layout-v2 state bytes)`` of every dirty key still live, ``removed`` every dropped key not
+    /// live now. A key is the core's map key (``[kind byte] + entity id UTF-8``). The two lists are
+    /// disjoint (an updated key is live, a removed one is not), so a store applies them in either order;
+    /// it must apply each call's changes before the next call's.
+    fn take_changes<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let updated = PyList::empty(py);
+        for key in self.dirty.drain() {
+            if let Some(st) = self.states.get(&key) {
+                let plan = self.plans[key[0] as usize]
+                    .as_ref()
+                    .expect("plan of a stored key");
+                updated.append((
+                    PyBytes::new(py, &key),
+                    PyBytes::new(py, &codec::encode(plan, st)),
+                ))?;
+            }
+        }
+        let removed = PyList::empty(py);
+        for key in self.removed.drain() {
+            if !self.states.contains_key(&key) {
+                removed.append(PyBytes::new(py, &key))?;
+            }
+        }
+        Ok((updated, removed))
+    }
+
+    /// Insert or replace one key's state from an external store: ``key`` as ``take_changes`` gives it,
+    /// ``data`` its layout v1/v2 bytes, decoded with the plan of kind ``key[0]``. Not marked dirty.
+    /// ``ValueError`` for a key of no planned kind or bytes the plan cannot decode.
+    fn load(&mut self, key: &[u8], data: &[u8]) -> PyResult<()> {
+        let Some((&kind, id)) = key.split_first() else {
+            return Err(PyValueError::new_err(
+                "empty state key: a key is a kind byte then the entity id",
+            ));
+        };
+        let Some(Some(plan)) = self.plans.get(kind as usize) else {
+            return Err(PyValueError::new_err(format!(
+                "state key of entity kind {kind}: this batch has no plan for that kind"
+            )));
+        };
+        let id = match std::str::from_utf8(id) {
+            Ok(id) if !id.is_empty() => id,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "state key of entity kind {kind}: the entity id must be non-empty UTF-8"
+                )))
+            }
+        };
+        let st = codec::decode(plan, data).map_err(|e| {
+            PyValueError::new_err(format!("state of kind {kind} entity {id:?}: {e}"))
+        })?;
+        let e = st.expiry_ms(plan);
+        if e < self.min_expiry {
+            self.min_expiry = e;
+        }
+        self.states.insert(key.into(), st);
+        self.max_keys = self.max_keys.max(self.states.len());
+        Ok(())
+    }
+
+    /// Set the largest event time seen (the watermark's base) after a restore (``load``), so lateness
+    /// and expiry go on as before the failure. With ``next_housekeeping_ms`` (the lost run's
+    /// ``next_housekeeping_ms``, checkpointed beside it) housekeeping drops keys at the very events the
+    /// lost run would have, and state and outputs go on bit for bit. Without it the first event past
+    /// ``max_seen_ms`` runs housekeeping (the lost run's was due in ``(max_seen_ms, max_seen_ms +
+    /// housekeeping_ms]``): outputs agree unless an event reaches an expired key in HLL mode that one
+    /// run dropped and the other not yet.
+    #[pyo3(signature = (max_seen_ms, next_housekeeping_ms=None))]
+    fn restore_clock(
+        &mut self,
+        max_seen_ms: i64,
+        next_housekeeping_ms: Option<i64>,
+    ) -> PyResult<()> {
+        let next = next_housekeeping_ms.unwrap_or(max_seen_ms);
+        for t in [max_seen_ms, next] {
+            if t != NO_TIME && t.abs() >= state::MAX_TIME {
+                return Err(PyValueError::new_err(format!(
+                    "event time {t} out of range"
+                )));
+            }
+        }
+        self.max_seen = max_seen_ms;
+        self.next_housekeeping = next;
+        Ok(())
+    }
+
+    /// Event time from which an event runs housekeeping (``advance_to`` of its watermark).
+    #[getter]
+    fn next_housekeeping_ms(&self) -> i64 {
+        self.next_housekeeping
     }
 
     /// (kind, encoded layout-v2 size) of every live key (benchmarks).
@@ -865,6 +983,9 @@ impl Batch {
             if st.apply(plan, ev) {
                 late_mask |= 1 << kind;
                 self.late_partials += 1;
+            }
+            if self.tracking && !self.dirty.contains(self.key_buf.as_slice()) {
+                self.dirty.insert(self.key_buf.clone().into_boxed_slice());
             }
             let e = st.expiry_ms(plan);
             if e < self.min_expiry {

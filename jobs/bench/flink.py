@@ -27,7 +27,7 @@ from confluent_kafka import TopicPartition
 import streamwarden
 from streamwarden.jobs.config import JobConfig, KafkaConfig, TopicsConfig
 from streamwarden.jobs.flink.env import FlinkConfig
-from streamwarden.jobs.flink.job import FlinkJobOptions
+from streamwarden.jobs.flink.job import FlinkJobOptions, Layout
 from streamwarden.jobs.kafka_io import make_consumer, make_producer
 from streamwarden.schemas import streamwarden_pb2 as pb
 
@@ -337,6 +337,7 @@ def _throughput_run(
     state_backend: str = "rocksdb",
     alerts: bool = False,
     score_batch: int | None = None,
+    layout: Layout = "staged",
 ) -> BenchRun:
     stamp = time.time_ns()
     topics = [f"bench-{name}-{t}-{stamp}" for t in ("events", "actions", "deadletter", "features")]
@@ -350,7 +351,7 @@ def _throughput_run(
         checkpoint_timeout_ms=600_000,
         state_backend=state_backend,  # type: ignore[arg-type]
     )
-    options = FlinkJobOptions(check_future=False, naive=naive, alerts=alerts)  # type: ignore[call-arg]
+    options = FlinkJobOptions(check_future=False, naive=naive, alerts=alerts, layout=layout)  # type: ignore[call-arg]
     if score_batch is not None:
         options = options.model_copy(update={"score_batch": score_batch})
     started = time.monotonic()
@@ -379,6 +380,7 @@ def _cluster_throughput_run(
     parallelism: int = 1,
     state_backend: str = "rocksdb",
     taskmanager_memory: str = "1024m",
+    layout: Layout = "staged",
 ) -> BenchRun:
     """The job on a standalone cluster on this machine (``LocalFlinkCluster``) of ``parallelism``
     one-slot TaskManagers: each runs one whole subtask of the pipeline in its own JVM, so in its own
@@ -390,7 +392,7 @@ def _cluster_throughput_run(
     create_topics(topics, parallelism)
     ends = produce(kafka, topics[0], payloads, keys=keys, partitions=parallelism)
     job = job_config_for(kafka, topics, f"bench-{name}-{stamp}")
-    options = FlinkJobOptions(check_future=False, alerts=False)  # type: ignore[call-arg]
+    options = FlinkJobOptions(check_future=False, alerts=False, layout=layout)  # type: ignore[call-arg]
     flink = FlinkConfig(  # type: ignore[call-arg]
         parallelism=parallelism,
         checkpoint_dir=(work / name / "ckpt").as_uri(),
@@ -440,6 +442,7 @@ def _latency_run(
     rate_per_s: float,
     duration_s: float,
     checkpoint_interval_ms: int | None = None,
+    layout: Layout = "staged",
 ) -> dict[str, Any]:
     """Event → action latency at a fixed offered load: the job runs first (warmed up by a few garbage
     records, whose dead letters say it is up); records are then produced at ``rate_per_s`` and every
@@ -460,7 +463,9 @@ def _latency_run(
     flink = FlinkConfig(checkpoint_dir=(work / f"latency-{stamp}" / "ckpt").as_uri(), **extra)
     # at_least_once: records become visible when written; exactly_once adds the wait for the checkpoint
     # that commits them (up to the checkpoint interval) for read_committed readers on a real Kafka.
-    options = FlinkJobOptions(check_future=False, guarantee="at_least_once", alerts=False)  # type: ignore[call-arg]
+    options = FlinkJobOptions(  # type: ignore[call-arg]
+        check_future=False, guarantee="at_least_once", alerts=False, layout=layout
+    )
     args = job_args(
         write_job_config(work / f"latency-{stamp}.yaml", job),
         flink=flink,
@@ -524,27 +529,6 @@ def _latency_run(
     }
 
 
-def _fused_spike_run(work: Path, payloads: Sequence[bytes]) -> dict[str, Any]:
-    """``jobs/bench/flink_fused_spike.py`` over the same records with 1 s checkpoints on RocksDB: what the
-    pipeline does in one Python operator, the lever issue 17 names (its state writes are modelled)."""
-    import pickle
-
-    path = work / "spike-payloads.pkl"
-    path.write_bytes(pickle.dumps(list(payloads)))
-    args = ["--n", str(len(payloads)), "--payloads", str(path), "--checkpoint-ms", "1000"]
-    done = subprocess.run(
-        [sys.executable, "-m", "streamwarden.jobs.bench.flink_fused_spike", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"fused spike failed: {done.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
-
-
 def bench_flink_cmd(
     quick: Annotated[bool, typer.Option(help="Smaller runs: a CI-sized smoke of the benchmark.")] = False,
     bootstrap_servers: Annotated[
@@ -561,81 +545,104 @@ def bench_flink_cmd(
     ] = True,
 ) -> None:
     """The Flink job's sustained events/s (events → actions), p99 latency and layouts, with the naive
-    binding as the baseline in the same run. MiniCluster runs: parallelism 1 and 2 with RocksDB (the
-    default), the heap backend, inline scoring (one Python operator fewer) and the anomaly stage on.
-    Cluster runs (one-slot TaskManagers, as deploy/flink/ lays them out): one TaskManager, and two at
-    parallelism 2 (one interpreter per subtask), with the CPU each TaskManager used. The fused spike
-    (``jobs/bench/flink_fused_spike.py``: the whole pipeline in one Python operator, state writes
-    modelled) over the same records. Then p50/p95/p99 event→action latency at half the parallelism-1
-    rate with 1 s, 5 s and 10 s checkpoints. One JSON line per run, the summary JSON line last."""
+    binding as the baseline in the same run. MiniCluster runs: the fused layout (the default: the whole
+    pipeline in one Python operator, ``jobs/flink/fused.py``) on RocksDB, on the heap backend and with
+    the anomaly stage on; the staged layout (a Python operator per stage) at parallelism 1 and 2; the
+    naive staged binding. Cluster runs (one-slot TaskManagers, as deploy/flink/ lays them out): the
+    fused layout on one TaskManager, the staged one on one and on two at parallelism 2 (one interpreter
+    per subtask), with the CPU each TaskManager used. Then p50/p95/p99 event→action latency of the
+    fused layout at half its rate with 1 s, 5 s and 10 s checkpoints. The fused runs take a longer
+    stream (same generator and seed) so that their measured span is several seconds. One JSON line per
+    run, the summary JSON line last."""
     from streamwarden.jobs.cli.broker import broker_or_external
     from streamwarden.operators.traffic import iter_traffic, small_spec
 
     records = list(iter_traffic(small_spec(seed=5, duration_s=120.0 if quick else 240.0)))
     payloads = [r.payload for r in records]
     keys = [r.account_id.encode() for r in records]
+    long_records = list(iter_traffic(small_spec(seed=5, duration_s=600.0 if quick else 1800.0)))
+    long_payloads = [r.payload for r in long_records]
+    long_keys = [r.account_id.encode() for r in long_records]
     naive_n = 2_000 if quick else 5_000
     with contextlib.ExitStack() as stack:
         kafka, create = stack.enter_context(broker_or_external(bootstrap_servers))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sw-bench-flink-")))
         runs: dict[str, BenchRun] = {}
-        for name, parallelism, mode, naive, backend, alerts, score_batch, n in (
-            ("p1", 1, "thread", False, "rocksdb", False, None, len(payloads)),
-            ("p2", 2, "thread", False, "rocksdb", False, None, len(payloads)),
-            ("p1_hashmap", 1, "thread", False, "hashmap", False, None, len(payloads)),
-            ("p1_inline_score", 1, "thread", False, "rocksdb", False, 1, len(payloads)),
-            ("p1_alerts", 1, "thread", False, "rocksdb", True, None, len(payloads)),
+        shapes_mini: tuple[tuple[str, Layout, int, bool, str, bool, int], ...] = (
+            ("fused", "fused", 1, False, "rocksdb", False, len(long_payloads)),
+            ("fused_hashmap", "fused", 1, False, "hashmap", False, len(long_payloads)),
+            ("fused_alerts", "fused", 1, False, "rocksdb", True, len(long_payloads)),
+            ("staged_p1", "staged", 1, False, "rocksdb", False, len(payloads)),
+            ("staged_p2", "staged", 2, False, "rocksdb", False, len(payloads)),
             # thread mode like the rest: in process mode a bundle releases its decisions at once, and
             # the action-time window then measured 0.16 s (9.5k events/s) in one run
-            ("naive", 1, "thread", True, "rocksdb", False, None, naive_n),
-        ):
+            ("naive", "staged", 1, True, "rocksdb", False, naive_n),
+        )
+        for name, layout, parallelism, naive, backend, alerts, n in shapes_mini:
+            fused = layout == "fused"
             run = _throughput_run(
                 name,
                 kafka,
                 create,
                 work,
-                payloads[:n],
-                keys[:n],
+                (long_payloads if fused else payloads)[:n],
+                (long_keys if fused else keys)[:n],
                 parallelism=parallelism,
-                mode=mode,
                 naive=naive,
                 state_backend=backend,
                 alerts=alerts,
-                score_batch=score_batch,
+                layout=layout,
             )
             runs[name] = run
             record = {
                 "run": name,
                 "where": "minicluster",
-                "mode": mode,
+                "layout": layout,
+                "mode": "thread",
                 "parallelism": parallelism,
                 "state_backend": backend,
                 "alerts": alerts,
-                "score_batch": score_batch,
             }
             typer.echo(json.dumps({**record, **{k: v for k, v in run.__dict__.items() if k != "name"}}))
         if cluster:
-            for name, parallelism in (("cluster_1tm", 1), ("cluster_2tm", 2)):
+            shapes: tuple[tuple[str, Layout, int], ...] = (
+                ("cluster_fused_1tm", "fused", 1),
+                ("cluster_1tm", "staged", 1),
+                ("cluster_2tm", "staged", 2),
+            )
+            for name, layout, parallelism in shapes:
+                fused = layout == "fused"
                 run = _cluster_throughput_run(
-                    name, kafka, create, work, payloads, keys, parallelism=parallelism
+                    name,
+                    kafka,
+                    create,
+                    work,
+                    long_payloads if fused else payloads,
+                    long_keys if fused else keys,
+                    parallelism=parallelism,
+                    layout=layout,
                 )
                 runs[name] = run
-                record = {"run": name, "where": "standalone cluster", "parallelism": parallelism}
+                record = {
+                    "run": name,
+                    "where": "standalone cluster",
+                    "layout": layout,
+                    "parallelism": parallelism,
+                }
                 typer.echo(json.dumps({**record, **{k: v for k, v in run.__dict__.items() if k != "name"}}))
-        spike = _fused_spike_run(work, payloads)
-        typer.echo(json.dumps({"run": "fused_spike", "where": "minicluster, one Python operator", **spike}))
-        offered = max(1.0, runs["p1"].events_per_s / 2)
+        offered = max(1.0, runs["fused"].events_per_s / 2)
         latency: dict[int, dict[str, Any]] = {}
         for interval_ms in (1_000, 5_000, 10_000):
             latency[interval_ms] = _latency_run(
                 kafka,
                 create,
                 work,
-                payloads,
-                keys,
+                long_payloads,
+                long_keys,
                 rate_per_s=offered,
                 duration_s=15.0 if quick else 40.0,
                 checkpoint_interval_ms=interval_ms,
+                layout="fused",
             )
             typer.echo(
                 json.dumps({"run": f"latency_checkpoint_{interval_ms // 1000}s", **latency[interval_ms]})
@@ -647,20 +654,22 @@ def bench_flink_cmd(
         return runs[name].events_per_s if name in runs else None
 
     two, one = rate("cluster_2tm"), rate("cluster_1tm")
+    fused_rate = runs["fused"].events_per_s
     summary = {
-        "events_per_s": runs["p1"].events_per_s,
-        "deployment": "MiniCluster, parallelism 1, thread mode, RocksDB, checkpoints every 1 s",
-        "events_per_s_p2": runs["p2"].events_per_s,
-        "events_per_s_hashmap": runs["p1_hashmap"].events_per_s,
-        "events_per_s_inline_score": runs["p1_inline_score"].events_per_s,
-        "events_per_s_with_alerts": runs["p1_alerts"].events_per_s,
+        "events_per_s": fused_rate,
+        "deployment": "fused layout, MiniCluster, parallelism 1, thread mode, RocksDB, checkpoints every 1 s",
+        "events_per_s_fused_hashmap": runs["fused_hashmap"].events_per_s,
+        "events_per_s_fused_with_alerts": runs["fused_alerts"].events_per_s,
+        "events_per_s_fused_cluster_1tm": rate("cluster_fused_1tm"),
+        "events_per_s_staged_p1": runs["staged_p1"].events_per_s,
+        "events_per_s_staged_p2": runs["staged_p2"].events_per_s,
+        "fused_vs_staged_p1": round(fused_rate / runs["staged_p1"].events_per_s, 2),
         "events_per_s_1tm": one,
         "events_per_s_2tm": two,
         "scaling_2tm": round(two / one, 2) if two and one else None,
-        "events_per_s_fused_spike": spike["events_per_s"],
-        "fused_spike_vs_p1": round(spike["events_per_s"] / runs["p1"].events_per_s, 2),
+        "scaling_shape": "staged layout, one-slot TaskManagers (the fused layout runs at parallelism 1 only)",
         "naive_events_per_s": naive_rate,
-        "speedup_vs_naive": round(runs["p1"].events_per_s / naive_rate, 2) if naive_rate else None,
+        "speedup_vs_naive": round(fused_rate / naive_rate, 2) if naive_rate else None,
         "p50_ms": default_latency["p50_ms"],
         "p95_ms": default_latency["p95_ms"],
         "p99_ms": default_latency["p99_ms"],

@@ -152,6 +152,16 @@ class InjectedFailure(RuntimeError):
     """Raised once by the test-only failure hook (``fail_once_after``)."""
 
 
+def maybe_fail_once(records: int, fail_once_after: tuple[int, str]) -> None:
+    """The test hook ``fail_once_after = (n, marker path)``: at the ``n``-th record, while the marker
+    file does not exist, create it and fail the job (once)."""
+    after, marker = fail_once_after
+    if records == after and not os.path.exists(marker):
+        with open(marker, "x", encoding="utf-8") as handle:
+            handle.write(f"failed after {after} records\n")
+        raise InjectedFailure(f"injected failure after {after} records (marker {marker})")
+
+
 class DecodeFunction(ProcessFunction):  # type: ignore[misc]
     """``split_record`` → ``Stages.decode`` → lateness gate (per-partition ``EventClock`` of this
     instance) → ``Stages.fan_out``; any exception for one record → an ``OPERATOR_ERROR`` dead letter.
@@ -207,19 +217,11 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
     def close(self) -> None:
         self._counters.flush()
 
-    def _maybe_fail(self) -> None:
-        assert self._fail_once_after is not None
-        after, marker = self._fail_once_after
-        if self._records == after and not os.path.exists(marker):
-            with open(marker, "x", encoding="utf-8") as handle:
-                handle.write(f"failed after {after} records\n")
-            raise InjectedFailure(f"injected failure after {after} records (marker {marker})")
-
     def process_element(self, data: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         self._records += 1
         self._counters.inc("records_in")
         if self._fail_once_after is not None:
-            self._maybe_fail()
+            maybe_fail_once(self._records, self._fail_once_after)
         wall_ms = int(time.time() * 1000)
         now_ms = wall_ms if self._check_future else None
         try:

@@ -31,9 +31,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if __package__ in (None, ""):  # run as a file (python jobs/flink/job.py, flink run -py): repo on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -60,6 +60,8 @@ __all__ = [
     "run_flink_job",
     "stages_config",
 ]
+
+Layout = Literal["staged", "fused"]
 
 DEFAULT_FLINK_EXTRA: dict[str, str] = {
     # Each keyed exchange flushes a partly filled network buffer after this long (Flink: 100 ms); with
@@ -136,6 +138,12 @@ class FlinkJobOptions(BaseModel):
         True, description="Run the anomaly stage (series points → AnomalyOperator per series → alerts topic)."
     )
     anomaly_spec: Path | None = Field(None, description="Anomaly metrics YAML; None = the shipped default.")
+    layout: Layout = Field(
+        "staged",
+        description="staged: one keyed Python operator per stage, keyed by entity, event, subject (scales "
+        "out with parallelism); fused: the whole pipeline in one keyed Python operator (parallelism 1 "
+        "only, ~10x the events/s of staged at parallelism 1: see jobs/flink/fused.py).",
+    )
     naive: bool = Field(
         False,
         description="Benchmark baseline: window and assembly state read and written per element (no "
@@ -263,7 +271,6 @@ def build_job(
     from pyflink.common import WatermarkStrategy
     from pyflink.common.typeinfo import Types
 
-    from streamwarden.jobs.flink.alerts import AnomalyFunction, anomaly_spec
     from streamwarden.jobs.flink.assemble import AssembleFunction
     from streamwarden.jobs.flink.cooldown import CooldownFunction
     from streamwarden.jobs.flink.decide import DecideFunction, features_tag
@@ -297,6 +304,25 @@ def build_job(
         "events-source"
     )
     p = parallelism or env.get_parallelism()
+
+    def sink(stream: DataStream, topic: str, name: str) -> None:
+        stream.sink_to(
+            kafka_bytes_sink(
+                job.kafka,
+                topic,
+                guarantee=opts.guarantee,
+                transactional_id_prefix=f"{prefix}-{name}",
+                keyed=True,
+            )
+        ).name(f"kafka-{name}").uid(f"{name}-sink")
+
+    if opts.layout == "fused":
+        if p != 1:
+            raise ConfigError(
+                f"layout fused runs the pipeline in one subtask; parallelism {p} needs layout staged"
+            )
+        _fused_graph(records, job, opts, config, stages.out_of_orderness_ms, sink)
+        return
     max_p = env.get_max_parallelism()
     if max_p <= 0:
         from pyflink.java_gateway import get_gateway
@@ -377,38 +403,103 @@ def build_job(
         .uid("statements")
     )
 
-    def sink(stream: DataStream, topic: str, name: str) -> None:
-        stream.sink_to(
-            kafka_bytes_sink(
-                job.kafka,
-                topic,
-                guarantee=opts.guarantee,
-                transactional_id_prefix=f"{prefix}-{name}",
-                keyed=True,
-            )
-        ).name(f"kafka-{name}").uid(f"{name}-sink")
-
     if opts.alerts:
-        spec = anomaly_spec(opts.anomaly_spec)  # a bad spec fails here, naming the file
-        points = _with_event_time(
-            decoded.get_side_output(points_tag()),
-            route_type,
-            spec.alert_out_of_orderness_ms(stages.out_of_orderness_ms),
-            opts.idleness_ms,
-            name="points-event-time",
+        _alerts_graph(
+            decoded.get_side_output(points_tag()), opts, stages.out_of_orderness_ms, sink, topics.alerts
         )
-        alerts = (
-            key_by_field0(points, string, raw)
-            .process(AnomalyFunction(opts.anomaly_spec), output_type=keyed_bytes_type())
-            .name("anomaly")
-            .uid("anomaly")
-        )
-        sink(alerts, topics.alerts, "alerts")
     sink(actions, topics.actions, "actions")
     sink(statements, topics.statements, "statements")
     sink(dead_letters(decoded, partials, vectors, scored, decided), topics.deadletter, "deadletter")
     if job.write_features:
         sink(decided.get_side_output(features_tag()), topics.features, "features")
+
+
+def _alerts_graph(
+    points: DataStream, opts: FlinkJobOptions, out_of_orderness_ms: int, sink: Callable[..., None], topic: str
+) -> None:
+    """Series points ``(Row(series, point), event time)`` → event time → ``AnomalyFunction`` → alerts."""
+    from pyflink.common.typeinfo import Types
+
+    from streamwarden.jobs.flink.alerts import AnomalyFunction, anomaly_spec
+    from streamwarden.jobs.flink.env import bytes_type, keyed_bytes_type
+
+    string, route_type = Types.STRING(), Types.ROW([Types.STRING(), bytes_type()])
+    spec = anomaly_spec(opts.anomaly_spec)  # a bad spec fails here, naming the file
+    stamped = _with_event_time(
+        points,
+        route_type,
+        spec.alert_out_of_orderness_ms(out_of_orderness_ms),
+        opts.idleness_ms,
+        name="points-event-time",
+    )
+    alerts = (
+        key_by_field0(stamped, string, bytes_type())
+        .process(AnomalyFunction(opts.anomaly_spec), output_type=keyed_bytes_type())
+        .name("anomaly")
+        .uid("anomaly")
+    )
+    sink(alerts, topic, "alerts")
+
+
+def _fused_graph(
+    records: DataStream,
+    job: JobConfig,
+    opts: FlinkJobOptions,
+    config: StagesConfig,
+    out_of_orderness_ms: int,
+    sink: Callable[..., None],
+) -> None:
+    """The fused layout (``jobs/flink/fused.py``): records keyed in Java to one ``FusedFunction``."""
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream import DataStream as PyDataStream
+    from pyflink.java_gateway import get_gateway
+
+    from streamwarden.jobs.flink.decide import features_tag
+    from streamwarden.jobs.flink.decode import dead_letter_tag, points_tag
+    from streamwarden.jobs.flink.env import bytes_type, keyed_bytes_type
+    from streamwarden.jobs.flink.fused import FUSED_KEY, FusedFunction
+    from streamwarden.jobs.flink.record_jar import CONSTANT_KEY_CLASS
+    from streamwarden.jobs.flink.statements import StatementsFunction
+
+    string, raw = Types.STRING(), bytes_type()
+    row_type = Types.ROW([string, raw])
+    constant_key = get_gateway().jvm
+    for part in CONSTANT_KEY_CLASS.split("."):
+        constant_key = getattr(constant_key, part)
+    keyed_rows = records._j_data_stream.map(constant_key(FUSED_KEY), row_type.get_java_type_info())
+    keyed_rows.name("fused-key").uid("fused-key")
+    fused = FusedFunction(
+        config,
+        topic=job.topics.events,
+        partitions=topic_partitions(job),
+        check_future=opts.check_future,
+        write_features=job.write_features,
+        score_batch=opts.score_batch,
+        score_flush_ms=opts.score_flush_ms,
+        expiry_tick_ms=opts.expiry_tick_ms,
+        alerts=opts.alerts,
+        anomaly_spec=opts.anomaly_spec,
+        fail_once_after=opts.fail_once_after,
+    )
+    actions = (
+        key_by_field0(PyDataStream(keyed_rows), string, raw)
+        .process(fused, output_type=keyed_bytes_type())
+        .name("fused")
+        .uid("fused")
+    )
+    statements = (
+        actions.flat_map(StatementsFunction(config), output_type=keyed_bytes_type())
+        .name("statements")
+        .uid("statements")
+    )
+    topics = job.topics
+    if opts.alerts:
+        _alerts_graph(actions.get_side_output(points_tag()), opts, out_of_orderness_ms, sink, topics.alerts)
+    sink(actions, topics.actions, "actions")
+    sink(statements, topics.statements, "statements")
+    sink(actions.get_side_output(dead_letter_tag()), topics.deadletter, "deadletter")
+    if job.write_features:
+        sink(actions.get_side_output(features_tag()), topics.features, "features")
 
 
 def under_cluster_client() -> bool:

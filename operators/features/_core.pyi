@@ -80,3 +80,17 @@ class Batch:
     def max_seen_ms(self) -> int: ...
     def advance_to(self, watermark_ms: int) -> int: ...
     def encoded_sizes(self) -> list[tuple[int, int]]: ...
+    def track_changes(self, on: bool) -> None:
+        """Record keys an event was applied to (dirty) and keys ``advance_to`` dropped (removed)."""
+    def take_changes(self) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """``(updated, removed)`` since the last call, both records cleared: ``(key, layout-v2 bytes)``
+        of each dirty key still live, and each dropped key not live now (the lists are disjoint). A key
+        is ``[kind byte] + entity id UTF-8``."""
+    def load(self, key: bytes, data: bytes) -> None:
+        """Insert or replace a key's state from its bytes (not marked dirty); ``ValueError`` if the
+        key's kind has no plan or the bytes do not decode."""
+    def restore_clock(self, max_seen_ms: int, next_housekeeping_ms: int | None = None) -> None:
+        """Set the largest event time seen after a restore, and when housekeeping runs next (default:
+        at the first event past ``max_seen_ms``)."""
+    @property
+    def next_housekeeping_ms(self) -> int: ...

@@ -234,6 +234,40 @@ class VelocityPipeline:
         rows, late = self.process_facts(facts)
         return facts, rows, late
 
+    # Write-through state for an engine that keeps the core in its own memory (e.g. a Flink operator
+    # holding one ``Batch`` per subtask): it mirrors the core's keyed state into its own keyed store
+    # (MapState) as it changes, and after a failure rebuilds the core from that store.
+
+    def track_changes(self, on: bool = True) -> None:
+        """Start (or stop) recording changed and dropped keys for ``take_changes``, so an engine can write
+        the core's state through to its own keyed store. Off by default: replay pays one bool check."""
+        self.core.track_changes(on)
+
+    def take_changes(self) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """``(updated, removed)`` since the last call: ``(key, state bytes)`` to put and keys to delete in
+        the engine's store (key: kind byte + entity id UTF-8; bytes: ``state_codec`` layout v2). The lists
+        are disjoint, so their order of application does not matter; apply each call's in full."""
+        return self.core.take_changes()
+
+    def load_state(self, key: bytes, data: bytes) -> None:
+        """Restore one key from the engine's store after a failure (``ValueError`` on bytes of another
+        spec or a kind without a plan); with ``restore_clock``, in either order."""
+        self.core.load(key, data)
+
+    def restore_clock(self, max_seen_ms: int, next_housekeeping_ms: int | None = None) -> None:
+        """Restore the largest event time seen (the watermark's base, which the engine checkpoints beside
+        the keys), so lateness and expiry go on as before the failure. Checkpoint and pass
+        ``next_housekeeping_ms`` too for a bit-exact continuation: keys are then dropped at the same
+        events as in the lost run. Without it the first event past ``max_seen_ms`` runs housekeeping,
+        and an expired key whose distinct counts had switched to HLL can be dropped at a different
+        event than in the lost run, which changes its next values."""
+        self.core.restore_clock(max_seen_ms, next_housekeeping_ms)
+
+    @property
+    def next_housekeeping_ms(self) -> int:
+        """Event time from which an event runs housekeeping (checkpoint it with ``max_seen_ms``)."""
+        return self.core.next_housekeeping_ms
+
     @property
     def max_seen_ms(self) -> int:
         """Largest event time seen (``NO_TIME`` before the first event)."""

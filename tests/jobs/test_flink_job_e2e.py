@@ -7,7 +7,9 @@ plus a feature filtered by an attribute and rules on an attribute and on that fe
 shipped unwind rules: the accounts behind a flagged track, from its reputation state (entity labels)
 in the cooldown stage.
 
-One bounded run (single partition, so per-key order is the arrival order) serves every test here.
+One bounded run per Flink layout (staged: a Python operator per stage; fused: the whole pipeline in one,
+``jobs/flink/fused.py``) over one events topic (single partition, so per-key order is the arrival order)
+serves every test here.
 """
 
 from __future__ import annotations
@@ -62,65 +64,91 @@ def _assert_same_actions(got: list[pb.Action], want: list[pb.Action]) -> None:
         assert dict(actual.scores) == pytest.approx(dict(expected.scores), abs=1e-6)
 
 
-@pytest.fixture(scope="module")
-def flink_run(
-    broker: Any, tmp_path_factory: pytest.TempPathFactory, fast_anomaly_spec: Path
+LAYOUTS = ("staged", "fused")
+
+
+def _run_layout(
+    broker: Any,
+    work: Path,
+    layout: str,
+    events: str,
+    ends: Any,
+    records: list[Any],
+    files: tuple[Path, Path, Path],
+    anomaly_spec: Path,
 ) -> dict[str, Any]:
-    work: Path = tmp_path_factory.mktemp("flink-e2e")
-    records = with_plans(list(iter_traffic(SPEC)))
-    spec_path, policy_path, card_path = write_attribute_files(work)
+    """One bounded run of the job in ``layout`` over the events topic, into topics of its own."""
+    spec_path, policy_path, card_path = files
     suffix = uuid.uuid4().hex[:8]
     topics = [
-        f"{name}-{suffix}" for name in ("events", "actions", "deadletter", "features", "alerts", "statements")
+        f"{name}-{layout}-{suffix}" for name in ("actions", "deadletter", "features", "alerts", "statements")
     ]
     create_local_topics(broker.bootstrap_servers, topics, 1)
     kafka = embedded_kafka_config(broker.bootstrap_servers)
-    ends = produce(
-        kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
-    )
     job = job_config_for(
         kafka,
-        topics[:4],
-        f"flink-e2e-{suffix}",
+        [events, *topics[:3]],
+        f"flink-e2e-{layout}-{suffix}",
         write_features=True,
         feature_spec=spec_path,
         policy=policy_path,
         model_card=card_path,
     )
     job = job.model_copy(
-        update={"topics": job.topics.model_copy(update={"alerts": topics[4], "statements": topics[5]})}
+        update={"topics": job.topics.model_copy(update={"alerts": topics[3], "statements": topics[4]})}
     )
     options = FlinkJobOptions(  # type: ignore[call-arg]
         check_future=False,  # recorded traffic
         out_of_orderness_ms=OUT_OF_ORDERNESS_MS,
-        anomaly_spec=fast_anomaly_spec,
+        anomaly_spec=anomaly_spec,
+        layout=layout,
     )
     report = run_bounded(
-        write_job_config(work / "job.yaml", job),
-        work / "logs",
+        write_job_config(work / f"job-{layout}.yaml", job),
+        work / f"logs-{layout}",
         ends,
-        flink=FlinkConfig(checkpoint_dir=(work / "ckpt").as_uri()),  # type: ignore[call-arg]
+        flink=FlinkConfig(checkpoint_dir=(work / f"ckpt-{layout}").as_uri()),  # type: ignore[call-arg]
         options=options,
     )
     valid = sum(r.malformed is None for r in records)
     return {
+        "layout": layout,
         "job": job,
         "options": options,
-        "anomaly_spec": fast_anomaly_spec,
-        "alerts": [pb.AnomalyAlert.FromString(r.value) for r in read_topic(kafka, topics[4])],
-        "records": records,
+        "alerts": [pb.AnomalyAlert.FromString(r.value) for r in read_topic(kafka, topics[3])],
         "report": report,
-        "actions": [pb.Action.FromString(r.value) for r in read_topic(kafka, topics[1])],
-        "statements": [pb.StatementOfReasons.FromString(r.value) for r in read_topic(kafka, topics[5])],
-        "dead": [pb.DeadLetter.FromString(r.value) for r in read_topic(kafka, topics[2])],
+        "actions": [pb.Action.FromString(r.value) for r in read_topic(kafka, topics[0])],
+        "statements": [pb.StatementOfReasons.FromString(r.value) for r in read_topic(kafka, topics[4])],
+        "dead": [pb.DeadLetter.FromString(r.value) for r in read_topic(kafka, topics[1])],
         "features": [
-            pb.FeatureRecord.FromString(r.value) for r in read_topic(kafka, topics[3], expected=valid)
+            pb.FeatureRecord.FromString(r.value) for r in read_topic(kafka, topics[2], expected=valid)
         ],
     }
 
 
-def test_every_record_is_decoded_or_dead_lettered(flink_run: dict[str, Any]) -> None:
-    records, features, dead = flink_run["records"], flink_run["features"], flink_run["dead"]
+@pytest.fixture(scope="module")
+def flink_runs(
+    broker: Any, tmp_path_factory: pytest.TempPathFactory, fast_anomaly_spec: Path
+) -> dict[str, Any]:
+    """The same events topic through the staged and the fused layout (``runs[layout]``)."""
+    work: Path = tmp_path_factory.mktemp("flink-e2e")
+    records = with_plans(list(iter_traffic(SPEC)))
+    files = write_attribute_files(work)
+    events = f"events-{uuid.uuid4().hex[:8]}"
+    create_local_topics(broker.bootstrap_servers, [events], 1)
+    kafka = embedded_kafka_config(broker.bootstrap_servers)
+    ends = produce(kafka, events, [r.payload for r in records], keys=[r.account_id.encode() for r in records])
+    runs = {
+        layout: _run_layout(broker, work, layout, events, ends, records, files, fast_anomaly_spec)
+        for layout in LAYOUTS
+    }
+    return {"records": records, "anomaly_spec": fast_anomaly_spec, "runs": runs}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_record_is_decoded_or_dead_lettered(flink_runs: dict[str, Any], layout: str) -> None:
+    flink_run = flink_runs["runs"][layout]
+    records, features, dead = flink_runs["records"], flink_run["features"], flink_run["dead"]
     valid_ids = [pb.Event.FromString(r.payload).event_id for r in records if r.malformed is None]
     assert sorted(f.event_id for f in features) == sorted(valid_ids)  # each decoded event exactly once
     assert len(features) + len(dead) == len(records)
@@ -132,8 +160,10 @@ def test_every_record_is_decoded_or_dead_lettered(flink_run: dict[str, Any]) -> 
     assert Counter(d.original for d in dead) == originals  # dead letters keep the record byte for byte
 
 
-def test_actions_and_features_equal_the_offline_replay(flink_run: dict[str, Any]) -> None:
-    job, records, actions = flink_run["job"], flink_run["records"], flink_run["actions"]
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_actions_and_features_equal_the_offline_replay(flink_runs: dict[str, Any], layout: str) -> None:
+    flink_run = flink_runs["runs"][layout]
+    job, records, actions = flink_run["job"], flink_runs["records"], flink_run["actions"]
     reference = replay_actions(
         iter_kafka_like([r.payload for r in records], job.topics.events),
         Stages.build(stages_config(job, flink_run["options"])),
@@ -156,10 +186,12 @@ def test_actions_and_features_equal_the_offline_replay(flink_run: dict[str, Any]
     assert sorted(map(strip, flink_run["statements"])) == sorted(map(strip, reference.statements))
 
 
-def test_alerts_equal_the_anomaly_replay(flink_run: dict[str, Any]) -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_alerts_equal_the_anomaly_replay(flink_runs: dict[str, Any], layout: str) -> None:
+    flink_run = flink_runs["runs"][layout]
     reference = replay(
-        [r.payload for r in flink_run["records"]],
-        load_anomaly_spec(flink_run["anomaly_spec"]),
+        [r.payload for r in flink_runs["records"]],
+        load_anomaly_spec(flink_runs["anomaly_spec"]),
         out_of_orderness_ms=OUT_OF_ORDERNESS_MS,
     )
     assert any(a.status == pb.AnomalyAlert.FIRING for a in reference.alerts), "the stream must make alerts"
@@ -172,11 +204,11 @@ def test_alerts_equal_the_anomaly_replay(flink_run: dict[str, Any]) -> None:
     ]
 
 
-def test_flink_and_beam_give_the_same_actions(broker: Any, flink_run: dict[str, Any]) -> None:
+def test_flink_and_beam_give_the_same_actions(broker: Any, flink_runs: dict[str, Any]) -> None:
     from streamwarden.jobs.beam.kafka_source import ReadOptions
     from streamwarden.jobs.beam.pipeline import run_beam
 
-    flink_job = flink_run["job"]
+    flink_job = flink_runs["runs"]["staged"]["job"]
     suffix = uuid.uuid4().hex[:8]
     outputs = [f"{name}-beam-{suffix}" for name in ("actions", "deadletter", "features", "alerts")]
     create_local_topics(broker.bootstrap_servers, outputs, 1)
@@ -184,12 +216,14 @@ def test_flink_and_beam_give_the_same_actions(broker: Any, flink_run: dict[str, 
         update={"actions": outputs[0], "deadletter": outputs[1], "features": outputs[2], "alerts": outputs[3]}
     )
     beam_job = flink_job.model_copy(update={"topics": topics, "group_id": f"beam-parity-{suffix}"})
-    n = len(flink_run["records"])
+    n = len(flink_runs["records"])
     run_beam(beam_job, read_options=ReadOptions(max_records=n, bundle_max_ms=100))  # type: ignore[call-arg]
 
     beam = [
         pb.Action.FromString(r.value)
         for r in read_topic(embedded_kafka_config(broker.bootstrap_servers), outputs[0])
     ]
-    assert Counter(a.action_id for a in beam) == Counter(a.action_id for a in flink_run["actions"])
+    for layout, run in flink_runs["runs"].items():
+        got = Counter(a.action_id for a in run["actions"])
+        assert Counter(a.action_id for a in beam) == got, f"Beam and the {layout} layout differ"
     assert {a.reasons[0] for a in beam} >= {*ATTRIBUTE_RULES, UNWIND_RULE}

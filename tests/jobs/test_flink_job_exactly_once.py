@@ -1,5 +1,6 @@
-"""Exactly-once under failure: the Flink job fails mid-stream (test-only hook in the decode stage),
-restarts from its latest checkpoint on the MiniCluster and finishes.
+"""Exactly-once under failure, in both layouts: the Flink job fails mid-stream (test-only hook in the
+decode stage, or the fused operator), restarts from its latest checkpoint on the MiniCluster and
+finishes.
 
 Keyed state is restored exactly: every event's feature vector (window counts included) equals the
 offline replay's, so no event was applied twice or lost. Output, on the real Apache Kafka broker: a
@@ -33,8 +34,9 @@ from streamwarden.schemas import streamwarden_pb2 as pb
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.parametrize("layout", ["staged", "fused"])
 def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_once(
-    broker, kafka_topics, tmp_path: Path
+    broker, kafka_topics, tmp_path: Path, layout: str
 ) -> None:
     records = list(iter_traffic(small_spec(seed=22, duration_s=60.0)))
     topics = kafka_topics("events", "actions", "deadletter", "features")
@@ -49,7 +51,9 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
         tmp_path / "logs",
         ends,
         flink=FlinkConfig(checkpoint_dir=(tmp_path / "ckpt").as_uri(), checkpoint_interval_ms=500),  # type: ignore[call-arg]
-        options=FlinkJobOptions(check_future=False, fail_once_after=(len(records) * 2 // 3, str(marker))),  # type: ignore[call-arg]
+        options=FlinkJobOptions(  # type: ignore[call-arg]
+            check_future=False, fail_once_after=(len(records) * 2 // 3, str(marker)), layout=layout
+        ),
     )
 
     assert marker.exists(), "the injected failure did not happen"

@@ -1,5 +1,5 @@
 """Savepoint upgrade on a real standalone cluster (``LocalFlinkCluster``): the job runs on the first half
-of the traffic, is stopped with a savepoint, and a new submission restored from it processes the second
+of the traffic (in either layout), is stopped with a savepoint, and a new submission restored from it processes the second
 half. Window state carries over: every event's feature vector, counts included, equals the offline
 replay of the whole stream, which differs from a replay of the second half alone."""
 
@@ -44,8 +44,9 @@ def _wait_for_features(kafka: Any, topic: str, n: int, cluster: LocalFlinkCluste
     pytest.fail(f"{len(got)}/{n} feature records after 120 s")
 
 
+@pytest.mark.parametrize("layout", ["staged", "fused"])
 def test_stop_with_savepoint_and_restore_carries_window_state_over(
-    broker, kafka_topics, tmp_path: Path
+    broker, kafka_topics, tmp_path: Path, layout: str
 ) -> None:
     records = list(iter_traffic(small_spec(seed=23, duration_s=40.0)))
     half = len(records) // 2
@@ -56,7 +57,7 @@ def test_stop_with_savepoint_and_restore_carries_window_state_over(
     args = job_args(
         write_job_config(tmp_path / "job.yaml", job),
         flink=FlinkConfig(checkpoint_dir=(tmp_path / "ckpt").as_uri(), ship_connector_jars=False),  # type: ignore[call-arg]
-        options=FlinkJobOptions(check_future=False),  # type: ignore[call-arg]
+        options=FlinkJobOptions(check_future=False, layout=layout),  # type: ignore[call-arg]
     )
 
     def valid(rs: list[Any]) -> int:

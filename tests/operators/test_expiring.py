@@ -77,3 +77,16 @@ def test_key_state_store_keeps_and_drops_the_same_keys_as_the_replay_store(seed:
         assert live <= set(ours.values)
         assert all(s.expiry_ms() > watermark - ours.tick_ms for s in ours.values.values())
     assert ours.expired_keys > 100
+
+
+def test_on_drop_sees_each_dropped_key_once_and_no_live_one():
+    dropped: list[str] = []
+    store: ExpiringStore[list[int]] = ExpiringStore(lambda v: v[0], tick_ms=10, on_drop=dropped.append)
+    store.put("a", [95])
+    store.put("b", [150])
+    store.put("c", [95])
+    store.pop("c")  # popped by the caller: not a drop
+    store.advance_to(100)
+    assert dropped == ["a"]
+    store.advance_to(10**9)
+    assert dropped == ["a", "b"] and len(store) == 0

@@ -1,0 +1,369 @@
+"""The fused layout: the whole pipeline in one keyed Python operator (parallelism 1).
+
+All Python operators of a TaskManager share one interpreter, and with five of them each state call
+waits for the GIL (``../shared/ARCHITECTURE.md``); one operator that does everything runs ~10x faster
+on the same core. Every record reaches it under one key (``ConstantKeyRow``, in Java), and it runs
+what ``operators.pipeline.replay_actions`` runs, in the same order: decode, the lateness gate,
+``VelocityPipeline`` (the compiled core: fan-out, windows, assembly), scoring in micro-batches, the
+policy, the cooldown gate and reputation. So its actions equal the replay's.
+
+State. The core, the cooldown gates and the targets' reputation live in process memory and are
+written through, after each event or batch, to one ``MapState[str, bytes]`` of the key with one
+``put_all`` (the changed window states: ``v<core key>``; gates ``g<subject>``; targets
+``t<target>``; the vectors waiting to be scored ``p<slot>`` with their count ``n``; the core's
+clock ``m``). A checkpoint therefore holds exactly what memory held after the last element, and the
+Kafka sinks commit the outputs of the same elements: exactly-once as in the staged layout. After a
+restore the first element (or timer) loads the map back into memory. Expired window keys, gates and
+targets are removed from the map as the watermark passes them.
+
+Not for parallelism above 1: every key of every entity kind lives in this one subtask (the staged
+layout, keyed by entity, is the one that scales out).
+"""
+
+from __future__ import annotations
+
+import gc
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pyflink.common import Row
+from pyflink.common.typeinfo import Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+
+from streamwarden.jobs.flink.alerts import SeriesPoints
+from streamwarden.jobs.flink.decide import features_tag
+from streamwarden.jobs.flink.decode import dead_letter_tag, maybe_fail_once, points_tag, split_record
+from streamwarden.jobs.flink.guard import OperatorErrors
+from streamwarden.jobs.flink.metrics import StageCounters
+from streamwarden.jobs.flink.score import FINAL_WATERMARK_MS, decode_vector, encode_vector
+from streamwarden.jobs.flink.state import bytes_map_state
+from streamwarden.operators.expiring import ExpiringStore
+from streamwarden.operators.features.assemble import FeatureVector
+from streamwarden.operators.features.replay import GC_THRESHOLD, VelocityPipeline
+from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
+from streamwarden.operators.policy.reputation import TargetState
+from streamwarden.operators.policy.reputation import decode_state as decode_target
+from streamwarden.operators.policy.reputation import encode_state as encode_target
+from streamwarden.schemas import streamwarden_pb2 as pb
+from streamwarden.schemas.codec import SourceRef
+
+__all__ = ["FUSED_KEY", "FusedFunction"]
+
+FUSED_KEY = "all"
+"""The one key every record of the fused layout is keyed by."""
+
+_Q = struct.Struct("<q")
+_CLOCK = struct.Struct("<qq")
+"""The core's clock (``m``): largest event time seen and next housekeeping time, so that a restored
+core drops expired keys at the same events as the lost run (exact even for keys in HLL mode)."""
+S = TypeVar("S")
+
+_COUNTERS = (
+    "records_in",
+    "events",
+    "dead_letters",
+    "vectors",
+    "late_partials",
+    "score_batches",
+    "scored_vectors",
+    "decided_events",
+    "events_with_late_partials",
+    "actions",
+    "actions_suppressed",
+    "reputation_forgotten_subjects",
+    "expired_keys",
+    "restored_keys",
+)
+
+
+class _WriteThrough(Generic[S]):
+    """One key of an ``ExpiringStore`` as the subject stage's ``StateSlot``; each put is also noted in
+    ``dirty`` (map key → encoded value, None = delete) for the next write to Flink state."""
+
+    __slots__ = ("dirty", "encode", "key", "prefix", "store")
+
+    def __init__(
+        self,
+        store: ExpiringStore[S],
+        prefix: str,
+        encode: Callable[[S], bytes],
+        dirty: dict[str, bytes | None],
+    ) -> None:
+        self.store, self.prefix, self.encode, self.dirty = store, prefix, encode, dirty
+        self.key = ""
+
+    def get(self) -> S | None:
+        return self.store.get(self.key)
+
+    def put(self, state: S | None) -> None:
+        if state is None:
+            self.store.pop(self.key)
+            self.dirty[self.prefix + self.key] = None
+        else:
+            self.store.put(self.key, state)
+            self.dirty[self.prefix + self.key] = self.encode(state)
+
+
+def _same(value: bytes) -> bytes:
+    return value
+
+
+class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
+    """Record bytes (``RecordWithMetadataSchema``) keyed by ``FUSED_KEY`` → ``Row(subject key bytes,
+    Action bytes)``; side outputs: dead letters (``dead_letter_tag``), feature records (``features_tag``, with
+    ``write_features``) and anomaly series points (``points_tag``, with ``alerts``)."""
+
+    def __init__(
+        self,
+        config: StagesConfig,
+        *,
+        topic: str,
+        partitions: tuple[int, ...] = (),
+        check_future: bool = True,
+        write_features: bool = False,
+        score_batch: int = 64,
+        score_flush_ms: int = 20,
+        expiry_tick_ms: int = 60_000,
+        alerts: bool = False,
+        anomaly_spec: Path | None = None,
+        fail_once_after: tuple[int, str] | None = None,
+    ) -> None:
+        if score_batch < 1 or score_flush_ms < 1:
+            raise ValueError("score_batch and score_flush_ms must be >= 1")
+        self._config = config
+        self._topic, self._partitions, self._check_future = topic, partitions, check_future
+        self._write_features = write_features
+        self._batch, self._flush_ms, self._tick_ms = score_batch, score_flush_ms, expiry_tick_ms
+        self._alerts, self._anomaly_spec = alerts, anomaly_spec
+        self._fail_once_after = fail_once_after
+
+    # ---------------------------------------------------------------- set-up and restore
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        stages = self._stages = Stages.shared(self._config)
+        _ = stages.scoring, stages.decider  # load models and policy now, not on the first event
+        self._pipe = VelocityPipeline(
+            stages.spec,
+            out_of_orderness_ms=stages.out_of_orderness_ms,
+            assembly_timeout_ms=stages.config.assembly_timeout_ms,
+        )
+        self._pipe.track_changes(True)
+        self._clock: EventClock = stages.event_clock()
+        self._state = bytes_map_state(runtime_context, "fused", Types.STRING())
+        self._dirty: dict[str, bytes | None] = {}
+        dirty = self._dirty
+
+        def dropper(prefix: str) -> Callable[[str], None]:
+            def drop(key: str) -> None:
+                dirty[prefix + key] = None
+
+            return drop
+
+        gate_expiry = stages.cooldown_gate.expires_at_ms
+        target_expiry = stages.reputation.expires_at_ms
+        self._gates: ExpiringStore[bytes] = ExpiringStore(gate_expiry, self._tick_ms, dropper("g"))
+        self._targets: ExpiringStore[TargetState] = ExpiringStore(target_expiry, self._tick_ms, dropper("t"))
+        self._gate_slot = _WriteThrough(self._gates, "g", _same, dirty)
+        self._target_slot = _WriteThrough(self._targets, "t", encode_target, dirty)
+        self._pending: list[FeatureVector] = []
+        self._loaded = self._assigned = False
+        self._records = 0
+        self._dead_tag, self._features_tag = dead_letter_tag(), features_tag()
+        self._points: SeriesPoints | None = None
+        if self._alerts:
+            self._points = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms)
+            self._points_tag = points_tag()
+        counters = self._counters = StageCounters(runtime_context, _COUNTERS)
+        self._errors = {s: OperatorErrors(s, stages, counters) for s in ("velocity", "score", "decide")}
+        self._latency = counters.histogram("event_to_decision_ms")
+        self._report_versions()
+        gc.freeze()  # the loaded modules, spec and models: out of the collector's way (replay.tuned_gc)
+        gc.set_threshold(*GC_THRESHOLD)
+
+    def close(self) -> None:
+        self._counters.flush()
+
+    def _report_versions(self) -> None:
+        stages = self._stages
+        self._counters.info(
+            "versions", model_version=stages.model_version, policy_version=stages.policy.version
+        )
+
+    def _load(self, ctx: Any) -> None:
+        """Take over what the state holds (after a restore; nothing on a fresh start)."""
+        self._loaded = True
+        pipe, waiting, count, restored = self._pipe, {}, 0, 0
+        for key, value in self._state.items():
+            tag = key[0]
+            if tag == "v":
+                pipe.load_state(key[1:].encode("utf-8"), value)
+                restored += 1
+            elif tag == "g":
+                self._gates.put(key[1:], value)
+            elif tag == "t":
+                self._targets.put(key[1:], decode_target(value))
+            elif tag == "p":
+                waiting[int(key[1:])] = value
+            elif key == "n":
+                count = _Q.unpack(value)[0]
+            elif key == "m":
+                pipe.restore_clock(*_CLOCK.unpack(value))
+        self._pending = [decode_vector(waiting[i]) for i in range(count)]
+        if restored:
+            self._counters.inc("restored_keys", restored)
+        ctx.timer_service().register_event_time_timer(FINAL_WATERMARK_MS)  # flush at the end of input
+        if self._pending:
+            self._flush_timer(ctx)
+
+    def _flush_timer(self, ctx: Any) -> None:
+        timers = ctx.timer_service()
+        timers.register_processing_time_timer(timers.current_processing_time() + self._flush_ms)
+
+    # ---------------------------------------------------------------- per record
+
+    def process_element(self, data: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        if not self._loaded:
+            self._load(ctx)
+        self._records += 1
+        self._counters.inc("records_in")
+        if self._fail_once_after is not None:
+            maybe_fail_once(self._records, self._fail_once_after)
+        wall_ms = int(time.time() * 1000)
+        now_ms = wall_ms if self._check_future else None
+        stages = self._stages
+        try:
+            rec = split_record(data)
+        except Exception as exc:  # not from RecordWithMetadataSchema: still one record, not the job
+            letter = stages.operator_error(data, SourceRef(self._topic, -1, -1), "split_record", exc, now_ms)
+            yield self._dead_letter(letter, None)
+            return
+        source = SourceRef(self._topic, rec.partition, rec.offset)
+        decoded = stages.decode(rec.value, source, now_ms)
+        points = self._points
+        if points is not None:  # every decoded record, before the lateness gate (as the reference)
+            for item in points.of(decoded):
+                yield self._points_tag, (Row(*item), points.max_event_ms)
+        if isinstance(decoded, pb.DeadLetter):
+            yield self._dead_letter(decoded, rec.key)
+            return
+        clock = self._clock
+        if not self._assigned:  # at parallelism 1 this subtask reads every partition
+            self._assigned = True
+            clock.assign(self._partitions, wall_ms)
+        if not clock.admit(decoded.event_time_ms, rec.partition, wall_ms):
+            late = stages.late_letter(rec.value, source, decoded, clock.watermark_ms, now_ms)
+            yield self._dead_letter(late, rec.key)
+            return
+        self._counters.inc("events")
+        pipe = self._pipe
+        try:
+            vector = pipe.process(decoded)
+        except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+            yield self._errors["velocity"].output(decoded.event_id, exc)
+            return
+        self._counters.inc("vectors")
+        if vector[3]:
+            self._counters.inc("late_partials", bin(vector[3]).count("1"))
+        pending = self._pending
+        pending.append(vector)
+        writes = self._take_core_changes()
+        writes[f"p{len(pending) - 1}"] = encode_vector(vector)
+        writes["n"] = _Q.pack(len(pending))
+        writes["m"] = _CLOCK.pack(pipe.max_seen_ms, pipe.next_housekeeping_ms)
+        self._state.put_all(writes)
+        if len(pending) >= self._batch:
+            yield from self._flush()
+        elif len(pending) == 1:
+            self._flush_timer(ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        if not self._loaded:
+            self._load(ctx)
+        if self._pending:
+            yield from self._flush()
+
+    def _take_core_changes(self) -> dict[str, bytes]:
+        """The core's changed window states as map entries; its expired keys leave the map here."""
+        updated, removed = self._pipe.take_changes()
+        for key in removed:
+            self._state.remove("v" + key.decode("utf-8"))
+        if removed:
+            self._counters.inc("expired_keys", len(removed))
+        return {"v" + key.decode("utf-8"): value for key, value in updated}
+
+    def _flush(self) -> Iterator[Any]:
+        """Score the waiting vectors, decide, and run each decision through the subject stage."""
+        stages, counters = self._stages, self._counters
+        reloads = stages.maybe_reload(int(time.time() * 1000))  # checks files every reload_interval_ms
+        for o in reloads:
+            counters.inc_labelled("reloads", what=o.what, outcome="applied" if o.ok else "refused")
+        if reloads:
+            self._report_versions()
+        watermark = self._clock.watermark_ms
+        self._gates.advance_to(watermark)
+        self._targets.advance_to(watermark)
+        vectors = self._pending
+        self._pending = []
+        counters.inc("score_batches")
+        counters.inc("scored_vectors", len(vectors))
+        scored, failed = stages.score_each(vectors)
+        for vector, exc in failed:
+            yield self._errors["score"].output(vector[0], exc)
+        now_ms = int(time.time() * 1000)
+        gate_slot, target_slot = self._gate_slot, self._target_slot
+        for vector, scores in scored:
+            try:
+                record = stages.feature_record(vector).SerializeToString() if self._write_features else b""
+                keyed = stages.decide_keyed(vector, scores)
+            except Exception as exc:  # one event must never stop the job: it becomes a dead letter
+                yield self._errors["decide"].output(vector[0], exc)
+                continue
+            counters.inc("decided_events")
+            facts = vector[4]
+            if facts is not None:
+                self._latency.update(max(0, now_ms - facts[1]))
+            if vector[3]:
+                counters.inc("events_with_late_partials")
+            if self._write_features:
+                yield self._features_tag, Row(vector[0].encode("utf-8"), record)
+            for key, payload in keyed:
+                gate_slot.key = target_slot.key = key
+                step = stages.subject_step(key, payload, gate_slot, target_slot)
+                if step.forgotten:
+                    counters.inc("reputation_forgotten_subjects", step.forgotten)
+                if step.suppressed:
+                    counters.inc("actions_suppressed")
+                    continue
+                for i, action in enumerate(step.actions):
+                    counters.inc("actions")
+                    counters.inc_labelled(
+                        "actions_by_rule",
+                        rule=action.reasons[0] if action.reasons else "",
+                        verdict=pb.Action.Verdict.Name(action.verdict),
+                        mode=pb.Action.Mode.Name(action.mode),
+                    )
+                    if i == 0 and step.admitted:  # the input action itself: its bytes as they came
+                        yield Row(key.encode("utf-8"), payload)
+                    else:  # an action a flag unwound: keyed by its own subject
+                        yield Row(stages.cooldown_key(action).encode("utf-8"), action.SerializeToString())
+        self._write_dirty()
+
+    def _write_dirty(self) -> None:
+        """The subject stage's changes (and an empty queue) to Flink state, one put_all."""
+        dirty = self._dirty
+        writes: dict[str, bytes] = {"n": _Q.pack(0)}
+        for key, value in dirty.items():
+            if value is None:
+                self._state.remove(key)
+            else:
+                writes[key] = value
+        dirty.clear()
+        self._state.put_all(writes)
+
+    def _dead_letter(self, letter: pb.DeadLetter, key: bytes | None) -> tuple[Any, Row]:
+        self._counters.inc("dead_letters")
+        self._counters.inc_named(f"dead_letters.{dead_letter_reason(letter)}")
+        return self._dead_tag, Row(key or b"", letter.SerializeToString())
