@@ -1,20 +1,22 @@
 """The fused layout: the whole pipeline in one keyed Python operator (parallelism 1).
 
 All Python operators of a TaskManager share one interpreter, and with five of them each state call
-waits for the GIL (``../shared/ARCHITECTURE.md``); one operator that does everything runs ~10x faster
-on the same core. Every record reaches it under one key (``ConstantKeyRow``, in Java), and it runs
-what ``operators.pipeline.replay_actions`` runs, in the same order: decode, the lateness gate,
-``VelocityPipeline`` (the compiled core: fan-out, windows, assembly), scoring in micro-batches, the
-policy, the cooldown gate and reputation. So its actions equal the replay's.
+waits for the GIL (``../shared/ARCHITECTURE.md``). Here one operator does everything, and it is
+called once per batch of records, not once per record: ``RecordBatcher`` (Java, after the Kafka
+source) packs up to ``fused_batch`` records, or what arrived within ``fused_batch_ms``, into one
+element under one key, and emits what it holds before every checkpoint barrier. For each batch the
+operator runs what ``operators.pipeline.replay_actions`` runs, in the same order: decode, the
+lateness gate, ``VelocityPipeline`` (the compiled core: fan-out, windows, assembly), scoring of the
+batch's vectors in one ONNX run, the policy, the cooldown gate and reputation. So its actions equal
+the replay's.
 
-State. The core, the cooldown gates and the targets' reputation live in process memory and are
-written through, after each event or batch, to one ``MapState[str, bytes]`` of the key with one
-``put_all`` (the changed window states: ``v<core key>``; gates ``g<subject>``; targets
-``t<target>``; the vectors waiting to be scored ``p<slot>`` with their count ``n``; the core's
-clock ``m``). A checkpoint therefore holds exactly what memory held after the last element, and the
-Kafka sinks commit the outputs of the same elements: exactly-once as in the staged layout. After a
-restore the first element (or timer) loads the map back into memory. Expired window keys, gates and
-targets are removed from the map as the watermark passes them.
+State. The core, the cooldown gates and the targets' reputation live in process memory; after each
+batch what changed is written to one ``MapState[str, bytes]`` of the key with one ``put_all``
+(window states ``v<core key>``, gates ``g<subject>``, targets ``t<target>``, the core's clock
+``m``) and what expired is removed. A batch is processed whole within one call and no record waits
+in the batcher at a barrier, so a checkpoint holds exactly what memory held and the Kafka sinks
+commit the outputs of the same records: exactly-once as in the staged layout. After a restore the
+first batch loads the map back into memory.
 
 Not for parallelism above 1: every key of every entity kind lives in this one subtask (the staged
 layout, keyed by entity, is the one that scales out).
@@ -38,7 +40,6 @@ from streamwarden.jobs.flink.decide import features_tag
 from streamwarden.jobs.flink.decode import dead_letter_tag, maybe_fail_once, points_tag, split_record
 from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
-from streamwarden.jobs.flink.score import FINAL_WATERMARK_MS, decode_vector, encode_vector
 from streamwarden.jobs.flink.state import bytes_map_state
 from streamwarden.operators.expiring import ExpiringStore
 from streamwarden.operators.features.assemble import FeatureVector
@@ -55,7 +56,7 @@ __all__ = ["FUSED_KEY", "FusedFunction"]
 FUSED_KEY = "all"
 """The one key every record of the fused layout is keyed by."""
 
-_Q = struct.Struct("<q")
+_COUNT = struct.Struct(">i")
 _CLOCK = struct.Struct("<qq")
 """The core's clock (``m``): largest event time seen and next housekeeping time, so that a restored
 core drops expired keys at the same events as the lost run (exact even for keys in HLL mode)."""
@@ -77,6 +78,27 @@ _COUNTERS = (
     "expired_keys",
     "restored_keys",
 )
+
+
+def split_batch(batch: bytes) -> list[bytes]:
+    """The records of one ``RecordBatcher`` batch: a big-endian int32 count, then per record an int32
+    length and its bytes (``ValueError`` if the bytes do not hold exactly that)."""
+    (count,) = _COUNT.unpack_from(batch, 0)
+    pos, end = 4, len(batch)
+    out: list[bytes] = []
+    unpack = _COUNT.unpack_from
+    for _ in range(count):
+        if pos + 4 > end:
+            raise ValueError(f"batch of {count} records ends after {len(out)}")
+        (n,) = unpack(batch, pos)
+        pos += 4
+        if n < 0 or pos + n > end:
+            raise ValueError(f"batch record {len(out)} of length {n} overruns the batch")
+        out.append(batch[pos : pos + n])
+        pos += n
+    if pos != end:
+        raise ValueError(f"{end - pos} bytes after the last of {count} records")
+    return out
 
 
 class _WriteThrough(Generic[S]):
@@ -124,19 +146,15 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         partitions: tuple[int, ...] = (),
         check_future: bool = True,
         write_features: bool = False,
-        score_batch: int = 64,
-        score_flush_ms: int = 20,
         expiry_tick_ms: int = 60_000,
         alerts: bool = False,
         anomaly_spec: Path | None = None,
         fail_once_after: tuple[int, str] | None = None,
     ) -> None:
-        if score_batch < 1 or score_flush_ms < 1:
-            raise ValueError("score_batch and score_flush_ms must be >= 1")
         self._config = config
         self._topic, self._partitions, self._check_future = topic, partitions, check_future
         self._write_features = write_features
-        self._batch, self._flush_ms, self._tick_ms = score_batch, score_flush_ms, expiry_tick_ms
+        self._tick_ms = expiry_tick_ms
         self._alerts, self._anomaly_spec = alerts, anomaly_spec
         self._fail_once_after = fail_once_after
 
@@ -168,7 +186,6 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._targets: ExpiringStore[TargetState] = ExpiringStore(target_expiry, self._tick_ms, dropper("t"))
         self._gate_slot = _WriteThrough(self._gates, "g", _same, dirty)
         self._target_slot = _WriteThrough(self._targets, "t", encode_target, dirty)
-        self._pending: list[FeatureVector] = []
         self._loaded = self._assigned = False
         self._records = 0
         self._dead_tag, self._features_tag = dead_letter_tag(), features_tag()
@@ -192,10 +209,10 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             "versions", model_version=stages.model_version, policy_version=stages.policy.version
         )
 
-    def _load(self, ctx: Any) -> None:
+    def _load(self) -> None:
         """Take over what the state holds (after a restore; nothing on a fresh start)."""
         self._loaded = True
-        pipe, waiting, count, restored = self._pipe, {}, 0, 0
+        pipe, restored = self._pipe, 0
         for key, value in self._state.items():
             tag = key[0]
             if tag == "v":
@@ -205,28 +222,34 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
                 self._gates.put(key[1:], value)
             elif tag == "t":
                 self._targets.put(key[1:], decode_target(value))
-            elif tag == "p":
-                waiting[int(key[1:])] = value
-            elif key == "n":
-                count = _Q.unpack(value)[0]
             elif key == "m":
                 pipe.restore_clock(*_CLOCK.unpack(value))
-        self._pending = [decode_vector(waiting[i]) for i in range(count)]
         if restored:
             self._counters.inc("restored_keys", restored)
-        ctx.timer_service().register_event_time_timer(FINAL_WATERMARK_MS)  # flush at the end of input
-        if self._pending:
-            self._flush_timer(ctx)
 
-    def _flush_timer(self, ctx: Any) -> None:
-        timers = ctx.timer_service()
-        timers.register_processing_time_timer(timers.current_processing_time() + self._flush_ms)
+    # ---------------------------------------------------------------- per batch
 
-    # ---------------------------------------------------------------- per record
-
-    def process_element(self, data: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+    def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         if not self._loaded:
-            self._load(ctx)
+            self._load()
+        out: list[Any] = []
+        vectors: list[FeatureVector] = []
+        for data in split_batch(batch):
+            vector = self._record(data, out)
+            if vector is not None:
+                vectors.append(vector)
+        writes = self._take_core_changes()
+        if vectors:
+            self._decide(vectors, out)
+        writes.update(self._take_subject_changes())
+        pipe = self._pipe
+        writes["m"] = _CLOCK.pack(pipe.max_seen_ms, pipe.next_housekeeping_ms)
+        self._state.put_all(writes)
+        yield from out
+
+    def _record(self, data: bytes, out: list[Any]) -> FeatureVector | None:
+        """Decode one record, gate it and run it through the core: its vector, or None (its dead letter
+        or nothing in ``out``)."""
         self._records += 1
         self._counters.inc("records_in")
         if self._fail_once_after is not None:
@@ -238,52 +261,35 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             rec = split_record(data)
         except Exception as exc:  # not from RecordWithMetadataSchema: still one record, not the job
             letter = stages.operator_error(data, SourceRef(self._topic, -1, -1), "split_record", exc, now_ms)
-            yield self._dead_letter(letter, None)
-            return
+            out.append(self._dead_letter(letter, None))
+            return None
         source = SourceRef(self._topic, rec.partition, rec.offset)
         decoded = stages.decode(rec.value, source, now_ms)
         points = self._points
         if points is not None:  # every decoded record, before the lateness gate (as the reference)
             for item in points.of(decoded):
-                yield self._points_tag, (Row(*item), points.max_event_ms)
+                out.append((self._points_tag, (Row(*item), points.max_event_ms)))
         if isinstance(decoded, pb.DeadLetter):
-            yield self._dead_letter(decoded, rec.key)
-            return
+            out.append(self._dead_letter(decoded, rec.key))
+            return None
         clock = self._clock
         if not self._assigned:  # at parallelism 1 this subtask reads every partition
             self._assigned = True
             clock.assign(self._partitions, wall_ms)
         if not clock.admit(decoded.event_time_ms, rec.partition, wall_ms):
             late = stages.late_letter(rec.value, source, decoded, clock.watermark_ms, now_ms)
-            yield self._dead_letter(late, rec.key)
-            return
+            out.append(self._dead_letter(late, rec.key))
+            return None
         self._counters.inc("events")
-        pipe = self._pipe
         try:
-            vector = pipe.process(decoded)
+            vector = self._pipe.process(decoded)
         except Exception as exc:  # one event must never stop the job: it becomes a dead letter
-            yield self._errors["velocity"].output(decoded.event_id, exc)
-            return
+            out.append(self._errors["velocity"].output(decoded.event_id, exc))
+            return None
         self._counters.inc("vectors")
         if vector[3]:
             self._counters.inc("late_partials", bin(vector[3]).count("1"))
-        pending = self._pending
-        pending.append(vector)
-        writes = self._take_core_changes()
-        writes[f"p{len(pending) - 1}"] = encode_vector(vector)
-        writes["n"] = _Q.pack(len(pending))
-        writes["m"] = _CLOCK.pack(pipe.max_seen_ms, pipe.next_housekeeping_ms)
-        self._state.put_all(writes)
-        if len(pending) >= self._batch:
-            yield from self._flush()
-        elif len(pending) == 1:
-            self._flush_timer(ctx)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        if not self._loaded:
-            self._load(ctx)
-        if self._pending:
-            yield from self._flush()
+        return vector
 
     def _take_core_changes(self) -> dict[str, bytes]:
         """The core's changed window states as map entries; its expired keys leave the map here."""
@@ -294,8 +300,8 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._counters.inc("expired_keys", len(removed))
         return {"v" + key.decode("utf-8"): value for key, value in updated}
 
-    def _flush(self) -> Iterator[Any]:
-        """Score the waiting vectors, decide, and run each decision through the subject stage."""
+    def _decide(self, vectors: list[FeatureVector], out: list[Any]) -> None:
+        """Score the batch's vectors, decide, and run each decision through the subject stage."""
         stages, counters = self._stages, self._counters
         reloads = stages.maybe_reload(int(time.time() * 1000))  # checks files every reload_interval_ms
         for o in reloads:
@@ -305,13 +311,11 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         watermark = self._clock.watermark_ms
         self._gates.advance_to(watermark)
         self._targets.advance_to(watermark)
-        vectors = self._pending
-        self._pending = []
         counters.inc("score_batches")
         counters.inc("scored_vectors", len(vectors))
         scored, failed = stages.score_each(vectors)
         for vector, exc in failed:
-            yield self._errors["score"].output(vector[0], exc)
+            out.append(self._errors["score"].output(vector[0], exc))
         now_ms = int(time.time() * 1000)
         gate_slot, target_slot = self._gate_slot, self._target_slot
         for vector, scores in scored:
@@ -319,7 +323,7 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
                 record = stages.feature_record(vector).SerializeToString() if self._write_features else b""
                 keyed = stages.decide_keyed(vector, scores)
             except Exception as exc:  # one event must never stop the job: it becomes a dead letter
-                yield self._errors["decide"].output(vector[0], exc)
+                out.append(self._errors["decide"].output(vector[0], exc))
                 continue
             counters.inc("decided_events")
             facts = vector[4]
@@ -328,7 +332,7 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             if vector[3]:
                 counters.inc("events_with_late_partials")
             if self._write_features:
-                yield self._features_tag, Row(vector[0].encode("utf-8"), record)
+                out.append((self._features_tag, Row(vector[0].encode("utf-8"), record)))
             for key, payload in keyed:
                 gate_slot.key = target_slot.key = key
                 step = stages.subject_step(key, payload, gate_slot, target_slot)
@@ -346,22 +350,23 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
                         mode=pb.Action.Mode.Name(action.mode),
                     )
                     if i == 0 and step.admitted:  # the input action itself: its bytes as they came
-                        yield Row(key.encode("utf-8"), payload)
+                        out.append(Row(key.encode("utf-8"), payload))
                     else:  # an action a flag unwound: keyed by its own subject
-                        yield Row(stages.cooldown_key(action).encode("utf-8"), action.SerializeToString())
-        self._write_dirty()
+                        out.append(
+                            Row(stages.cooldown_key(action).encode("utf-8"), action.SerializeToString())
+                        )
 
-    def _write_dirty(self) -> None:
-        """The subject stage's changes (and an empty queue) to Flink state, one put_all."""
+    def _take_subject_changes(self) -> dict[str, bytes]:
+        """The subject stage's changed gates and targets as map entries; deleted ones leave the map."""
         dirty = self._dirty
-        writes: dict[str, bytes] = {"n": _Q.pack(0)}
+        writes: dict[str, bytes] = {}
         for key, value in dirty.items():
             if value is None:
                 self._state.remove(key)
             else:
                 writes[key] = value
         dirty.clear()
-        self._state.put_all(writes)
+        return writes
 
     def _dead_letter(self, letter: pb.DeadLetter, key: bytes | None) -> tuple[Any, Row]:
         self._counters.inc("dead_letters")

@@ -141,8 +141,14 @@ class FlinkJobOptions(BaseModel):
     layout: Layout = Field(
         "staged",
         description="staged: one keyed Python operator per stage, keyed by entity, event, subject (scales "
-        "out with parallelism); fused: the whole pipeline in one keyed Python operator (parallelism 1 "
-        "only, ~10x the events/s of staged at parallelism 1: see jobs/flink/fused.py).",
+        "out with parallelism); fused: the whole pipeline in one keyed Python operator called once per "
+        "batch of records (parallelism 1 only: see jobs/flink/fused.py).",
+    )
+    fused_batch: int = Field(
+        256, ge=1, description="Fused layout: most records per call of the Python operator."
+    )
+    fused_batch_ms: int = Field(
+        10, ge=1, description="Fused layout: longest a record waits for its batch to fill."
     )
     naive: bool = Field(
         False,
@@ -449,7 +455,8 @@ def _fused_graph(
     out_of_orderness_ms: int,
     sink: Callable[..., None],
 ) -> None:
-    """The fused layout (``jobs/flink/fused.py``): records keyed in Java to one ``FusedFunction``."""
+    """The fused layout (``jobs/flink/fused.py``): records batched and keyed in Java (``RecordBatcher``)
+    to one ``FusedFunction``."""
     from pyflink.common.typeinfo import Types
     from pyflink.datastream import DataStream as PyDataStream
     from pyflink.java_gateway import get_gateway
@@ -458,31 +465,33 @@ def _fused_graph(
     from streamwarden.jobs.flink.decode import dead_letter_tag, points_tag
     from streamwarden.jobs.flink.env import bytes_type, keyed_bytes_type
     from streamwarden.jobs.flink.fused import FUSED_KEY, FusedFunction
-    from streamwarden.jobs.flink.record_jar import CONSTANT_KEY_CLASS
+    from streamwarden.jobs.flink.record_jar import BATCHER_CLASS
     from streamwarden.jobs.flink.statements import StatementsFunction
 
     string, raw = Types.STRING(), bytes_type()
     row_type = Types.ROW([string, raw])
-    constant_key = get_gateway().jvm
-    for part in CONSTANT_KEY_CLASS.split("."):
-        constant_key = getattr(constant_key, part)
-    keyed_rows = records._j_data_stream.map(constant_key(FUSED_KEY), row_type.get_java_type_info())
-    keyed_rows.name("fused-key").uid("fused-key")
+    batcher = get_gateway().jvm
+    for part in BATCHER_CLASS.split("."):
+        batcher = getattr(batcher, part)
+    batches = records._j_data_stream.transform(
+        "fused-batch",
+        row_type.get_java_type_info(),
+        batcher(FUSED_KEY, opts.fused_batch, opts.fused_batch_ms),
+    )
+    batches.uid("fused-batch")
     fused = FusedFunction(
         config,
         topic=job.topics.events,
         partitions=topic_partitions(job),
         check_future=opts.check_future,
         write_features=job.write_features,
-        score_batch=opts.score_batch,
-        score_flush_ms=opts.score_flush_ms,
         expiry_tick_ms=opts.expiry_tick_ms,
         alerts=opts.alerts,
         anomaly_spec=opts.anomaly_spec,
         fail_once_after=opts.fail_once_after,
     )
     actions = (
-        key_by_field0(PyDataStream(keyed_rows), string, raw)
+        key_by_field0(PyDataStream(batches), string, raw)
         .process(fused, output_type=keyed_bytes_type())
         .name("fused")
         .uid("fused")

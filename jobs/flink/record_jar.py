@@ -7,8 +7,8 @@ One ``mvn package`` of ``jobs/flink/java/pom.xml`` makes:
   length, the key, the value; split by ``jobs/flink/decode.py: split_record``). PyFlink 2.3 only offers
   value-only deserializers, so without it a dead letter could not say where its record came from.
   And ``KeyedBytesRecordSchema``, the sinks' ``Row(key, value)`` serializer that leaves the record
-  timestamp to the producer. And ``ConstantKeyRow``, which keys every record to the fused layout's one
-  Python operator without a Python key-extraction operator.
+  timestamp to the producer. And ``RecordBatcher``, the operator that packs records into batches under
+  one key for the fused layout's Python operator (``jobs/flink/fused.py``).
 * ``connector/flink-connector-kafka.jar`` and ``connector/kafka-clients.jar`` from Maven Central (their
   sha256 pins live in ``jobs/flink/connector.py``).
 
@@ -29,8 +29,8 @@ from pathlib import Path
 from streamwarden.operators.errors import StreamwardenError
 
 __all__ = [
+    "BATCHER_CLASS",
     "CONNECTOR_DIR",
-    "CONSTANT_KEY_CLASS",
     "JAR_NAME",
     "KEYED_SCHEMA_CLASS",
     "SCHEMA_CLASS",
@@ -46,7 +46,7 @@ JAR_NAME = "streamwarden-flink-records.jar"
 CONNECTOR_DIR = "connector"
 SCHEMA_CLASS = "streamwarden.flink.RecordWithMetadataSchema"
 KEYED_SCHEMA_CLASS = "streamwarden.flink.KeyedBytesRecordSchema"
-CONSTANT_KEY_CLASS = "streamwarden.flink.ConstantKeyRow"
+BATCHER_CLASS = "streamwarden.flink.RecordBatcher"
 CACHE_ENV = "STREAMWARDEN_FLINK_JAVA_CACHE"
 """Overrides the build cache (``~/.cache/streamwarden/flink-java``)."""
 _DONE = ".complete"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from streamwarden.jobs.flink.decode import java_split_owner, record_with_metadata, split_record
 from streamwarden.jobs.flink.record_jar import (
-    CONSTANT_KEY_CLASS,
+    BATCHER_CLASS,
     JAR_NAME,
     KEYED_SCHEMA_CLASS,
     SCHEMA_CLASS,
@@ -57,9 +57,7 @@ def test_the_jar_is_built_once_per_source_content() -> None:
     assert jar.name == JAR_NAME and jar.parent.name == source_digest()[:16]
     with zipfile.ZipFile(jar) as archive:
         classes = [n for n in archive.namelist() if n.endswith(".class")]
-    ours = sorted(
-        c.replace(".", "/") + ".class" for c in (SCHEMA_CLASS, KEYED_SCHEMA_CLASS, CONSTANT_KEY_CLASS)
-    )
+    ours = sorted(c.replace(".", "/") + ".class" for c in (SCHEMA_CLASS, KEYED_SCHEMA_CLASS, BATCHER_CLASS))
     assert sorted(classes) == ours  # only ours: the rest is provided at run time
     assert ensure_record_jar() == jar
 
