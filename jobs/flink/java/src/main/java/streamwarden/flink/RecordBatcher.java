@@ -10,6 +10,7 @@ import org.apache.flink.api.common.operators.ProcessingTimeService.ProcessingTim
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.BoundedOneInput;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.types.Row;
 
@@ -64,6 +65,16 @@ public final class RecordBatcher extends AbstractStreamOperator<Row>
       timerAt = now + maxDelayMs;
       getProcessingTimeService().registerTimer(timerAt, this);
     }
+  }
+
+  /**
+   * A watermark must not overtake the records buffered before it (at the end of a bounded input the
+   * source's final watermark arrives before {@code endInput}): emit them first.
+   */
+  @Override
+  public void processWatermark(Watermark mark) throws Exception {
+    emit();
+    super.processWatermark(mark);
   }
 
   @Override
