@@ -1,8 +1,7 @@
 """The fused layout: the whole pipeline in one keyed Python operator (parallelism 1).
 
 All Python operators of a TaskManager share one interpreter, and with five of them each state call
-waits for the GIL (README, "Running on Flink": three Python operators separated by key_by ran 8x slower than one). Here one operator does everything, and it is
-called once per batch of records, not once per record: ``RecordBatcher`` (Java, after the Kafka
+waits for the GIL (README, "Running on Flink"). Here one operator does everything, and it is called once per batch of records, not once per record: ``RecordBatcher`` (Java, after the Kafka
 source) packs up to ``fused_batch`` records, or what arrived within ``fused_batch_ms``, into one
 element under one key, and emits what it holds before every checkpoint barrier. For each batch the
 operator runs what ``operators.pipeline.replay_actions`` runs, in the same order: decode, the
