@@ -153,10 +153,10 @@ class InjectedFailure(RuntimeError):
 
 
 def maybe_fail_once(records: int, fail_once_after: tuple[int, str]) -> None:
-    """The test hook ``fail_once_after = (n, marker path)``: at the ``n``-th record, while the marker
-    file does not exist, create it and fail the job (once)."""
+    """The test hook ``fail_once_after = (n, marker path)``: at the ``n``-th record (or the first a
+    caller lets fail after it), while the marker file does not exist, create it and fail the job (once)."""
     after, marker = fail_once_after
-    if records == after and not os.path.exists(marker):
+    if records >= after and not os.path.exists(marker):
         with open(marker, "x", encoding="utf-8") as handle:
             handle.write(f"failed after {after} records\n")
         raise InjectedFailure(f"injected failure after {after} records (marker {marker})")

@@ -9,13 +9,15 @@ lateness gate, ``VelocityPipeline`` (the compiled core: fan-out, windows, assemb
 batch's vectors in one ONNX run, the policy, the cooldown gate and reputation. So its actions equal
 the replay's.
 
-State. The core, the cooldown gates and the targets' reputation live in process memory; after each
-batch what changed is written to one ``MapState[str, bytes]`` of the key with one ``put_all``
-(window states ``v<core key>``, gates ``g<subject>``, targets ``t<target>``, the core's clock
-``m``) and what expired is removed. A batch is processed whole within one call and no record waits
-in the batcher at a barrier, so a checkpoint holds exactly what memory held and the Kafka sinks
-commit the outputs of the same records: exactly-once as in the staged layout. After a restore the
-first batch loads the map back into memory.
+State. The core, the cooldown gates and the targets' reputation live in process memory, the source
+of truth while the job runs. The batch the batcher emits before a checkpoint barrier is flagged
+(even if empty); after processing it the operator writes everything that changed since the last
+flagged batch to one ``MapState[str, bytes]`` of the key with one ``put_all`` (window states
+``v<core key>``, gates ``g<subject>``, targets ``t<target>``, the core's clock ``m``) and removes
+what expired. So each checkpoint holds exactly what memory held at its barrier, written once per
+checkpoint interval (a hot key once, not once per event), and the Kafka sinks commit the outputs of
+the same records: exactly-once as in the staged layout. Between checkpoints the map lags memory;
+only a restore reads it, and the first batch after one loads it back into memory.
 
 Not for parallelism above 1: every key of every entity kind lives in this one subtask (the staged
 layout, keyed by entity, is the one that scales out).
@@ -43,7 +45,13 @@ from streamwarden.jobs.flink.state import bytes_map_state
 from streamwarden.operators.expiring import ExpiringStore
 from streamwarden.operators.features.assemble import FeatureVector
 from streamwarden.operators.features.replay import GC_THRESHOLD, VelocityPipeline
-from streamwarden.operators.pipeline import EventClock, Stages, StagesConfig, dead_letter_reason
+from streamwarden.operators.pipeline import (
+    OPERATOR_STAGES,
+    EventClock,
+    Stages,
+    StagesConfig,
+    dead_letter_reason,
+)
 from streamwarden.operators.policy.reputation import TargetState
 from streamwarden.operators.policy.reputation import decode_state as decode_target
 from streamwarden.operators.policy.reputation import encode_state as encode_target
@@ -76,14 +84,24 @@ _COUNTERS = (
     "reputation_forgotten_subjects",
     "expired_keys",
     "restored_keys",
+    "state_writes",
+    "state_entries_written",
 )
 
 
-def split_batch(batch: bytes) -> list[bytes]:
-    """The records of one ``RecordBatcher`` batch: a big-endian int32 count, then per record an int32
-    length and its bytes (``ValueError`` if the bytes do not hold exactly that)."""
+FLAG_BARRIER = 1
+"""Batch flags bit 0 (``RecordBatcher.FLAG_BARRIER``): a checkpoint barrier or the end of input follows."""
+
+
+def split_batch(batch: bytes) -> tuple[list[bytes], int]:
+    """The records and the flags of one ``RecordBatcher`` batch: a big-endian int32 count, a flags
+    byte, then per record an int32 length and its bytes (``ValueError`` if the bytes do not hold
+    exactly that)."""
+    if len(batch) < 5:
+        raise ValueError(f"a batch of {len(batch)} bytes has no header")
     (count,) = _COUNT.unpack_from(batch, 0)
-    pos, end = 4, len(batch)
+    flags = batch[4]
+    pos, end = 5, len(batch)
     out: list[bytes] = []
     unpack = _COUNT.unpack_from
     for _ in range(count):
@@ -97,7 +115,7 @@ def split_batch(batch: bytes) -> list[bytes]:
         pos += n
     if pos != end:
         raise ValueError(f"{end - pos} bytes after the last of {count} records")
-    return out
+    return out, flags
 
 
 class _WriteThrough(Generic[S]):
@@ -186,14 +204,15 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._gate_slot = _WriteThrough(self._gates, "g", _same, dirty)
         self._target_slot = _WriteThrough(self._targets, "t", encode_target, dirty)
         self._loaded = self._assigned = False
-        self._records = 0
+        self._records = self._batches_since_barrier = 0
         self._dead_tag, self._features_tag = dead_letter_tag(), features_tag()
         self._points: SeriesPoints | None = None
         if self._alerts:
             self._points = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms)
             self._points_tag = points_tag()
         counters = self._counters = StageCounters(runtime_context, _COUNTERS)
-        self._errors = {s: OperatorErrors(s, stages, counters) for s in ("velocity", "score", "decide")}
+        self._errors = {s: OperatorErrors(s, stages, counters) for s in OPERATOR_STAGES}
+        self._inject = bool(stages.config.inject_errors)
         self._latency = counters.histogram("event_to_decision_ms")
         self._report_versions()
         gc.freeze()  # the loaded modules, spec and models: out of the collector's way (replay.tuned_gc)
@@ -233,25 +252,40 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._load()
         out: list[Any] = []
         vectors: list[FeatureVector] = []
-        for data in split_batch(batch):
-            vector = self._record(data, out)
+        records, flags = split_batch(batch)
+        # the failure test hook waits for a batch after the first past a barrier, so the failed attempt
+        # has sent output in a transaction the failure aborts (a failure in that first batch would not)
+        may_fail = self._fail_once_after is not None and self._batches_since_barrier > 0
+        for data in records:
+            vector = self._record(data, out, may_fail)
             if vector is not None:
                 vectors.append(vector)
-        writes = self._take_core_changes()
         if vectors:
             self._decide(vectors, out)
+        if flags & FLAG_BARRIER:  # a checkpoint follows: it must hold what memory holds now
+            self._write_through()
+            self._batches_since_barrier = 0
+        else:
+            self._batches_since_barrier += 1
+        yield from out
+
+    def _write_through(self) -> None:
+        """What changed since the last write (window states, gates, targets, the core's clock) to Flink
+        state in one ``put_all``; expired keys are removed."""
+        writes = self._take_core_changes()
         writes.update(self._take_subject_changes())
         pipe = self._pipe
         writes["m"] = _CLOCK.pack(pipe.max_seen_ms, pipe.next_housekeeping_ms)
         self._state.put_all(writes)
-        yield from out
+        self._counters.inc("state_writes")
+        self._counters.inc("state_entries_written", len(writes))
 
-    def _record(self, data: bytes, out: list[Any]) -> FeatureVector | None:
+    def _record(self, data: bytes, out: list[Any], may_fail: bool = False) -> FeatureVector | None:
         """Decode one record, gate it and run it through the core: its vector, or None (its dead letter
         or nothing in ``out``)."""
         self._records += 1
         self._counters.inc("records_in")
-        if self._fail_once_after is not None:
+        if may_fail and self._fail_once_after is not None:
             maybe_fail_once(self._records, self._fail_once_after)
         wall_ms = int(time.time() * 1000)
         now_ms = wall_ms if self._check_future else None
@@ -280,10 +314,17 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             out.append(self._dead_letter(late, rec.key))
             return None
         self._counters.inc("events")
+        eid = decoded.event_id
+        stage = "velocity"
         try:
+            if self._inject:  # the test hook, as the replay applies it: the event updates no window
+                stages.inject("velocity", eid)
             vector = self._pipe.process(decoded)
+            if self._inject:
+                stage = "assemble"
+                stages.inject("assemble", eid)
         except Exception as exc:  # one event must never stop the job: it becomes a dead letter
-            out.append(self._errors["velocity"].output(decoded.event_id, exc))
+            out.append(self._errors[stage].output(eid, exc))
             return None
         self._counters.inc("vectors")
         if vector[3]:

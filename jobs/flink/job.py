@@ -57,11 +57,12 @@ __all__ = [
     "job_env",
     "main",
     "parse_stop_at",
+    "resolve_layout",
     "run_flink_job",
     "stages_config",
 ]
 
-Layout = Literal["staged", "fused"]
+Layout = Literal["auto", "staged", "fused"]
 
 DEFAULT_FLINK_EXTRA: dict[str, str] = {
     # Each keyed exchange flushes a partly filled network buffer after this long (Flink: 100 ms); with
@@ -139,10 +140,11 @@ class FlinkJobOptions(BaseModel):
     )
     anomaly_spec: Path | None = Field(None, description="Anomaly metrics YAML; None = the shipped default.")
     layout: Layout = Field(
-        "staged",
-        description="staged: one keyed Python operator per stage, keyed by entity, event, subject (scales "
-        "out with parallelism); fused: the whole pipeline in one keyed Python operator called once per "
-        "batch of records (parallelism 1 only: see jobs/flink/fused.py).",
+        "auto",
+        description="fused: the whole pipeline in one keyed Python operator called once per batch of "
+        "records (parallelism 1 only, ~10x staged's events/s: see jobs/flink/fused.py); staged: one keyed "
+        "Python operator per stage, keyed by entity, event and subject (scales out with parallelism); "
+        "auto: fused at parallelism 1, else staged.",
     )
     fused_batch: int = Field(
         256, ge=1, description="Fused layout: most records per call of the Python operator."
@@ -156,6 +158,20 @@ class FlinkJobOptions(BaseModel):
         "caches, no log), the way a direct port of the operators would do it.",
     )
     job_name: str = Field("streamwarden", min_length=1, description="Flink job name.")
+
+
+def resolve_layout(options: FlinkJobOptions, parallelism: int) -> Layout:
+    """The layout the job runs: ``auto`` is fused at parallelism 1 (and not naive), else staged;
+    ``ConfigError`` for a fused layout it cannot run."""
+    if options.layout == "auto":
+        return "fused" if parallelism == 1 and not options.naive else "staged"
+    if options.layout == "fused" and parallelism != 1:
+        raise ConfigError(
+            f"layout fused runs the pipeline in one subtask; parallelism {parallelism} needs layout staged"
+        )
+    if options.layout == "fused" and options.naive:
+        raise ConfigError("naive is a baseline of the staged layout: set layout staged (or auto)")
+    return options.layout
 
 
 def stages_config(job: JobConfig, options: FlinkJobOptions | None = None) -> StagesConfig:
@@ -322,11 +338,7 @@ def build_job(
             )
         ).name(f"kafka-{name}").uid(f"{name}-sink")
 
-    if opts.layout == "fused":
-        if p != 1:
-            raise ConfigError(
-                f"layout fused runs the pipeline in one subtask; parallelism {p} needs layout staged"
-            )
+    if resolve_layout(opts, p) == "fused":
         _fused_graph(records, job, opts, config, stages.out_of_orderness_ms, sink)
         return
     max_p = env.get_max_parallelism()

@@ -22,12 +22,19 @@ import org.apache.flink.types.Row;
  * time), before every checkpoint barrier and at the end of input, so a checkpoint never holds a
  * record the operator has buffered: the batcher keeps no state and exactly-once is unchanged.
  *
- * <p>Batch layout: the number of records (int32, big-endian), then per record its length (int32)
- * and bytes ({@code jobs/flink/fused.py: split_batch}).
+ * <p>The batch emitted before a barrier (and at the end of input) is flagged, even when it holds no
+ * record: the Python operator keeps its state in memory and writes what changed to Flink state only
+ * on a flagged batch, so each checkpoint holds exactly its memory, written once per interval.
+ *
+ * <p>Batch layout: the number of records (int32, big-endian), a flags byte (bit 0: a barrier
+ * follows), then per record its length (int32) and bytes ({@code jobs/flink/fused.py: split_batch}).
  */
 public final class RecordBatcher extends AbstractStreamOperator<Row>
     implements OneInputStreamOperator<byte[], Row>, BoundedOneInput, ProcessingTimeCallback {
   private static final long serialVersionUID = 1L;
+
+  /** Flags bit 0: a checkpoint barrier (or the end of input) follows this batch. */
+  public static final int FLAG_BARRIER = 1;
 
   private final String key;
   private final int maxRecords;
@@ -59,7 +66,7 @@ public final class RecordBatcher extends AbstractStreamOperator<Row>
     buffer.add(value);
     bytes += 4 + value.length;
     if (buffer.size() >= maxRecords) {
-      emit();
+      emit(false);
     } else if (buffer.size() == 1 && timerAt < 0) {
       long now = getProcessingTimeService().getCurrentProcessingTime();
       timerAt = now + maxDelayMs;
@@ -73,40 +80,41 @@ public final class RecordBatcher extends AbstractStreamOperator<Row>
    */
   @Override
   public void processWatermark(Watermark mark) throws Exception {
-    emit();
+    emit(false);
     super.processWatermark(mark);
   }
 
   @Override
   public void onProcessingTime(long time) {
     timerAt = -1;
-    emit();
+    emit(false);
   }
 
   @Override
   public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
     super.prepareSnapshotPreBarrier(checkpointId);
-    emit();
+    emit(true);
   }
 
   @Override
   public void endInput() {
-    emit();
+    emit(true);
   }
 
   @Override
   public void finish() throws Exception {
-    emit();
+    emit(true);
     super.finish();
   }
 
-  private void emit() {
-    if (buffer.isEmpty()) {
+  private void emit(boolean barrier) {
+    if (buffer.isEmpty() && !barrier) {
       return;
     }
-    ByteArrayOutputStream out = new ByteArrayOutputStream((int) Math.min(Integer.MAX_VALUE, 4 + bytes));
+    ByteArrayOutputStream out = new ByteArrayOutputStream((int) Math.min(Integer.MAX_VALUE, 5 + bytes));
     try (DataOutputStream data = new DataOutputStream(out)) {
       data.writeInt(buffer.size());
+      data.writeByte(barrier ? FLAG_BARRIER : 0);
       for (byte[] value : buffer) {
         data.writeInt(value.length);
         data.write(value);
