@@ -148,13 +148,20 @@ class KeyStateStore(ExpiringStore[KeyState]):
 
 class StoreSlot(Generic[V]):
     """One key of an ``ExpiringStore`` as a ``pipeline.StateSlot`` (the subject stage's state on an
-    engine that keeps keyed state in process memory); ``put(None)`` drops the key."""
+    engine that keeps keyed state in process memory); ``put(None)`` drops the key. ``on_put(key,
+    state)``, if given, hears every put (the Flink fused layout notes what to write to Flink state)."""
 
-    __slots__ = ("key", "store")
+    __slots__ = ("key", "on_put", "store")
 
-    def __init__(self, store: ExpiringStore[V], key: str = "") -> None:
+    def __init__(
+        self,
+        store: ExpiringStore[V],
+        key: str = "",
+        on_put: Callable[[str, V | None], None] | None = None,
+    ) -> None:
         self.store = store
         self.key = key
+        self.on_put = on_put
 
     def get(self) -> V | None:
         return self.store.get(self.key)
@@ -164,3 +171,5 @@ class StoreSlot(Generic[V]):
             self.store.pop(self.key)
         else:
             self.store.put(self.key, state)
+        if self.on_put is not None:
+            self.on_put(self.key, state)

@@ -20,9 +20,35 @@ from pyflink.datastream.state import ValueState
 
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_value_state
-from streamwarden.operators.pipeline import Stages, StagesConfig
+from streamwarden.operators.pipeline import Stages, StagesConfig, SubjectStep
 from streamwarden.operators.policy.reputation import TargetState, decode_state, encode_state
 from streamwarden.schemas import streamwarden_pb2 as pb
+
+
+def step_rows(
+    stages: Stages, key: str, payload: bytes, step: SubjectStep, counters: StageCounters
+) -> list[Row]:
+    """The rows one subject step emits, counted: the admitted input action as its bytes came (keyed by
+    ``key``), then each action a flag or a touch unwound, keyed by its own subject."""
+    if step.forgotten:
+        counters.inc("reputation_forgotten_subjects", step.forgotten)
+    if step.suppressed:
+        counters.inc("actions_suppressed")
+        return []
+    rows: list[Row] = []
+    for i, action in enumerate(step.actions):
+        counters.inc("actions")
+        counters.inc_labelled(
+            "actions_by_rule",
+            rule=action.reasons[0] if action.reasons else "",
+            verdict=pb.Action.Verdict.Name(action.verdict),
+            mode=pb.Action.Mode.Name(action.mode),
+        )
+        if i == 0 and step.admitted:
+            rows.append(Row(key.encode("utf-8"), payload))
+        else:
+            rows.append(Row(stages.cooldown_key(action).encode("utf-8"), action.SerializeToString()))
+    return rows
 
 
 class _Slot:
@@ -105,23 +131,7 @@ class CooldownFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._ctx = ctx
         step = stages.subject_step(key, payload, self._gate_slot, self._reputation_slot)
         self._ctx = None
-        if step.forgotten:
-            self._counters.inc("reputation_forgotten_subjects", step.forgotten)
-        if step.suppressed:
-            self._counters.inc("actions_suppressed")
-            return
-        for i, action in enumerate(step.actions):
-            self._counters.inc("actions")
-            self._counters.inc_labelled(
-                "actions_by_rule",
-                rule=action.reasons[0] if action.reasons else "",
-                verdict=pb.Action.Verdict.Name(action.verdict),
-                mode=pb.Action.Mode.Name(action.mode),
-            )
-            if i == 0 and step.admitted:  # the input action itself: its bytes as they came
-                yield Row(key.encode("utf-8"), payload)
-            else:  # an action a flag unwound: keyed by its own subject
-                yield Row(stages.cooldown_key(action).encode("utf-8"), action.SerializeToString())
+        yield from step_rows(stages, key, payload, step, self._counters)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
         gate = self._gate_state.value()

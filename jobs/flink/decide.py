@@ -32,6 +32,21 @@ def features_tag() -> OutputTag:
     return OutputTag("features", keyed_bytes_type())
 
 
+def report_versions(stages: Stages, counters: StageCounters) -> None:
+    """Gauge ``versions``: the model and policy versions running now."""
+    counters.info("versions", model_version=stages.model_version, policy_version=stages.policy.version)
+
+
+def reload_files(stages: Stages, counters: StageCounters, now_ms: int) -> None:
+    """Hot-reload the policy and models if their files changed (checked every ``reload_interval_ms``);
+    count each attempt (``reloads``: what, applied or refused) and report the versions after one."""
+    reloads = stages.maybe_reload(now_ms)
+    for o in reloads:
+        counters.inc_labelled("reloads", what=o.what, outcome="applied" if o.ok else "refused")
+    if reloads:
+        report_versions(stages, counters)
+
+
 class DecideFunction(ProcessFunction):  # type: ignore[misc]
     """``(vector, scores)`` → ``Row(subject key, Action bytes)`` per action before the cooldown; with
     ``write_features`` also ``Row(event id, FeatureRecord bytes)`` on ``features_tag()``."""
@@ -47,13 +62,7 @@ class DecideFunction(ProcessFunction):  # type: ignore[misc]
         self._counters = StageCounters(runtime_context, ("decided_events", "events_with_late_partials"))
         self._errors = OperatorErrors("decide", self._stages, self._counters)
         self._latency = self._counters.histogram("event_to_decision_ms")
-        self._report_versions()
-
-    def _report_versions(self) -> None:
-        stages = self._stages
-        self._counters.info(
-            "versions", model_version=stages.model_version, policy_version=stages.policy.version
-        )
+        report_versions(self._stages, self._counters)
 
     def close(self) -> None:
         self._counters.flush()
@@ -62,11 +71,7 @@ class DecideFunction(ProcessFunction):  # type: ignore[misc]
         vector, scores = element
         stages = self._stages
         now_ms = int(time.time() * 1000)
-        reloads = stages.maybe_reload(now_ms)  # checks files every reload_interval_ms
-        for o in reloads:
-            self._counters.inc_labelled("reloads", what=o.what, outcome="applied" if o.ok else "refused")
-        if reloads:
-            self._report_versions()
+        reload_files(stages, self._counters, now_ms)
         try:
             record = stages.feature_record(vector).SerializeToString() if self._write_features else b""
             actions = [Row(key, payload) for key, payload in stages.decide_keyed(vector, scores)]

@@ -162,9 +162,126 @@ def maybe_fail_once(records: int, fail_once_after: tuple[int, str]) -> None:
         raise InjectedFailure(f"injected failure after {after} records (marker {marker})")
 
 
+class Admitted(NamedTuple):
+    """A record the lateness gate admitted: the record, where it came from and its event."""
+
+    record: SourceRecord
+    source: SourceRef
+    event: pb.Event
+    now_ms: int | None
+    """Wall clock for the decoder's future-time check (None: off), for later dead letters."""
+
+
+class RecordIntake:
+    """What both layouts do first with a Kafka record (``DecodeFunction``, ``fused.FusedFunction``):
+    ``split_record``, decode, the anomaly series points of every decoded record, and the per-partition
+    lateness gate; bad and late records become dead letters in ``out``, counted (``records_in``,
+    ``events``, ``dead_letters`` and ``dead_letters.<reason>``). An exception while handling a record
+    replaces what it had added to ``out`` with an ``OPERATOR_ERROR`` dead letter naming the step.
+
+    ``partitions``: the events topic's partitions this subtask reads (its clock holds the watermark
+    back until each one's first record). ``fail_once_after``: the failure test hook."""
+
+    def __init__(
+        self,
+        stages: Stages,
+        counters: StageCounters,
+        *,
+        topic: str,
+        partitions: list[int],
+        check_future: bool,
+        points: SeriesPoints | None = None,
+        fail_once_after: tuple[int, str] | None = None,
+    ) -> None:
+        self._stages, self._counters = stages, counters
+        self._topic, self._partitions, self._check_future = topic, partitions, check_future
+        self._points, self._fail_once_after = points, fail_once_after
+        self._clock: EventClock = stages.event_clock()
+        self._assigned = False
+        self._stage = ""
+        self._dead_tag = dead_letter_tag()
+        self._points_tag = points_tag() if points is not None else None
+        self.records = 0
+
+    @property
+    def watermark_ms(self) -> int:
+        """The lateness gate's watermark (the subject stage's expiry clock in the fused layout)."""
+        return self._clock.watermark_ms
+
+    def admit(self, data: bytes, out: list[Any], may_fail: bool = True) -> Admitted | None:
+        """The record's event if the gate admits it, else None (its dead letter, if any, in ``out``).
+        ``may_fail``: whether the failure test hook may fire at this record."""
+        self.records += 1
+        self._counters.inc("records_in")
+        if may_fail and self._fail_once_after is not None:
+            maybe_fail_once(self.records, self._fail_once_after)
+        wall_ms = int(time.time() * 1000)
+        now_ms = wall_ms if self._check_future else None
+        try:
+            rec = split_record(data)
+        except Exception as exc:  # not from RecordWithMetadataSchema: still one record, not the job
+            letter = self._stages.operator_error(
+                data, SourceRef(self._topic, -1, -1), "split_record", exc, now_ms
+            )
+            out.append(self.dead_letter(letter, None))
+            return None
+        source = SourceRef(self._topic, rec.partition, rec.offset)
+        mark = len(out)
+        try:
+            event = self._gate(rec, source, wall_ms, now_ms, out)
+        except Exception as exc:  # one record must never stop the job: it becomes a dead letter
+            del out[mark:]
+            out.append(
+                self.dead_letter(
+                    self._stages.operator_error(rec.value, source, self._stage, exc, now_ms), rec.key
+                )
+            )
+            return None
+        if event is None:
+            return None
+        self._counters.inc("events")
+        return Admitted(rec, source, event, now_ms)
+
+    def error(self, admitted: Admitted, stage: str, exc: Exception) -> tuple[OutputTag, Row]:
+        """The ``OPERATOR_ERROR`` dead letter of an admitted record that failed in a later ``stage``."""
+        rec = admitted.record
+        letter = self._stages.operator_error(rec.value, admitted.source, stage, exc, admitted.now_ms)
+        return self.dead_letter(letter, rec.key)
+
+    def dead_letter(self, letter: pb.DeadLetter, key: bytes | None) -> tuple[OutputTag, Row]:
+        self._counters.inc("dead_letters")
+        self._counters.inc_named(f"dead_letters.{dead_letter_reason(letter)}")
+        return self._dead_tag, Row(key or b"", letter.SerializeToString())
+
+    def _gate(
+        self, rec: SourceRecord, source: SourceRef, wall_ms: int, now_ms: int | None, out: list[Any]
+    ) -> pb.Event | None:
+        stages = self._stages
+        self._stage = "decode"
+        decoded = stages.decode(rec.value, source, now_ms)
+        points = self._points
+        if points is not None:  # every decoded record, before the lateness gate (as the reference)
+            self._stage = "points"
+            for item in points.of(decoded):
+                out.append((self._points_tag, (Row(*item), points.max_event_ms)))
+        if isinstance(decoded, pb.DeadLetter):
+            out.append(self.dead_letter(decoded, rec.key))
+            return None
+        self._stage = "lateness"
+        clock = self._clock
+        if not self._assigned:
+            self._assigned = True
+            clock.assign(self._partitions, wall_ms)
+        if not clock.admit(decoded.event_time_ms, rec.partition, wall_ms):
+            late = stages.late_letter(rec.value, source, decoded, clock.watermark_ms, now_ms)
+            out.append(self.dead_letter(late, rec.key))
+            return None
+        return decoded
+
+
 class DecodeFunction(ProcessFunction):  # type: ignore[misc]
-    """``split_record`` → ``Stages.decode`` → lateness gate (per-partition ``EventClock`` of this
-    instance) → ``Stages.fan_out``; any exception for one record → an ``OPERATOR_ERROR`` dead letter.
+    """``RecordIntake`` (split, decode, lateness gate per partition of this instance) →
+    ``Stages.fan_out``; any exception for one record → an ``OPERATOR_ERROR`` dead letter.
 
     ``partitions``: the events topic's partitions when the job was built; this instance assigns its
     clock the ones the Kafka source gives its subtask, so each holds the watermark back until its first
@@ -197,92 +314,52 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         self._fail_once_after = fail_once_after
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._stages = Stages.shared(self._config)
-        self._clock: EventClock = self._stages.event_clock()
+        stages = self._stages = Stages.shared(self._config)
         index, readers = subtask_index_of(runtime_context)
-        self._own_partitions = [
-            p for p in self._partitions if java_split_owner(self._topic, p, readers) == index
-        ]
-        self._assigned = False
-        self._stage = ""
-        self._tag = dead_letter_tag()
-        self._records = 0
+        own = [p for p in self._partitions if java_split_owner(self._topic, p, readers) == index]
         self._subtask_of: dict[str, int] = {}
         self._counters = StageCounters(runtime_context, ("records_in", "events", "dead_letters"))
-        self._points: SeriesPoints | None = None
-        if self._alerts:
-            self._points = SeriesPoints(self._anomaly_spec, self._stages.out_of_orderness_ms)
-            self._points_tag = points_tag()
+        points = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms) if self._alerts else None
+        self._intake = RecordIntake(
+            stages,
+            self._counters,
+            topic=self._topic,
+            partitions=own,
+            check_future=self._check_future,
+            points=points,
+            fail_once_after=self._fail_once_after,
+        )
 
     def close(self) -> None:
         self._counters.flush()
 
     def process_element(self, data: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        self._records += 1
-        self._counters.inc("records_in")
-        if self._fail_once_after is not None:
-            maybe_fail_once(self._records, self._fail_once_after)
-        wall_ms = int(time.time() * 1000)
-        now_ms = wall_ms if self._check_future else None
-        try:
-            rec = split_record(data)
-        except Exception as exc:  # not from RecordWithMetadataSchema: still one record, not the job
-            source = SourceRef(self._topic, -1, -1)
-            yield self._dead_letter(
-                self._stages.operator_error(data, source, "split_record", exc, now_ms), None
-            )
-            return
-        source = SourceRef(self._topic, rec.partition, rec.offset)
         out: list[Any] = []
-        try:
-            self._handle(rec, source, wall_ms, now_ms, out)
-        except Exception as exc:  # one record must never stop the job: it becomes a dead letter
-            letter = self._stages.operator_error(rec.value, source, self._stage, exc, now_ms)
-            out = [self._dead_letter(letter, rec.key)]
+        admitted = self._intake.admit(data, out)
+        if admitted is not None:
+            try:
+                self._fan_out(admitted.event, admitted.record.partition, out)
+            except Exception as exc:  # one record must never stop the job: it becomes a dead letter
+                out = [self._intake.error(admitted, "fan_out", exc)]
         yield from out
 
-    def _handle(
-        self, rec: SourceRecord, source: SourceRef, wall_ms: int, now_ms: int | None, out: list[Any]
-    ) -> None:
-        """Append the record's outputs to ``out`` (``self._stage`` names the step, for errors)."""
-        stages = self._stages
-        self._stage = "decode"
-        decoded = stages.decode(rec.value, source, now_ms)
-        points = self._points
-        if points is not None:  # every decoded record, before the lateness gate (as the reference)
-            self._stage = "points"
-            for item in points.of(decoded):
-                out.append((self._points_tag, (Row(*item), points.max_event_ms)))
-        if isinstance(decoded, pb.DeadLetter):
-            out.append(self._dead_letter(decoded, rec.key))
-            return
-        self._stage = "lateness"
-        t = decoded.event_time_ms
-        clock = self._clock
-        if not self._assigned:
-            self._assigned = True
-            clock.assign(self._own_partitions, wall_ms)
-        if not clock.admit(t, rec.partition, wall_ms):
-            late = stages.late_letter(rec.value, source, decoded, clock.watermark_ms, now_ms)
-            out.append(self._dead_letter(late, rec.key))
-            return
-        self._stage = "fan_out"
-        fanned = stages.fan_out(decoded)
+    def _fan_out(self, event: pb.Event, partition: int, out: list[Any]) -> None:
+        fanned = self._stages.fan_out(event)
+        t = event.event_time_ms
         facts = encode_facts(fanned.facts)
         keys = fanned.keys
         if not keys:
             out.append((Row(fanned.event_key, route_value(fanned.event_key, facts)), t))
+            return
+        # Routes of this event on each route's velocity subtask (all of them at parallelism 1).
+        if self._velocity_subtasks[0] == 1:
+            local = [len(keys)] * len(keys)
         else:
-            # Routes of this event on each route's velocity subtask (all of them at parallelism 1).
-            if self._velocity_subtasks[0] == 1:
-                local = [len(keys)] * len(keys)
-            else:
-                subtasks = [self._subtask(route) for route in keys]
-                local = [subtasks.count(s) for s in subtasks]
-            for i, route in enumerate(keys):
-                value = route_value(route, facts, local[i], ROUTE_CARRIES_EVENT if i == 0 else 0)
-                out.append((Row(route, value), t))
-        self._counters.inc("events")
+            subtasks = [self._subtask(route) for route in keys]
+            local = [subtasks.count(s) for s in subtasks]
+        for i, route in enumerate(keys):
+            value = route_value(route, facts, local[i], ROUTE_CARRIES_EVENT if i == 0 else 0)
+            out.append((Row(route, value), t))
 
     def _subtask(self, key: str) -> int:
         cache = self._subtask_of
@@ -292,8 +369,3 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
                 cache.clear()
             subtask = cache[key] = subtask_of(key, *self._velocity_subtasks)
         return subtask
-
-    def _dead_letter(self, letter: pb.DeadLetter, key: bytes | None) -> tuple[OutputTag, Row]:
-        self._counters.inc("dead_letters")
-        self._counters.inc_named(f"dead_letters.{dead_letter_reason(letter)}")
-        return self._tag, Row(key or b"", letter.SerializeToString())

@@ -30,33 +30,26 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from pyflink.common import Row
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
 from streamwarden.jobs.flink.alerts import SeriesPoints
-from streamwarden.jobs.flink.decide import features_tag
-from streamwarden.jobs.flink.decode import dead_letter_tag, maybe_fail_once, points_tag, split_record
+from streamwarden.jobs.flink.cooldown import step_rows
+from streamwarden.jobs.flink.decide import features_tag, reload_files, report_versions
+from streamwarden.jobs.flink.decode import RecordIntake
 from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_map_state
-from streamwarden.operators.expiring import ExpiringStore
+from streamwarden.operators.expiring import ExpiringStore, StoreSlot
 from streamwarden.operators.features.assemble import FeatureVector
 from streamwarden.operators.features.replay import GC_THRESHOLD, VelocityPipeline
-from streamwarden.operators.pipeline import (
-    OPERATOR_STAGES,
-    EventClock,
-    Stages,
-    StagesConfig,
-    dead_letter_reason,
-)
+from streamwarden.operators.pipeline import OPERATOR_STAGES, Stages, StagesConfig
 from streamwarden.operators.policy.reputation import TargetState
 from streamwarden.operators.policy.reputation import decode_state as decode_target
 from streamwarden.operators.policy.reputation import encode_state as encode_target
-from streamwarden.schemas import streamwarden_pb2 as pb
-from streamwarden.schemas.codec import SourceRef
 
 __all__ = ["FUSED_KEY", "FusedFunction"]
 
@@ -118,32 +111,16 @@ def split_batch(batch: bytes) -> tuple[list[bytes], int]:
     return out, flags
 
 
-class _WriteThrough(Generic[S]):
-    """One key of an ``ExpiringStore`` as the subject stage's ``StateSlot``; each put is also noted in
-    ``dirty`` (map key → encoded value, None = delete) for the next write to Flink state."""
+def _noter(
+    dirty: dict[str, bytes | None], prefix: str, encode: Callable[[S], bytes]
+) -> Callable[[str, S | None], None]:
+    """A ``StoreSlot.on_put`` that notes each put in ``dirty`` (map key → encoded value, None = delete)
+    for the next write to Flink state."""
 
-    __slots__ = ("dirty", "encode", "key", "prefix", "store")
+    def note(key: str, state: S | None) -> None:
+        dirty[prefix + key] = None if state is None else encode(state)
 
-    def __init__(
-        self,
-        store: ExpiringStore[S],
-        prefix: str,
-        encode: Callable[[S], bytes],
-        dirty: dict[str, bytes | None],
-    ) -> None:
-        self.store, self.prefix, self.encode, self.dirty = store, prefix, encode, dirty
-        self.key = ""
-
-    def get(self) -> S | None:
-        return self.store.get(self.key)
-
-    def put(self, state: S | None) -> None:
-        if state is None:
-            self.store.pop(self.key)
-            self.dirty[self.prefix + self.key] = None
-        else:
-            self.store.put(self.key, state)
-            self.dirty[self.prefix + self.key] = self.encode(state)
+    return note
 
 
 def _same(value: bytes) -> bytes:
@@ -186,7 +163,6 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             assembly_timeout_ms=stages.config.assembly_timeout_ms,
         )
         self._pipe.track_changes(True)
-        self._clock: EventClock = stages.event_clock()
         self._state = bytes_map_state(runtime_context, "fused", Types.STRING())
         self._dirty: dict[str, bytes | None] = {}
         dirty = self._dirty
@@ -201,31 +177,31 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         target_expiry = stages.reputation.expires_at_ms
         self._gates: ExpiringStore[bytes] = ExpiringStore(gate_expiry, self._tick_ms, dropper("g"))
         self._targets: ExpiringStore[TargetState] = ExpiringStore(target_expiry, self._tick_ms, dropper("t"))
-        self._gate_slot = _WriteThrough(self._gates, "g", _same, dirty)
-        self._target_slot = _WriteThrough(self._targets, "t", encode_target, dirty)
-        self._loaded = self._assigned = False
-        self._records = self._batches_since_barrier = 0
-        self._dead_tag, self._features_tag = dead_letter_tag(), features_tag()
-        self._points: SeriesPoints | None = None
-        if self._alerts:
-            self._points = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms)
-            self._points_tag = points_tag()
+        self._gate_slot = StoreSlot(self._gates, on_put=_noter(dirty, "g", _same))
+        self._target_slot = StoreSlot(self._targets, on_put=_noter(dirty, "t", encode_target))
+        self._loaded = False
+        self._batches_since_barrier = 0
+        self._features_tag = features_tag()
         counters = self._counters = StageCounters(runtime_context, _COUNTERS)
+        points = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms) if self._alerts else None
+        self._intake = RecordIntake(  # at parallelism 1 this subtask reads every partition
+            stages,
+            counters,
+            topic=self._topic,
+            partitions=list(self._partitions),
+            check_future=self._check_future,
+            points=points,
+            fail_once_after=self._fail_once_after,
+        )
         self._errors = {s: OperatorErrors(s, stages, counters) for s in OPERATOR_STAGES}
         self._inject = bool(stages.config.inject_errors)
         self._latency = counters.histogram("event_to_decision_ms")
-        self._report_versions()
+        report_versions(stages, counters)
         gc.freeze()  # the loaded modules, spec and models: out of the collector's way (replay.tuned_gc)
         gc.set_threshold(*GC_THRESHOLD)
 
     def close(self) -> None:
         self._counters.flush()
-
-    def _report_versions(self) -> None:
-        stages = self._stages
-        self._counters.info(
-            "versions", model_version=stages.model_version, policy_version=stages.policy.version
-        )
 
     def _load(self) -> None:
         """Take over what the state holds (after a restore; nothing on a fresh start)."""
@@ -280,46 +256,18 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._counters.inc("state_writes")
         self._counters.inc("state_entries_written", len(writes))
 
-    def _record(self, data: bytes, out: list[Any], may_fail: bool = False) -> FeatureVector | None:
-        """Decode one record, gate it and run it through the core: its vector, or None (its dead letter
+    def _record(self, data: bytes, out: list[Any], may_fail: bool) -> FeatureVector | None:
+        """Take one record in and run its event through the core: its vector, or None (its dead letter
         or nothing in ``out``)."""
-        self._records += 1
-        self._counters.inc("records_in")
-        if may_fail and self._fail_once_after is not None:
-            maybe_fail_once(self._records, self._fail_once_after)
-        wall_ms = int(time.time() * 1000)
-        now_ms = wall_ms if self._check_future else None
-        stages = self._stages
-        try:
-            rec = split_record(data)
-        except Exception as exc:  # not from RecordWithMetadataSchema: still one record, not the job
-            letter = stages.operator_error(data, SourceRef(self._topic, -1, -1), "split_record", exc, now_ms)
-            out.append(self._dead_letter(letter, None))
+        admitted = self._intake.admit(data, out, may_fail)
+        if admitted is None:
             return None
-        source = SourceRef(self._topic, rec.partition, rec.offset)
-        decoded = stages.decode(rec.value, source, now_ms)
-        points = self._points
-        if points is not None:  # every decoded record, before the lateness gate (as the reference)
-            for item in points.of(decoded):
-                out.append((self._points_tag, (Row(*item), points.max_event_ms)))
-        if isinstance(decoded, pb.DeadLetter):
-            out.append(self._dead_letter(decoded, rec.key))
-            return None
-        clock = self._clock
-        if not self._assigned:  # at parallelism 1 this subtask reads every partition
-            self._assigned = True
-            clock.assign(self._partitions, wall_ms)
-        if not clock.admit(decoded.event_time_ms, rec.partition, wall_ms):
-            late = stages.late_letter(rec.value, source, decoded, clock.watermark_ms, now_ms)
-            out.append(self._dead_letter(late, rec.key))
-            return None
-        self._counters.inc("events")
-        eid = decoded.event_id
+        stages, eid = self._stages, admitted.event.event_id
         stage = "velocity"
         try:
             if self._inject:  # the test hook, as the replay applies it: the event updates no window
                 stages.inject("velocity", eid)
-            vector = self._pipe.process(decoded)
+            vector = self._pipe.process(admitted.event)
             if self._inject:
                 stage = "assemble"
                 stages.inject("assemble", eid)
@@ -343,12 +291,8 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
     def _decide(self, vectors: list[FeatureVector], out: list[Any]) -> None:
         """Score the batch's vectors, decide, and run each decision through the subject stage."""
         stages, counters = self._stages, self._counters
-        reloads = stages.maybe_reload(int(time.time() * 1000))  # checks files every reload_interval_ms
-        for o in reloads:
-            counters.inc_labelled("reloads", what=o.what, outcome="applied" if o.ok else "refused")
-        if reloads:
-            self._report_versions()
-        watermark = self._clock.watermark_ms
+        reload_files(stages, counters, int(time.time() * 1000))
+        watermark = self._intake.watermark_ms
         self._gates.advance_to(watermark)
         self._targets.advance_to(watermark)
         counters.inc("score_batches")
@@ -376,25 +320,7 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             for key, payload in keyed:
                 gate_slot.key = target_slot.key = key
                 step = stages.subject_step(key, payload, gate_slot, target_slot)
-                if step.forgotten:
-                    counters.inc("reputation_forgotten_subjects", step.forgotten)
-                if step.suppressed:
-                    counters.inc("actions_suppressed")
-                    continue
-                for i, action in enumerate(step.actions):
-                    counters.inc("actions")
-                    counters.inc_labelled(
-                        "actions_by_rule",
-                        rule=action.reasons[0] if action.reasons else "",
-                        verdict=pb.Action.Verdict.Name(action.verdict),
-                        mode=pb.Action.Mode.Name(action.mode),
-                    )
-                    if i == 0 and step.admitted:  # the input action itself: its bytes as they came
-                        out.append(Row(key.encode("utf-8"), payload))
-                    else:  # an action a flag unwound: keyed by its own subject
-                        out.append(
-                            Row(stages.cooldown_key(action).encode("utf-8"), action.SerializeToString())
-                        )
+                out.extend(step_rows(stages, key, payload, step, counters))
 
     def _take_subject_changes(self) -> dict[str, bytes]:
         """The subject stage's changed gates and targets as map entries; deleted ones leave the map."""
@@ -407,8 +333,3 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
                 writes[key] = value
         dirty.clear()
         return writes
-
-    def _dead_letter(self, letter: pb.DeadLetter, key: bytes | None) -> tuple[Any, Row]:
-        self._counters.inc("dead_letters")
-        self._counters.inc_named(f"dead_letters.{dead_letter_reason(letter)}")
-        return self._dead_tag, Row(key or b"", letter.SerializeToString())

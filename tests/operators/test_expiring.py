@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from streamwarden.operators.expiring import ExpiringStore, KeyStateStore
+from streamwarden.operators.expiring import ExpiringStore, KeyStateStore, StoreSlot
 from streamwarden.operators.features.fanout import FanOut
 from streamwarden.operators.features.replay import VelocityStore
 from streamwarden.operators.features.spec import load_spec
@@ -90,3 +90,17 @@ def test_on_drop_sees_each_dropped_key_once_and_no_live_one():
     assert dropped == ["a"]
     store.advance_to(10**9)
     assert dropped == ["a", "b"] and len(store) == 0
+
+
+def test_store_slot_on_put_hears_every_put_and_removal_of_its_key():
+    heard: list[tuple[str, list[int] | None]] = []
+    store: ExpiringStore[list[int]] = ExpiringStore(lambda v: v[0], tick_ms=10)
+    slot = StoreSlot(store, on_put=lambda key, state: heard.append((key, state)))
+    slot.key = "a"
+    slot.put([50])
+    slot.key = "b"
+    slot.put([60])
+    slot.put(None)
+    assert heard == [("a", [50]), ("b", [60]), ("b", None)]
+    assert store.get("a") == [50] and store.get("b") is None
+    assert StoreSlot(store, "a").get() == [50]  # without a hook, the same store
