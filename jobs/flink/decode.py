@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -180,7 +180,9 @@ class RecordIntake:
     replaces what it had added to ``out`` with an ``OPERATOR_ERROR`` dead letter naming the step.
 
     ``partitions``: the events topic's partitions this subtask reads (its clock holds the watermark
-    back until each one's first record). ``fail_once_after``: the failure test hook."""
+    back until each one's first record). ``on_decoded(record, out)``: sees every decoded record (event
+    or dead letter) before the lateness gate and may add outputs (the anomaly series of both layouts).
+    ``fail_once_after``: the failure test hook."""
 
     def __init__(
         self,
@@ -190,17 +192,16 @@ class RecordIntake:
         topic: str,
         partitions: list[int],
         check_future: bool,
-        points: SeriesPoints | None = None,
+        on_decoded: Callable[[pb.Event | pb.DeadLetter, list[Any]], None] | None = None,
         fail_once_after: tuple[int, str] | None = None,
     ) -> None:
         self._stages, self._counters = stages, counters
         self._topic, self._partitions, self._check_future = topic, partitions, check_future
-        self._points, self._fail_once_after = points, fail_once_after
+        self._on_decoded, self._fail_once_after = on_decoded, fail_once_after
         self._clock: EventClock = stages.event_clock()
         self._assigned = False
         self._stage = ""
         self._dead_tag = dead_letter_tag()
-        self._points_tag = points_tag() if points is not None else None
         self.records = 0
 
     @property
@@ -259,11 +260,9 @@ class RecordIntake:
         stages = self._stages
         self._stage = "decode"
         decoded = stages.decode(rec.value, source, now_ms)
-        points = self._points
-        if points is not None:  # every decoded record, before the lateness gate (as the reference)
+        if self._on_decoded is not None:  # every decoded record, before the lateness gate (as the reference)
             self._stage = "points"
-            for item in points.of(decoded):
-                out.append((self._points_tag, (Row(*item), points.max_event_ms)))
+            self._on_decoded(decoded, out)
         if isinstance(decoded, pb.DeadLetter):
             out.append(self.dead_letter(decoded, rec.key))
             return None
@@ -319,16 +318,25 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         own = [p for p in self._partitions if java_split_owner(self._topic, p, readers) == index]
         self._subtask_of: dict[str, int] = {}
         self._counters = StageCounters(runtime_context, ("records_in", "events", "dead_letters"))
-        points = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms) if self._alerts else None
         self._intake = RecordIntake(
             stages,
             self._counters,
             topic=self._topic,
             partitions=own,
             check_future=self._check_future,
-            points=points,
+            on_decoded=self._points_out(stages) if self._alerts else None,
             fail_once_after=self._fail_once_after,
         )
+
+    def _points_out(self, stages: Stages) -> Callable[[pb.Event | pb.DeadLetter, list[Any]], None]:
+        """The series points of a decoded record, to ``points_tag()`` for the anomaly stage."""
+        points, tag = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms), points_tag()
+
+        def emit(record: pb.Event | pb.DeadLetter, out: list[Any]) -> None:
+            for item in points.of(record):
+                out.append((tag, (Row(*item), points.max_event_ms)))
+
+        return emit
 
     def close(self) -> None:
         self._counters.flush()

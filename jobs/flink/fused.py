@@ -34,15 +34,17 @@ from typing import Any, TypeVar
 
 from pyflink.common import Row
 from pyflink.common.typeinfo import Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 
-from streamwarden.jobs.flink.alerts import SeriesPoints
+from streamwarden.jobs.flink.alerts import anomaly_spec
 from streamwarden.jobs.flink.cooldown import step_rows
 from streamwarden.jobs.flink.decide import features_tag, reload_files, report_versions
 from streamwarden.jobs.flink.decode import RecordIntake
+from streamwarden.jobs.flink.env import keyed_bytes_type
 from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_map_state
+from streamwarden.operators.anomaly.replay import END_OF_INPUT_WATERMARK_MS, AnomalyReplay
 from streamwarden.operators.expiring import ExpiringStore, StoreSlot
 from streamwarden.operators.features.assemble import FeatureVector
 from streamwarden.operators.features.replay import GC_THRESHOLD, VelocityPipeline
@@ -50,8 +52,9 @@ from streamwarden.operators.pipeline import OPERATOR_STAGES, Stages, StagesConfi
 from streamwarden.operators.policy.reputation import TargetState
 from streamwarden.operators.policy.reputation import decode_state as decode_target
 from streamwarden.operators.policy.reputation import encode_state as encode_target
+from streamwarden.schemas import streamwarden_pb2 as pb
 
-__all__ = ["FUSED_KEY", "FusedFunction"]
+__all__ = ["FUSED_KEY", "FusedFunction", "alerts_tag"]
 
 FUSED_KEY = "all"
 """The one key every record of the fused layout is keyed by."""
@@ -79,7 +82,14 @@ _COUNTERS = (
     "restored_keys",
     "state_writes",
     "state_entries_written",
+    "alerts",
+    "anomaly_late_points",
 )
+
+
+def alerts_tag() -> OutputTag:
+    """The fused operator's anomaly alerts: ``Row(fingerprint bytes, AnomalyAlert bytes)``."""
+    return OutputTag("alerts", keyed_bytes_type())
 
 
 FLAG_BARRIER = 1
@@ -130,7 +140,7 @@ def _same(value: bytes) -> bytes:
 class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
     """Record bytes (``RecordWithMetadataSchema``) keyed by ``FUSED_KEY`` → ``Row(subject key bytes,
     Action bytes)``; side outputs: dead letters (``dead_letter_tag``), feature records (``features_tag``, with
-    ``write_features``) and anomaly series points (``points_tag``, with ``alerts``)."""
+    ``write_features``) and anomaly alerts (``alerts_tag``, with ``alerts``: the anomaly stage runs here too, as its replay reference)."""
 
     def __init__(
         self,
@@ -183,16 +193,24 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._batches_since_barrier = 0
         self._features_tag = features_tag()
         counters = self._counters = StageCounters(runtime_context, _COUNTERS)
-        points = SeriesPoints(self._anomaly_spec, stages.out_of_orderness_ms) if self._alerts else None
+        self._anomaly: AnomalyReplay | None = None
+        if self._alerts:  # the anomaly stage as its reference runs it: every series in this process
+            spec = anomaly_spec(self._anomaly_spec)
+            self._anomaly = AnomalyReplay(
+                spec, out_of_orderness_ms=stages.out_of_orderness_ms, keep_emitted=False
+            )
+            self._anomaly.track_changes()
+            self._alerts_tag = alerts_tag()
         self._intake = RecordIntake(  # at parallelism 1 this subtask reads every partition
             stages,
             counters,
             topic=self._topic,
             partitions=list(self._partitions),
             check_future=self._check_future,
-            points=points,
+            on_decoded=self._series_step if self._alerts else None,
             fail_once_after=self._fail_once_after,
         )
+        self._end_timer = False
         self._errors = {s: OperatorErrors(s, stages, counters) for s in OPERATOR_STAGES}
         self._inject = bool(stages.config.inject_errors)
         self._latency = counters.histogram("event_to_decision_ms")
@@ -207,6 +225,8 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         """Take over what the state holds (after a restore; nothing on a fresh start)."""
         self._loaded = True
         pipe, restored = self._pipe, 0
+        series: dict[str, bytes] = {}
+        anomaly_clock: tuple[int, int] | None = None
         for key, value in self._state.items():
             tag = key[0]
             if tag == "v":
@@ -218,6 +238,12 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
                 self._targets.put(key[1:], decode_target(value))
             elif key == "m":
                 pipe.restore_clock(*_CLOCK.unpack(value))
+            elif tag == "a":
+                series[key[1:]] = value
+            elif key == "n":
+                anomaly_clock = _CLOCK.unpack(value)
+        if self._anomaly is not None and anomaly_clock is not None:
+            self._anomaly.restore(series, anomaly_clock)
         if restored:
             self._counters.inc("restored_keys", restored)
 
@@ -226,6 +252,9 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
     def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         if not self._loaded:
             self._load()
+        if self._anomaly is not None and not self._end_timer:  # fires at the end of a bounded input only
+            self._end_timer = True
+            ctx.timer_service().register_event_time_timer(END_OF_INPUT_WATERMARK_MS - 1)
         out: list[Any] = []
         vectors: list[FeatureVector] = []
         records, flags = split_batch(batch)
@@ -252,6 +281,12 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         writes.update(self._take_subject_changes())
         pipe = self._pipe
         writes["m"] = _CLOCK.pack(pipe.max_seen_ms, pipe.next_housekeeping_ms)
+        if self._anomaly is not None:
+            changed, gone = self._anomaly.take_changes()
+            for sid in gone:
+                self._state.remove("a" + sid)
+            writes.update({"a" + sid: data for sid, data in changed.items()})
+            writes["n"] = _CLOCK.pack(*self._anomaly.clock)
         self._state.put_all(writes)
         self._counters.inc("state_writes")
         self._counters.inc("state_entries_written", len(writes))
@@ -278,6 +313,32 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         if vector[3]:
             self._counters.inc("late_partials", bin(vector[3]).count("1"))
         return vector
+
+    def _series_step(self, record: pb.Event | pb.DeadLetter, out: list[Any]) -> None:
+        """The anomaly stage for one decoded record (before the lateness gate, as its reference)."""
+        anomaly = self._anomaly
+        assert anomaly is not None
+        late = anomaly.result.late_points
+        self._emit_alerts(anomaly.push_decoded(record), out)
+        if anomaly.result.late_points != late:
+            self._counters.inc("anomaly_late_points", anomaly.result.late_points - late)
+
+    def _emit_alerts(self, emitted: list[Any], out: list[Any]) -> None:
+        for e in emitted:
+            self._counters.inc("alerts")
+            out.append(
+                (self._alerts_tag, Row(e.alert.fingerprint.encode("utf-8"), e.alert.SerializeToString()))
+            )
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        """The end of a bounded input (Flink's final watermark): every series closes, as the reference's
+        end-of-input flush."""
+        if not self._loaded:
+            self._load()
+        out: list[Any] = []
+        if self._anomaly is not None:
+            self._emit_alerts(self._anomaly.finish(flush=True), out)
+        yield from out
 
     def _take_core_changes(self) -> dict[str, bytes]:
         """The core's changed window states as map entries; its expired keys leave the map here."""

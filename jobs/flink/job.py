@@ -339,7 +339,7 @@ def build_job(
         ).name(f"kafka-{name}").uid(f"{name}-sink")
 
     if resolve_layout(opts, p) == "fused":
-        _fused_graph(records, job, opts, config, stages.out_of_orderness_ms, sink)
+        _fused_graph(records, job, opts, config, sink)
         return
     max_p = env.get_max_parallelism()
     if max_p <= 0:
@@ -464,7 +464,6 @@ def _fused_graph(
     job: JobConfig,
     opts: FlinkJobOptions,
     config: StagesConfig,
-    out_of_orderness_ms: int,
     sink: Callable[..., None],
 ) -> None:
     """The fused layout (``jobs/flink/fused.py``): records batched and keyed in Java (``RecordBatcher``)
@@ -473,15 +472,18 @@ def _fused_graph(
     from pyflink.datastream import DataStream as PyDataStream
     from pyflink.java_gateway import get_gateway
 
+    from streamwarden.jobs.flink.alerts import anomaly_spec
     from streamwarden.jobs.flink.decide import features_tag
-    from streamwarden.jobs.flink.decode import dead_letter_tag, points_tag
+    from streamwarden.jobs.flink.decode import dead_letter_tag
     from streamwarden.jobs.flink.env import bytes_type, keyed_bytes_type
-    from streamwarden.jobs.flink.fused import FUSED_KEY, FusedFunction
+    from streamwarden.jobs.flink.fused import FUSED_KEY, FusedFunction, alerts_tag
     from streamwarden.jobs.flink.record_jar import BATCHER_CLASS
     from streamwarden.jobs.flink.statements import StatementsFunction
 
     string, raw = Types.STRING(), bytes_type()
     row_type = Types.ROW([string, raw])
+    if opts.alerts:
+        anomaly_spec(opts.anomaly_spec)  # a bad spec fails here, naming the file
     batcher = get_gateway().jvm
     for part in BATCHER_CLASS.split("."):
         batcher = getattr(batcher, part)
@@ -514,8 +516,8 @@ def _fused_graph(
         .uid("statements")
     )
     topics = job.topics
-    if opts.alerts:
-        _alerts_graph(actions.get_side_output(points_tag()), opts, out_of_orderness_ms, sink, topics.alerts)
+    if opts.alerts:  # the anomaly stage runs inside the fused operator (a second one would share its GIL)
+        sink(actions.get_side_output(alerts_tag()), topics.alerts, "alerts")
     sink(actions, topics.actions, "actions")
     sink(statements, topics.statements, "statements")
     sink(actions.get_side_output(dead_letter_tag()), topics.deadletter, "deadletter")

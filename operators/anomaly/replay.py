@@ -124,6 +124,7 @@ class AnomalyReplay:
         out_of_orderness_ms: int,
         watermark_every_records: int = 1,
         max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+        keep_emitted: bool = True,
     ) -> None:
         if out_of_orderness_ms < 0:
             raise ValueError("out_of_orderness_ms must be >= 0")
@@ -138,13 +139,18 @@ class AnomalyReplay:
         self._ops: dict[str, AnomalyOperator] = {}
         self._timers: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
+        self._keep_emitted = keep_emitted
+        self._touched: set[str] | None = None
         self.result = ReplayResult()
 
     def push(self, item: ReplayInput) -> list[EmittedAlert]:
         """Process one record (steps 1-5 of the contract); return the alerts it caused."""
+        return self.push_decoded(self._decode(item))
+
+    def push_decoded(self, record: pb.Event | pb.DeadLetter) -> list[EmittedAlert]:
+        """``push`` for a record a job has already decoded and validated (its event or dead letter)."""
         res = self.result
         res.records += 1
-        record = self._decode(item)
         if isinstance(record, pb.Event):
             res.events += 1
             for point in self._router.points(record):
@@ -174,6 +180,35 @@ class AnomalyReplay:
         res.open_series = len(self._ops)
         return out
 
+    # ---- state, for an engine that keeps the series in memory and checkpoints what changed
+
+    def track_changes(self) -> None:
+        """From now on note every series an input or a watermark step changes (``take_changes``)."""
+        self._touched = set()
+
+    def take_changes(self) -> tuple[dict[str, bytes], list[str]]:
+        """The series changed since the last call: ``({series id: operator bytes}, [series ids gone])``."""
+        touched, self._touched = self._touched or set(), set()
+        ops = self._ops
+        changed = {sid: ops[sid].to_bytes() for sid in touched if sid in ops}
+        return changed, [sid for sid in touched if sid not in ops]
+
+    @property
+    def clock(self) -> tuple[int, int]:
+        """``(watermark, max event time)``: with the series, all a restore needs."""
+        return self.result.watermark_ms, self.result.max_event_time_ms
+
+    def restore(self, series: dict[str, bytes], clock: tuple[int, int]) -> None:
+        """Take over series bytes (``take_changes``) and a ``clock`` saved by another instance."""
+        self.result.watermark_ms, self.result.max_event_time_ms = clock
+        for sid, data in series.items():
+            op = AnomalyOperator.from_bytes(self.spec, data)
+            self._ops[sid] = op
+            timer = op.next_timer_ms()
+            if timer is not None:
+                self._timers[sid] = timer
+                heapq.heappush(self._heap, (timer, sid))
+
     def _decode(self, item: ReplayInput) -> pb.Event | pb.DeadLetter:
         if isinstance(item, bytes | bytearray | memoryview):
             return decode_event(bytes(item), now_ms=None, max_future_ms=self._max_future_ms)
@@ -198,7 +233,11 @@ class AnomalyReplay:
         if not op.add(point.time_ms, point.amount):
             res.late_points += 1
             res.late_points_by_metric[point.metric] += 1
+            if not fresh and self._touched is not None:
+                self._touched.add(sid)  # its late count is state
             return  # a fresh operator that only saw a late point keeps no state
+        if self._touched is not None:
+            self._touched.add(sid)
         if fresh:
             self._ops[sid] = op
         timer = op.next_timer_ms()
@@ -218,6 +257,8 @@ class AnomalyReplay:
             if self._timers.get(sid) != timer:
                 continue  # superseded registration
             op = self._ops[sid]
+            if self._touched is not None:
+                self._touched.add(sid)
             for alert in op.advance_to(watermark_ms):
                 out.append(EmittedAlert(alert, watermark_ms, res.max_event_time_ms, res.records))
             if op.expired:
@@ -230,7 +271,8 @@ class AnomalyReplay:
                 continue
             self._timers[sid] = nxt
             heapq.heappush(heap, (nxt, sid))
-        res.emitted.extend(out)
+        if self._keep_emitted:
+            res.emitted.extend(out)
         return out
 
 

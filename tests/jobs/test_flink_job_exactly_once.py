@@ -3,7 +3,7 @@ decode stage, or the fused operator), restarts from its latest checkpoint on the
 finishes.
 
 Keyed state is restored exactly: every event's feature vector (window counts included) equals the
-offline replay's, so no event was applied twice or lost. Output, on the real Apache Kafka broker: a
+offline replay's, so no event was applied twice or lost, and the alerts equal the anomaly replay's. Output, on the real Apache Kafka broker: a
 ``read_committed`` reader sees every expected action id and feature record exactly once and no other,
 while a ``read_uncommitted`` reader also sees what the failed attempt wrote in its aborted transactions
 (so the failure did happen after output was written, and the transactions are what hides it).
@@ -27,6 +27,8 @@ from streamwarden.jobs.bench.flink import (
 from streamwarden.jobs.flink.env import FlinkConfig
 from streamwarden.jobs.flink.job import FlinkJobOptions, stages_config
 from streamwarden.jobs.kafka_io import embedded_kafka_config
+from streamwarden.operators.anomaly import load_anomaly_spec
+from streamwarden.operators.anomaly.replay import alert_sort_key, replay_alerts
 from streamwarden.operators.pipeline import Stages, iter_kafka_like, replay_actions
 from streamwarden.operators.traffic import iter_traffic, small_spec
 from streamwarden.schemas import streamwarden_pb2 as pb
@@ -36,15 +38,16 @@ pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.slow]
 
 @pytest.mark.parametrize("layout", ["staged", "fused"])
 def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_once(
-    broker, kafka_topics, tmp_path: Path, layout: str
+    broker, kafka_topics, tmp_path: Path, layout: str, fast_anomaly_spec: Path
 ) -> None:
     records = list(iter_traffic(small_spec(seed=22, duration_s=60.0)))
-    topics = kafka_topics("events", "actions", "deadletter", "features")
+    topics = kafka_topics("events", "actions", "deadletter", "features", "alerts")
     kafka = embedded_kafka_config(broker.bootstrap_servers)
     ends = produce(
         kafka, topics[0], [r.payload for r in records], keys=[r.account_id.encode() for r in records]
     )
     job = job_config_for(kafka, topics[:4], f"flink-eo-{uuid.uuid4().hex[:8]}", write_features=True)
+    job = job.model_copy(update={"topics": job.topics.model_copy(update={"alerts": topics[4]})})
     marker = tmp_path / "failed-once"
     run_bounded(
         write_job_config(tmp_path / "job.yaml", job),
@@ -52,7 +55,10 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
         ends,
         flink=FlinkConfig(checkpoint_dir=(tmp_path / "ckpt").as_uri(), checkpoint_interval_ms=500),  # type: ignore[call-arg]
         options=FlinkJobOptions(  # type: ignore[call-arg]
-            check_future=False, fail_once_after=(len(records) * 2 // 3, str(marker)), layout=layout
+            check_future=False,
+            fail_once_after=(len(records) * 2 // 3, str(marker)),
+            layout=layout,
+            anomaly_spec=fast_anomaly_spec,
         ),
     )
 
@@ -61,9 +67,8 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
     assert "InjectedFailure" in log
     assert "from Checkpoint" in log, "the job did not restore from a checkpoint after the failure"
 
-    reference = replay_actions(
-        iter_kafka_like([r.payload for r in records], job.topics.events), Stages.build(stages_config(job))
-    )
+    stages = Stages.build(stages_config(job))
+    reference = replay_actions(iter_kafka_like([r.payload for r in records], job.topics.events), stages)
     # state: every event's vector, from whichever attempt wrote it, equals the replay's
     want_vectors = {f.event_id: tuple(f.values) for f in reference.feature_records}
     features = [pb.FeatureRecord.FromString(r.value) for r in read_topic(kafka, job.topics.features)]
@@ -86,3 +91,15 @@ def test_failure_mid_stream_restores_from_a_checkpoint_and_emits_each_action_onc
         copies[a.action_id].add((a.event_id, a.subject.id, a.verdict))
     assert all(len(v) == 1 for v in copies.values())
     assert got == want  # read_committed: each expected action exactly once, no other
+    # alerts: the anomaly state came back from the checkpoint too (in the fused layout it is the fused
+    # operator's own), so the committed alerts are the anomaly replay's
+    want_alerts = replay_alerts(
+        [r.payload for r in records],
+        load_anomaly_spec(fast_anomaly_spec),
+        out_of_orderness_ms=stages.out_of_orderness_ms,
+    )
+    assert any(a.status == pb.AnomalyAlert.FIRING for a in want_alerts), "the stream must make alerts"
+    got_alerts = [pb.AnomalyAlert.FromString(r.value) for r in read_topic(kafka, topics[4])]
+    assert [a.SerializeToString(deterministic=True) for a in sorted(got_alerts, key=alert_sort_key)] == [
+        a.SerializeToString(deterministic=True) for a in sorted(want_alerts, key=alert_sort_key)
+    ]
