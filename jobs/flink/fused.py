@@ -7,14 +7,16 @@ element under one key, and emits what it holds before every checkpoint barrier. 
 operator runs what ``operators.pipeline.replay_actions`` runs, in the same order: decode, the
 lateness gate, ``VelocityPipeline`` (the compiled core: fan-out, windows, assembly), scoring of the
 batch's vectors in one ONNX run, the policy, the cooldown gate and reputation. So its actions equal
-the replay's.
+the replay's. With ``alerts`` it also runs the anomaly stage as ``operators.anomaly.replay`` does (every
+decoded record before the lateness gate; every series flushed by Flink's final watermark at the end of a
+bounded input), so its alerts equal the anomaly replay's.
 
 State. The core, the cooldown gates and the targets' reputation live in process memory, the source
 of truth while the job runs. The batch the batcher emits before a checkpoint barrier is flagged
 (even if empty); after processing it the operator writes everything that changed since the last
 flagged batch to one ``MapState[str, bytes]`` of the key with one ``put_all`` (window states
-``v<core key>``, gates ``g<subject>``, targets ``t<target>``, the core's clock ``m``) and removes
-what expired. So each checkpoint holds exactly what memory held at its barrier, written once per
+``v<core key>``, gates ``g<subject>``, targets ``t<target>``, the core's clock ``m``, anomaly series
+``a<series id>`` and their clock ``n``) and removes what expired. So each checkpoint holds exactly what memory held at its barrier, written once per
 checkpoint interval (a hot key once, not once per event), and the Kafka sinks commit the outputs of
 the same records: exactly-once as in the staged layout. Between checkpoints the map lags memory;
 only a restore reads it, and the first batch after one loads it back into memory.
