@@ -290,11 +290,23 @@ def _event_index(payloads: Sequence[bytes]) -> dict[str, int]:
     """Event id → position in the input, for the valid records."""
     out: dict[str, int] = {}
     for i, payload in enumerate(payloads):
-        with contextlib.suppress(Exception):
-            event = pb.Event.FromString(payload)
-            if event.event_id:
-                out.setdefault(event.event_id, i)
+        eid = _event_id(payload)
+        if eid:
+            out.setdefault(eid, i)
     return out
+
+
+def _event_id(payload: bytes) -> str:
+    """The event id of an ``Event`` payload, or "" if it does not parse."""
+    try:
+        return pb.Event.FromString(payload).event_id
+    except Exception:
+        return ""
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ascending ``ordered`` (nearest rank below), rounded to 0.1."""
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 def sustained_rate(actions: Sequence[pb.Action], index: dict[str, int]) -> tuple[float, float]:
@@ -432,14 +444,6 @@ RELAXED_CHECKPOINT_MS = 5_000
 """Checkpoint interval of the second latency run (the default is ``FlinkConfig.checkpoint_interval_ms``)."""
 
 
-def _event_id(payload: bytes) -> str:
-    """The event id of an ``Event`` payload, or "" if it does not parse."""
-    try:
-        return pb.Event.FromString(payload).event_id
-    except Exception:
-        return ""
-
-
 def _latency_run(
     kafka: KafkaConfig,
     create_topics: Any,
@@ -531,19 +535,16 @@ def _latency_run(
         sorted(ms for _, ms in by_send[i * len(by_send) // 5 : (i + 1) * len(by_send) // 5]) for i in range(5)
     ]
 
-    def pct(q: float) -> float:
-        return round(lat_ms[min(len(lat_ms) - 1, int(q * len(lat_ms)))], 1)
-
     return {
         "offered_per_s": round(rate_per_s, 1),
         "achieved_offered_per_s": round(n / produce_s, 1),
         "records": n,
         "actions_timed": len(lat_ms),
-        "p50_ms": pct(0.50),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
+        "p50_ms": _percentile(lat_ms, 0.50),
+        "p95_ms": _percentile(lat_ms, 0.95),
+        "p99_ms": _percentile(lat_ms, 0.99),
         "max_ms": round(lat_ms[-1], 1),
-        "p99_ms_by_fifth": [round(f[min(len(f) - 1, int(0.99 * len(f)))], 1) if f else None for f in fifths],
+        "p99_ms_by_fifth": [_percentile(f, 0.99) if f else None for f in fifths],
     }
 
 

@@ -346,12 +346,12 @@ class DecodeFunction(ProcessFunction):  # type: ignore[misc]
         admitted = self._intake.admit(data, out)
         if admitted is not None:
             try:
-                self._fan_out(admitted.event, admitted.record.partition, out)
+                self._fan_out(admitted.event, out)
             except Exception as exc:  # one record must never stop the job: it becomes a dead letter
                 out = [self._intake.error(admitted, "fan_out", exc)]
         yield from out
 
-    def _fan_out(self, event: pb.Event, partition: int, out: list[Any]) -> None:
+    def _fan_out(self, event: pb.Event, out: list[Any]) -> None:
         fanned = self._stages.fan_out(event)
         t = event.event_time_ms
         facts = encode_facts(fanned.facts)

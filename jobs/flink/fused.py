@@ -1,8 +1,8 @@
 """The fused layout: the whole pipeline in one keyed Python operator (parallelism 1).
 
 All Python operators of a TaskManager share one interpreter, and with five of them each state call
-waits for the GIL (README, "Running on Flink"). Here one operator does everything, and it is called once per batch of records, not once per record: ``RecordBatcher`` (Java, after the Kafka
-source) packs up to ``fused_batch`` records, or what arrived within ``fused_batch_ms``, into one
+waits for the GIL (README, "Running on Flink"). Here one operator does everything, and it is called
+once per batch of records, not once per record: ``RecordBatcher`` (Java, after the Kafka source) packs up to ``fused_batch`` records, or what arrived within ``fused_batch_ms``, into one
 element under one key, and emits what it holds before every checkpoint barrier. For each batch the
 operator runs what ``operators.pipeline.replay_actions`` runs, in the same order: decode, the
 lateness gate, ``VelocityPipeline`` (the compiled core: fan-out, windows, assembly), scoring of the
@@ -16,8 +16,8 @@ of truth while the job runs. The batch the batcher emits before a checkpoint bar
 (even if empty); after processing it the operator writes everything that changed since the last
 flagged batch to one ``MapState[str, bytes]`` of the key with one ``put_all`` (window states
 ``v<core key>``, gates ``g<subject>``, targets ``t<target>``, the core's clock ``m``, anomaly series
-``a<series id>`` and their clock ``n``) and removes what expired. So each checkpoint holds exactly what memory held at its barrier, written once per
-checkpoint interval (a hot key once, not once per event), and the Kafka sinks commit the outputs of
+``a<series id>`` and their clock ``n``) and removes what expired. So each checkpoint holds exactly
+what memory held at its barrier, written once per checkpoint interval (a hot key once, not once per event), and the Kafka sinks commit the outputs of
 the same records: exactly-once as in the staged layout. Between checkpoints the map lags memory;
 only a restore reads it, and the first batch after one loads it back into memory.
 
@@ -46,7 +46,7 @@ from streamwarden.jobs.flink.env import keyed_bytes_type
 from streamwarden.jobs.flink.guard import OperatorErrors
 from streamwarden.jobs.flink.metrics import StageCounters
 from streamwarden.jobs.flink.state import bytes_map_state
-from streamwarden.operators.anomaly.replay import END_OF_INPUT_WATERMARK_MS, AnomalyReplay
+from streamwarden.operators.anomaly.replay import END_OF_INPUT_WATERMARK_MS, AnomalyReplay, EmittedAlert
 from streamwarden.operators.expiring import ExpiringStore, StoreSlot
 from streamwarden.operators.features.assemble import FeatureVector
 from streamwarden.operators.features.replay import GC_THRESHOLD, VelocityPipeline
@@ -126,8 +126,8 @@ def split_batch(batch: bytes) -> tuple[list[bytes], int]:
 def _noter(
     dirty: dict[str, bytes | None], prefix: str, encode: Callable[[S], bytes]
 ) -> Callable[[str, S | None], None]:
-    """A ``StoreSlot.on_put`` that notes each put in ``dirty`` (map key → encoded value, None = delete)
-    for the next write to Flink state."""
+    """A ``StoreSlot.on_put`` (and, with None, an ``ExpiringStore.on_drop``) that notes each change in
+    ``dirty`` (map key → encoded value, None = delete) for the next write to Flink state."""
 
     def note(key: str, state: S | None) -> None:
         dirty[prefix + key] = None if state is None else encode(state)
@@ -142,7 +142,8 @@ def _same(value: bytes) -> bytes:
 class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
     """Record bytes (``RecordWithMetadataSchema``) keyed by ``FUSED_KEY`` → ``Row(subject key bytes,
     Action bytes)``; side outputs: dead letters (``dead_letter_tag``), feature records (``features_tag``, with
-    ``write_features``) and anomaly alerts (``alerts_tag``, with ``alerts``: the anomaly stage runs here too, as its replay reference)."""
+    ``write_features``) and anomaly alerts (``alerts_tag``, with ``alerts``: the anomaly stage runs here
+    too, as its replay reference)."""
 
     def __init__(
         self,
@@ -179,18 +180,17 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._dirty: dict[str, bytes | None] = {}
         dirty = self._dirty
 
-        def dropper(prefix: str) -> Callable[[str], None]:
-            def drop(key: str) -> None:
-                dirty[prefix + key] = None
-
-            return drop
-
+        note_gate, note_target = _noter(dirty, "g", _same), _noter(dirty, "t", encode_target)
         gate_expiry = stages.cooldown_gate.expires_at_ms
         target_expiry = stages.reputation.expires_at_ms
-        self._gates: ExpiringStore[bytes] = ExpiringStore(gate_expiry, self._tick_ms, dropper("g"))
-        self._targets: ExpiringStore[TargetState] = ExpiringStore(target_expiry, self._tick_ms, dropper("t"))
-        self._gate_slot = StoreSlot(self._gates, on_put=_noter(dirty, "g", _same))
-        self._target_slot = StoreSlot(self._targets, on_put=_noter(dirty, "t", encode_target))
+        self._gates: ExpiringStore[bytes] = ExpiringStore(
+            gate_expiry, self._tick_ms, lambda key: note_gate(key, None)
+        )
+        self._targets: ExpiringStore[TargetState] = ExpiringStore(
+            target_expiry, self._tick_ms, lambda key: note_target(key, None)
+        )
+        self._gate_slot = StoreSlot(self._gates, on_put=note_gate)
+        self._target_slot = StoreSlot(self._targets, on_put=note_target)
         self._loaded = False
         self._batches_since_barrier = 0
         self._features_tag = features_tag()
@@ -325,7 +325,7 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         if anomaly.result.late_points != late:
             self._counters.inc("anomaly_late_points", anomaly.result.late_points - late)
 
-    def _emit_alerts(self, emitted: list[Any], out: list[Any]) -> None:
+    def _emit_alerts(self, emitted: list[EmittedAlert], out: list[Any]) -> None:
         for e in emitted:
             self._counters.inc("alerts")
             out.append(

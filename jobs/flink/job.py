@@ -142,7 +142,7 @@ class FlinkJobOptions(BaseModel):
     layout: Layout = Field(
         "auto",
         description="fused: the whole pipeline in one keyed Python operator called once per batch of "
-        "records (parallelism 1 only, ~10x staged's events/s: see jobs/flink/fused.py); staged: one keyed "
+        "records (parallelism 1 only; jobs/flink/fused.py, speed in the README); staged: one keyed "
         "Python operator per stage, keyed by entity, event and subject (scales out with parallelism); "
         "auto: fused at parallelism 1, else staged.",
     )

@@ -188,7 +188,10 @@ class AnomalyReplay:
 
     def take_changes(self) -> tuple[dict[str, bytes], list[str]]:
         """The series changed since the last call: ``({series id: operator bytes}, [series ids gone])``."""
-        touched, self._touched = self._touched or set(), set()
+        touched = self._touched
+        if touched is None:
+            return {}, []
+        self._touched = set()
         ops = self._ops
         changed = {sid: ops[sid].to_bytes() for sid in touched if sid in ops}
         return changed, [sid for sid in touched if sid not in ops]
