@@ -210,6 +210,19 @@ class PowerUserSpec(_Trap):
     engage_fraction: float = Field(0.25, ge=0, le=1, description="Share of plays followed by a like/follow.")
 
 
+class AlbumFansSpec(_Trap):
+    """Fans playing a new album through: one artist's tracks back to back, many fans at once, a share of
+    them on mobile behind a few carrier-grade NAT gateways (a farm's loop over one artist, but organic)."""
+
+    fans: int = Field(60, ge=1, description="Organic accounts that play the album.")
+    artists: int = Field(2, ge=1, description="Artists with a new album (each fan plays one).")
+    album_tracks: int = Field(10, ge=2, description="Tracks per album.")
+    tracks_per_fan: float = Field(7.0, ge=1, description="Mean tracks a fan plays, in album order.")
+    skip_fraction: float = Field(0.15, ge=0, le=1, description="Share of plays skipped after 2-30 s.")
+    mobile_share: float = Field(0.4, ge=0, le=1, description="Share of fans behind the shared mobile IPs.")
+    mobile_ips: int = Field(3, ge=1, description="Carrier-grade NAT gateways the mobile fans share.")
+
+
 class TrapsSpec(_Strict):
     """False-positive traps: benign traffic that looks like abuse on one signal; labeled benign."""
 
@@ -228,6 +241,10 @@ class TrapsSpec(_Strict):
     power_user: PowerUserSpec = Field(
         default_factory=PowerUserSpec,  # type: ignore[arg-type]
         description="Heavy organic users.",
+    )
+    album_fans: AlbumFansSpec = Field(
+        default_factory=AlbumFansSpec,  # type: ignore[arg-type]
+        description="Fans playing a new album through (evaluation-only in variants: no model saw it).",
     )
 
 

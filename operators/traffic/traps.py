@@ -4,7 +4,10 @@
   account diversity like a streaming farm's target);
 - ``cgnat`` / ``office``: organic accounts listening normally behind a few shared IPs (many accounts per
   IP, the odd failed login, like a farm's or a stuffer's IP);
-- ``power_user``: heavy organic users with back-to-back plays, many skips and engagement.
+- ``power_user``: heavy organic users with back-to-back plays, many skips and engagement;
+- ``album_fans``: fans playing a new album through, one artist's tracks back to back at organic lengths,
+  many fans at once and a share of them behind shared mobile gateways (a streaming farm's loop over one
+  artist's tracks, but organic: the trap for rules that act on that loop without a model).
 
 The actors are existing organic accounts (chosen by hash; they keep their organic history), so only the
 labels tell trap subjects apart. Trap ``k`` (in ``TRAP_NAMES`` order) owns id space
@@ -195,11 +198,60 @@ def _power_user(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list[
     return drafts
 
 
+_K_ALBUM_ARTIST = 11
+
+
+def _album_fans(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list[Draft]:
+    p = spec.traps.album_fans
+    s = source_of_trap("album_fans")
+    rng = random.Random(f"{spec.seed}/trap/album_fans")
+    albums = []
+    for a in range(p.artists):
+        artist = world.account_ids[
+            ids.mix64(ids.index64(s, _K_ALBUM_ARTIST, a) ^ world.salt) % world.n_artists
+        ]
+        tracks = [world.ids.content(s, a * p.album_tracks + j) for j in range(p.album_tracks)]
+        albums.append((artist, [(track, target_chunk(artist, track)) for track in tracks]))
+    mobile = pool("mobile")
+    gateways = []
+    for k in range(p.mobile_ips):
+        asn, _ = mobile[ids.mix64(ids.index64(s, _K_TRAP_IP, k) ^ world.salt) % len(mobile)]
+        gateways.append((world.ids.ip(ids.ip_index(s, k)), asn))
+    span = w.end_ms - w.start_ms
+    drafts: list[Draft] = []
+    for n, i in enumerate(_organic_accounts(world, s, p.fans)):
+        aid = world.account_ids[i]
+        on_mobile = rng.random() < p.mobile_share
+        ip, asn = gateways[n % len(gateways)] if on_mobile else (world.home_ip(i), world.home_asn[i])
+        actor = _home_actor(world, i, ip, asn)
+        created = world.created_fields[i]
+        artist, album = albums[n % len(albums)]
+        # Release-day shape like the viral release; most fans start at the first track, some mid-album.
+        t = w.start_ms + int(span * rng.random() ** 2)
+        first = 0 if rng.random() < 0.7 else int(rng.random() * len(album))
+        count = min(len(album) - first, 1 + int(rng.expovariate(1.0 / max(1e-9, p.tracks_per_fan - 1.0))))
+        for track, target in album[first : first + count]:
+            dur = _duration(rng, p.skip_fraction)
+            t += dur
+            if t >= w.end_ms:
+                break
+            drafts.append((t, PLAY, actor, target, b"", dur, created, aid))
+            for kind, entity in (("account", aid), ("target_content", track), ("target_account", artist)):
+                cast.add(kind, entity, t=t)
+            if on_mobile:
+                cast.add("ip", ip, t=t)
+            if rng.random() < 0.05:
+                drafts.append((t + 1_000, LIKE, actor, target, b"", 0, created, aid))
+            t += 200 + int(rng.random() * 2_000)
+    return drafts
+
+
 _BUILDERS: dict[str, Callable[[TrafficSpec, World, Window, Cast], list[Draft]]] = {
     "viral_release": _viral_release,
     "cgnat": _shared_ip("cgnat"),
     "office": _shared_ip("office"),
     "power_user": _power_user,
+    "album_fans": _album_fans,
 }
 if tuple(_BUILDERS) != TRAP_NAMES:  # pragma: no cover - programmer error
     raise RuntimeError("trap builders out of sync with TrapsSpec")

@@ -1,7 +1,7 @@
 """Adversarial scenario families: every abuse scenario with its evasion knobs drawn per run from ranges.
 
 A *variant* is one ``TrafficSpec``: organic background, every family once with knobs sampled for the
-variant's seed, and every false-positive trap. Each knob has a **training range** and an **outside
+variant's seed, and every false-positive trap (``EVAL_ONLY_TRAPS`` only in the evaluation splits). Each knob has a **training range** and an **outside
 range** beyond it in the evasive direction (lower rates, longer and slower attacks, more IPs/ASNs,
 fewer devices, organic-looking play lengths, aged accounts, other ASN pools). Splits:
 
@@ -122,8 +122,18 @@ TRAP_KNOBS: dict[str, dict[str, Knob]] = {
     "cgnat": {"accounts": _n((100, 400), (100, 400)), "ips": _n((2, 6), (2, 6))},
     "office": {"accounts": _n((15, 60), (15, 60)), "ips": _n((1, 2), (1, 2))},
     "power_user": {"accounts": _n((10, 40), (10, 40)), "skip_fraction": _x((0.3, 0.8), (0.3, 0.8))},
+    "album_fans": {
+        "fans": _n((30, 120), (30, 120)),
+        "artists": _n((1, 3), (1, 3)),
+        "tracks_per_fan": _x((4, 10), (4, 10)),
+        "mobile_share": _x((0.2, 0.6), (0.2, 0.6)),
+    },
 }
 """Trap sizes: the same ranges in every split (traps test precision, not generalization)."""
+
+EVAL_ONLY_TRAPS: frozenset[str] = frozenset({"album_fans"})
+"""Traps that happen only in the evaluation splits (``unseen``, ``outside``): no model or threshold saw
+them, so they test whether a rule's precision holds on benign traffic nobody tuned it on."""
 
 
 def _family_params(family: str, rng: random.Random, outside: bool, span_s: float) -> dict[str, Any]:
@@ -167,8 +177,9 @@ def variant_spec(
         rng = random.Random(f"variant/{split}/{seed}/trap/{trap}")
         p = {k: v.draw(rng, outside) for k, v in TRAP_KNOBS[trap].items()}
         length = duration_s * (0.3 + 0.5 * rng.random())
+        enabled = traps and (trap not in EVAL_ONLY_TRAPS or split in ("unseen", "outside"))
         p.update(
-            enabled=traps, start_offset_s=round(rng.random() * (duration_s - length), 3), duration_s=length
+            enabled=enabled, start_offset_s=round(rng.random() * (duration_s - length), 3), duration_s=length
         )
         trap_params[trap] = p
     return TrafficSpec.model_validate(

@@ -150,7 +150,7 @@ def test_eval_variant_files_actions_out_and_rescoring(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["eval", *files, "--json", "--actions-out", str(actions)])
     assert result.exit_code == 0, result.output
     out = _last_json(result.output)
-    assert set(out["traps"]) == {"viral_release", "cgnat", "office", "power_user"}
+    assert set(out["traps"]) == {"viral_release", "cgnat", "office", "power_user", "album_fans"}
     for trap in out["traps"].values():
         assert 0 <= trap["false_positives"] <= trap["subjects"]
     assert len(actions.read_text().splitlines()) == out["actions"]

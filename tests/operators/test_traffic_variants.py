@@ -113,3 +113,35 @@ def test_first_ms_is_each_subjects_own_first_event(outside):
             assert x.start_ms <= x.onset_ms < x.end_ms
             checked[x.scenario] += 1
     assert set(checked) == set(SCENARIO_NAMES)
+
+
+def test_evaluation_only_traps_never_reach_training_or_thresholds():
+    for split in ("train", "holdout"):
+        spec = variant_spec(split, 100, duration_s=SHORT_S)
+        assert not spec.traps.album_fans.enabled, split
+        assert spec.traps.power_user.enabled
+    for split in ("unseen", "outside"):
+        assert variant_spec(split, 300, duration_s=SHORT_S).traps.album_fans.enabled, split
+
+
+def test_album_fans_play_one_artists_tracks_at_organic_lengths(outside):
+    _, records, truth = outside
+    fans = {x.entity_id for x in truth if x.scenario == "album_fans" and x.entity_kind == "account"}
+    assert fans and all(x.benign for x in truth if x.scenario == "album_fans")
+    album_tracks = {
+        x.entity_id for x in truth if x.scenario == "album_fans" and x.entity_kind == "target_content"
+    }
+    artists_of: dict[str, set[str]] = defaultdict(set)
+    durations = []
+    for r in records:
+        e = decode_event(r.payload)
+        if not isinstance(e, pb.Event) or e.type != pb.Event.PLAY or e.target.content_id not in album_tracks:
+            continue
+        assert e.actor.account_id in fans
+        artists_of[e.actor.account_id].add(e.target.account_id)
+        durations.append(e.play_duration_ms)
+    assert set(artists_of) == fans
+    assert all(len(a) == 1 for a in artists_of.values())  # each fan plays one album
+    # organic play lengths: mostly full listens, never a farm's stop just past 30 s as the rule
+    full = sum(d >= 60_000 for d in durations)
+    assert full / len(durations) >= 0.7
