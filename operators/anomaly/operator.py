@@ -48,7 +48,9 @@ class AnomalyOperator:
         self.series_key = series_key
         self._bucketer = SeriesBucketer(metric, series_key)
         # Detector and lifecycle are restored lazily: per-event calls (add) only touch the bucketer,
-        # so a binding that round-trips the state bytes on every event pays for the buckets only.
+        # so a binding that round-trips the state bytes on every event pays for the buckets only. Their
+        # blobs stay as long as they describe the objects (until a bucket closes), so an engine that
+        # checkpoints a series at every barrier serializes its detector once per bucket, not per barrier.
         self._detector_obj: AnyDetector | None = None
         self._detector_blob: bytes | None = None
         self._lifecycle_obj: AlertLifecycle | None = None
@@ -64,7 +66,6 @@ class AnomalyOperator:
             self._detector_obj = (
                 build_detector(cfg, bucket_ms) if blob is None else detector_from_bytes(cfg, blob, bucket_ms)
             )
-            self._detector_blob = None
         return self._detector_obj
 
     @property
@@ -73,7 +74,6 @@ class AnomalyOperator:
             self._lifecycle_obj = self._new_lifecycle()
             if self._lifecycle_blob is not None:
                 self._lifecycle_obj.restore(self._lifecycle_blob)
-                self._lifecycle_blob = None
         return self._lifecycle_obj
 
     def _new_lifecycle(self) -> AlertLifecycle:
@@ -102,6 +102,7 @@ class AnomalyOperator:
         bucket. Call it before the first live bucket closes."""
         step = self.metric.bucket_ms
         detector = self._detector
+        self._detector_blob = None  # it learns: the blob no longer describes it
         for i, value in enumerate(values):
             if value is not None and value == value:
                 detector.update(float(value), start_ms + i * step, learn=True)
@@ -151,14 +152,17 @@ class AnomalyOperator:
         if bucket.missing:
             score = Score(0.0, 0.0, bucket.value, bucket.value, False, False, self.metric.detector.kind)
         else:
-            lifecycle = self._lifecycle
+            lifecycle, detector = self._lifecycle, self._detector
+            self._detector_blob = self._lifecycle_blob = None  # both change below (restored first)
             hold = math.inf if lifecycle.learns else lifecycle.clean_below
-            score = self._detector.update(bucket.value, bucket.start_ms, hold_above=hold)
-            transition = self._lifecycle.step(bucket.start_ms, bucket.end_ms, score)
+            score = detector.update(bucket.value, bucket.start_ms, hold_above=hold)
+            transition = lifecycle.step(bucket.start_ms, bucket.end_ms, score)
             if transition is not None:
                 alerts.append(transition)
         if bucket.last:
-            closing = self._lifecycle.expire(bucket.end_ms, score)
+            lifecycle = self._lifecycle
+            self._lifecycle_blob = None
+            closing = lifecycle.expire(bucket.end_ms, score)
             if closing is not None:
                 alerts.append(closing)
             self._bucket_expired = True
@@ -171,16 +175,11 @@ class AnomalyOperator:
     def to_bytes(self) -> bytes:
         w = Writer().u8(_OPERATOR_VERSION).text(self.metric.detector.kind).u8(int(self._bucket_expired))
         self._bucketer.write(w)
-        w.blob(
-            self._detector_blob
-            if self._detector_obj is None and self._detector_blob
-            else self._detector.to_bytes()
-        )
-        w.blob(
-            self._lifecycle_blob
-            if self._lifecycle_obj is None and self._lifecycle_blob
-            else self._lifecycle.to_bytes()
-        )
+        if self._detector_blob is None:
+            self._detector_blob = self._detector.to_bytes()
+        if self._lifecycle_blob is None:
+            self._lifecycle_blob = self._lifecycle.to_bytes()
+        w.blob(self._detector_blob).blob(self._lifecycle_blob)
         return w.getvalue()
 
     @classmethod
