@@ -128,16 +128,22 @@ def _viral_release(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> li
     return drafts
 
 
+def _trap_ips(world: World, source: int, n: int, asn_pool: str) -> list[tuple[str, int]]:
+    """``n`` shared (IP, ASN) pairs of a trap's id space, ASNs drawn from ``asn_pool``."""
+    asns = pool(asn_pool)
+    nets = []
+    for k in range(n):
+        asn, _ = asns[ids.mix64(ids.index64(source, _K_TRAP_IP, k) ^ world.salt) % len(asns)]
+        nets.append((world.ids.ip(ids.ip_index(source, k)), asn))
+    return nets
+
+
 def _shared_ip(name: str) -> Callable[[TrafficSpec, World, Window, Cast], list[Draft]]:
     def build(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list[Draft]:
         p = getattr(spec.traps, name)
         s = source_of_trap(name)
         rng = random.Random(f"{spec.seed}/trap/{name}")
-        asns = pool(p.asn_pool)
-        nets = []
-        for k in range(p.ips):
-            asn, _ = asns[ids.mix64(ids.index64(s, _K_TRAP_IP, k) ^ world.salt) % len(asns)]
-            nets.append((world.ids.ip(ids.ip_index(s, k)), asn))
+        nets = _trap_ips(world, s, p.ips, p.asn_pool)
         span = w.end_ms - w.start_ms
         drafts: list[Draft] = []
         for n, i in enumerate(_organic_accounts(world, s, p.accounts)):
@@ -212,11 +218,7 @@ def _album_fans(spec: TrafficSpec, world: World, w: Window, cast: Cast) -> list[
         ]
         tracks = [world.ids.content(s, a * p.album_tracks + j) for j in range(p.album_tracks)]
         albums.append((artist, [(track, target_chunk(artist, track)) for track in tracks]))
-    mobile = pool("mobile")
-    gateways = []
-    for k in range(p.mobile_ips):
-        asn, _ = mobile[ids.mix64(ids.index64(s, _K_TRAP_IP, k) ^ world.salt) % len(mobile)]
-        gateways.append((world.ids.ip(ids.ip_index(s, k)), asn))
+    gateways = _trap_ips(world, s, p.mobile_ips, "mobile")
     span = w.end_ms - w.start_ms
     drafts: list[Draft] = []
     for n, i in enumerate(_organic_accounts(world, s, p.fans)):
