@@ -123,14 +123,17 @@ def split_batch(batch: bytes) -> tuple[list[bytes], int]:
     return out, flags
 
 
-def _noter(
-    dirty: dict[str, bytes | None], prefix: str, encode: Callable[[S], bytes]
-) -> Callable[[str, S | None], None]:
+Dirty = dict[str, tuple[Callable[[Any], bytes], Any] | None]
+"""Map key → (encoder, state object) changed since the last write to Flink state; None = delete."""
+
+
+def _noter(dirty: Dirty, prefix: str, encode: Callable[[S], bytes]) -> Callable[[str, S | None], None]:
     """A ``StoreSlot.on_put`` (and, with None, an ``ExpiringStore.on_drop``) that notes each change in
-    ``dirty`` (map key → encoded value, None = delete) for the next write to Flink state."""
+    ``dirty`` for the next write to Flink state. Encoding waits for that write: a target put a hundred
+    times between two barriers is encoded once, as it is then."""
 
     def note(key: str, state: S | None) -> None:
-        dirty[prefix + key] = None if state is None else encode(state)
+        dirty[prefix + key] = None if state is None else (encode, state)
 
     return note
 
@@ -177,7 +180,7 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
         )
         self._pipe.track_changes(True)
         self._state = bytes_map_state(runtime_context, "fused", Types.STRING())
-        self._dirty: dict[str, bytes | None] = {}
+        self._dirty: Dirty = {}
         dirty = self._dirty
 
         note_gate, note_target = _noter(dirty, "g", _same), _noter(dirty, "t", encode_target)
@@ -393,6 +396,7 @@ class FusedFunction(KeyedProcessFunction):  # type: ignore[misc]
             if value is None:
                 self._state.remove(key)
             else:
-                writes[key] = value
+                encode, state = value
+                writes[key] = encode(state)
         dirty.clear()
         return writes
